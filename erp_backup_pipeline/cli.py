@@ -1,0 +1,187 @@
+"""``erp-backup``: the command line, a thin layer over the core.
+
+Commands: init, keygen, backup, list, verify, restore. Errors are one line on stderr and a
+non-zero exit; secrets are redacted from everything printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from zoneinfo import ZoneInfo
+
+from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.core.codecs.age import generate_identity
+from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core.pipeline import run_backup
+from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
+from erp_backup_pipeline.core.runner import redact, register_secrets
+from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.core.streams import format_progress, human_bytes
+from erp_backup_pipeline.errors import BackupError, ConfigError
+from erp_backup_pipeline.settings import Settings, load_settings
+
+RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump"}
+
+
+def _source_name(text: str) -> str:
+    name = RESTORE_KINDS.get(text, text)
+    if name not in SOURCES:
+        raise ConfigError(f"unknown source '{text}' (known: {', '.join(list(RESTORE_KINDS) + list(SOURCES))})")
+    return name
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    register_secrets(settings.secrets())
+    return settings
+
+
+def _progress(stage: str, done: int, total: int | None, seconds: float) -> None:
+    line = stage if not done and total is None and not seconds else format_progress(stage, done, total, seconds)
+    print(redact(line), file=sys.stderr, flush=True)
+
+
+def yesterday(tz: str) -> str:
+    return (datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)).isoformat()
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from erp_backup_pipeline.core.init import init_demo
+
+    config = init_demo(Path(args.var), with_postgres=args.postgres)
+    print(f"demo ERP, key and config ready under {Path(args.var).absolute()}")
+    print(f"config: {config}")
+    return 0
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    public = generate_identity(Path(args.output))
+    print(f"identity written to {args.output} (mode 0600); keep it OFF the backup host")
+    print(f"public key (put it in encryption.recipients): {public}")
+    return 0
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    names = enabled_sources(settings) if args.source == "all" else [_source_name(args.source)]
+    partition = args.partition or datetime.now(ZoneInfo(settings.schedules.timezone)).date().isoformat()
+    failed = 0
+    for name in names:
+        try:
+            m = run_backup(settings, name, partition, _progress)
+            print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
+                  f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}")
+        except BackupError as exc:
+            failed += 1
+            print(f"erp-backup: error: {name} {partition}: {redact(str(exc))}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    errors: list[str] = []
+    entries = load_catalog(build_destinations(settings), settings.prefix,
+                           _source_name(args.source) if args.source else None, errors=errors)
+    rows = [e.as_row() for e in entries]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'source':<14} {'partition':<11} {'captured_at':<26} {'raw':>10} {'artifact':>10} "
+              f"{'sha256':<14} {'verified':<8} destinations")
+        for r in rows:
+            flag = "yes" if r["verified"] else "NO"
+            where = ",".join(r["destinations"]) + ("" if r["complete"] else " (INCOMPLETE)")
+            print(f"{r['source']:<14} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
+                  f"{human_bytes(r['artifact_bytes']):>10} {r['sha256'][:12]:<14} {flag:<8} {where}")
+    for err in errors:
+        print(f"erp-backup: warning: {redact(err)}", file=sys.stderr)
+    return 1 if errors and not rows else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    result = verify_backup(settings, _source_name(args.source), args.partition)
+    print(json.dumps(result, indent=2) if args.json else
+          f"OK {result['source']} {result['partition']} captured {result['captured_at']}: "
+          f"checksums match, decrypts, decompresses, {result['method']} passes ({result['seconds']} s)")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    source = _source_name(args.kind)
+    steps = restore_plan(settings, source, args.partition, args.to, args.force)
+    print("restore plan:")
+    for i, step in enumerate(steps, 1):
+        print(f"  {i}. {step}")
+    if args.dry_run:
+        print("dry run: nothing changed")
+        return 0
+    result = restore_backup(settings, source, args.partition, args.to, args.force)
+    kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
+    print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
+          f"in {result['seconds']} s{kept}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="erp-backup", description="Backup and restore of the SteinmetZ ERP.")
+    p.add_argument("--config", help="config file (default: $ERP_BACKUP_CONFIG or ./erp-backup.yaml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="create the demo ERP, an age key and a config under VAR")
+    s.add_argument("--var", default="var")
+    s.add_argument("--postgres", action="store_true", help="also configure the PostgreSQL source from PG* variables")
+    s.set_defaults(func=cmd_init)
+
+    s = sub.add_parser("keygen", help="make an age identity file (mode 0600) and print its public key")
+    s.add_argument("--output", "-o", required=True)
+    s.set_defaults(func=cmd_keygen)
+
+    s = sub.add_parser("backup", help="back up a source (or all) for a partition, without Dagster")
+    s.add_argument("source", help="sqlite_backup, postgres_dump, sqlite, postgres or all")
+    s.add_argument("--partition", help="YYYY-MM-DD (default: today, Europe/Berlin)")
+    s.set_defaults(func=cmd_backup)
+
+    s = sub.add_parser("list", help="the catalog, from the manifests")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--source")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("verify", help="re-download, check checksums, decrypt, decompress and verify a backup")
+    s.add_argument("source")
+    s.add_argument("--partition", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("restore", help="restore a backup into a NEW file or database")
+    s.add_argument("kind", choices=sorted(RESTORE_KINDS))
+    s.add_argument("--partition", required=True)
+    s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name")
+    s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside")
+    s.set_defaults(func=cmd_restore)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BackupError as exc:
+        print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("erp-backup: interrupted", file=sys.stderr)
+        return 130
+
+
+
+
+if __name__ == "__main__":
+    sys.exit(main())

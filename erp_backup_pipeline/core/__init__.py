@@ -1,0 +1,1 @@
+"""Plain-Python backup core. Never imports dagster (a test enforces it)."""

@@ -1,0 +1,34 @@
+"""Destination registry: build the configured destinations from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from erp_backup_pipeline.core.destinations.base import Destination, get, put_bytes, read_bytes
+from erp_backup_pipeline.core.destinations.local import LocalDestination
+from erp_backup_pipeline.core.destinations.s3 import S3Destination
+
+
+def _local(cfg: Any) -> Destination:
+    return LocalDestination(cfg.path, name=cfg.name, required=cfg.required)
+
+
+def _s3(cfg: Any) -> Destination:
+    return S3Destination(
+        cfg.bucket, prefix=cfg.prefix, endpoint_url=cfg.endpoint_url, region=cfg.region,
+        access_key_id=cfg.access_key_id.get_secret_value() if cfg.access_key_id else None,
+        secret_access_key=cfg.secret_key(), multipart_threshold=cfg.multipart_threshold_mb << 20,
+        part_size=cfg.part_size_mb << 20, name=cfg.name, required=cfg.required,
+    )
+
+
+DESTINATIONS: dict[str, Callable[[Any], Destination]] = {"local": _local, "s3": _s3}
+
+
+def build_destinations(settings: Any) -> list[Destination]:
+    return [DESTINATIONS[d.type](d) for d in settings.destinations]
+
+
+__all__ = ["DESTINATIONS", "Destination", "LocalDestination", "S3Destination", "build_destinations", "get",
+           "put_bytes", "read_bytes"]

@@ -1,0 +1,89 @@
+"""The destination contract, shared by every destination (local directory, S3).
+
+Every method documents what it guarantees; one contract test suite runs against each.
+
+- ``open_writer(key)`` returns an ArtifactWriter. Nothing is visible under ``key`` until
+  ``commit()`` succeeds; ``abort()`` (or an exception, or a killed process) leaves nothing
+  that lists or reads as complete. Writing an existing key is refused: artifacts are never
+  overwritten (every capture has its own timestamped key).
+- ``open_reader(key)`` streams the object; ArtifactNotFound when it does not exist.
+- ``get(key, dst, expected_sha256)`` copies the object to dst and re-checks its checksum:
+  VerifyError on mismatch.
+- ``list(prefix)`` yields the complete keys under prefix, sorted. Partial writes never appear.
+- ``exists(key)``; ``delete(key)`` (missing keys are not an error); ``uri(key)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from typing import IO, Any, Protocol
+
+from erp_backup_pipeline.core.streams import CHUNK
+from erp_backup_pipeline.errors import VerifyError
+
+
+class ArtifactWriter(Protocol):
+    key: str
+
+    def write(self, data: bytes) -> int: ...
+
+    def commit(self) -> str:
+        """Make the object visible; returns its URI."""
+
+    def abort(self) -> None:
+        """Discard everything written; safe to call twice or after a failed commit."""
+
+
+class Destination(Protocol):
+    name: str
+    required: bool
+
+    def open_writer(self, key: str) -> ArtifactWriter: ...
+
+    def open_reader(self, key: str) -> IO[bytes] | Any: ...
+
+    def list(self, prefix: str = "") -> Iterator[str]: ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def uri(self, key: str) -> str: ...
+
+    def check(self) -> None:
+        """Fail early (DestinationError, one line) when the destination cannot be used."""
+
+
+def put_bytes(dest: Destination, key: str, data: bytes) -> str:
+    writer = dest.open_writer(key)
+    try:
+        writer.write(data)
+        return writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
+def get(dest: Destination, key: str, dst: IO[bytes] | Any, expected_sha256: str | None = None) -> str:
+    """Copy an object to dst, returning its sha256; VerifyError when it differs from the expected one."""
+    digest = hashlib.sha256()
+    reader = dest.open_reader(key)
+    try:
+        while chunk := reader.read(CHUNK):
+            digest.update(chunk)
+            dst.write(chunk)
+    finally:
+        reader.close()
+    actual = digest.hexdigest()
+    if expected_sha256 is not None and actual != expected_sha256:
+        raise VerifyError(f"{dest.uri(key)}: checksum mismatch (expected {expected_sha256[:12]}..., got {actual[:12]}...)")
+    return actual
+
+
+def read_bytes(dest: Destination, key: str) -> bytes:
+    reader = dest.open_reader(key)
+    try:
+        return reader.read()
+    finally:
+        reader.close()

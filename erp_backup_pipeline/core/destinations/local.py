@@ -1,0 +1,155 @@
+"""Local directory destination: atomic by rename, 0600 files in 0700 directories.
+
+A writer writes ``.<name>.partial-<random>`` beside the final name, fsyncs it and renames it
+into place on commit; ``list`` ignores partial files, and ``sweep_partials`` removes the
+ones a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
+
+PARTIAL_MARK = ".partial-"
+
+
+def _os_error(what: str, exc: OSError) -> DestinationError:
+    if exc.errno == errno.ENOSPC:
+        return DestinationError(f"{what}: no space left on device")
+    return DestinationError(f"{what}: {exc.strerror or exc}")
+
+
+class LocalWriter:
+    def __init__(self, dest: "LocalDestination", key: str) -> None:
+        self.key = key
+        self._final = dest.path_for(key)
+        if self._final.exists():
+            raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
+        dest.ensure_dir(self._final.parent)
+        self._tmp = self._final.with_name(f".{self._final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+        try:
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            raise _os_error(dest.uri(key), exc) from None
+        self._fh: IO[bytes] | None = os.fdopen(fd, "wb")
+        self._uri = dest.uri(key)
+
+    def write(self, data: bytes) -> int:
+        assert self._fh is not None
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            raise _os_error(self._uri, exc) from None
+
+    def commit(self) -> str:
+        assert self._fh is not None
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            if self._final.exists():
+                raise DestinationError(f"{self._uri} already exists; artifacts are never overwritten")
+            os.rename(self._tmp, self._final)
+            dir_fd = os.open(self._final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            self.abort()
+            raise _os_error(self._uri, exc) from None
+        return self._uri
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+        try:
+            self._tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+class LocalDestination:
+    def __init__(self, path: Path, name: str = "local", required: bool = True) -> None:
+        self.root = Path(path).absolute()
+        self.name = name
+        self.required = required
+
+    def path_for(self, key: str) -> Path:
+        parts = [p for p in key.split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts):
+            raise DestinationError(f"invalid object key '{key}'")
+        return self.root.joinpath(*parts)
+
+    def ensure_dir(self, directory: Path) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+            rel = directory.relative_to(self.root)
+            current = self.root
+            for part in rel.parts:
+                current = current / part
+                current.mkdir(exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise _os_error(f"local destination {self.root}", exc) from None
+
+    def uri(self, key: str) -> str:
+        return self.path_for(key).as_uri()
+
+    def check(self) -> None:
+        self.ensure_dir(self.root)
+        if not os.access(self.root, os.W_OK):
+            raise DestinationError(f"local destination {self.root} is not writable")
+
+    def open_writer(self, key: str) -> LocalWriter:
+        return LocalWriter(self, key)
+
+    def open_reader(self, key: str) -> IO[bytes] | Any:
+        try:
+            return open(self.path_for(key), "rb")
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"{self.uri(key)} not found") from None
+        except OSError as exc:
+            raise _os_error(self.uri(key), exc) from None
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        if not self.root.is_dir():
+            return iter(())
+        keys = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                if PARTIAL_MARK in f:
+                    continue
+                key = Path(dirpath, f).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return iter(sorted(keys))
+
+    def exists(self, key: str) -> bool:
+        return self.path_for(key).is_file()
+
+    def delete(self, key: str) -> None:
+        try:
+            self.path_for(key).unlink()
+        except FileNotFoundError:
+            pass
+
+    def sweep_partials(self) -> list[str]:
+        """Remove partial files left by a killed writer; returns what was removed."""
+        removed = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for f in files:
+                if PARTIAL_MARK in f:
+                    Path(dirpath, f).unlink(missing_ok=True)
+                    removed.append(f)
+        return removed

@@ -1,0 +1,184 @@
+"""S3 destination (boto3): AWS, MinIO, Ceph or moto via ``endpoint_url``.
+
+Small objects go up in one ``PutObject``; above the threshold a multipart upload streams
+parts of ``part_size`` bytes (memory stays at one part). Every request carries a SHA-256
+checksum the server checks; the whole object's sha256 is recorded in the manifest and
+re-checked on every read. An object becomes visible only when PutObject or
+CompleteMultipartUpload succeeds; a failed or interrupted writer aborts its upload, and
+``sweep_partials`` aborts uploads a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+
+from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class S3Writer:
+    def __init__(self, dest: "S3Destination", key: str) -> None:
+        self.key = key
+        self._dest = dest
+        self._obj = dest.object_key(key)
+        if dest.exists(key):
+            raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
+        self._buf = bytearray()
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+        self._done = False
+
+    def write(self, data: bytes) -> int:
+        self._buf += data
+        threshold = self._dest.multipart_threshold if self._upload_id is None else self._dest.part_size
+        while len(self._buf) >= max(threshold, self._dest.part_size):
+            if self._upload_id is None:
+                self._start_multipart()
+            self._upload_part(bytes(self._buf[: self._dest.part_size]))
+            del self._buf[: self._dest.part_size]
+            threshold = self._dest.part_size
+        return len(data)
+
+    def _start_multipart(self) -> None:
+        resp = self._dest.call("create upload", self.key, self._dest.client.create_multipart_upload,
+                               Bucket=self._dest.bucket, Key=self._obj, ChecksumAlgorithm="SHA256")
+        self._upload_id = resp["UploadId"]
+
+    def _upload_part(self, data: bytes) -> None:
+        number = len(self._parts) + 1
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        resp = self._dest.call("upload part", self.key, self._dest.client.upload_part,
+                               Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
+                               PartNumber=number, Body=data, ChecksumAlgorithm="SHA256",
+                               ChecksumSHA256=checksum)
+        self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum})
+
+    def commit(self) -> str:
+        try:
+            if self._upload_id is None:
+                data = bytes(self._buf)
+                self._dest.call("put", self.key, self._dest.client.put_object, Bucket=self._dest.bucket,
+                                Key=self._obj, Body=data, ChecksumAlgorithm="SHA256",
+                                ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode())
+            else:
+                if self._buf:
+                    self._upload_part(bytes(self._buf))
+                self._dest.call("complete upload", self.key, self._dest.client.complete_multipart_upload,
+                                Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
+                                MultipartUpload={"Parts": self._parts})
+        except BaseException:
+            self.abort()
+            raise
+        self._buf = bytearray()
+        self._done = True
+        return self._dest.uri(self.key)
+
+    def abort(self) -> None:
+        self._buf = bytearray()
+        if self._upload_id is not None and not self._done:
+            try:
+                self._dest.client.abort_multipart_upload(Bucket=self._dest.bucket, Key=self._obj,
+                                                         UploadId=self._upload_id)
+            except (ClientError, BotoCoreError):
+                pass  # swept later by sweep_partials; an uncompleted upload is never visible
+            self._upload_id = None
+
+
+class S3Destination:
+    def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
+                 region: str = "eu-central-1", access_key_id: str | None = None,
+                 secret_access_key: str | None = None, multipart_threshold: int = 64 << 20,
+                 part_size: int = 16 << 20, name: str = "offsite", required: bool = True) -> None:
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.name = name
+        self.required = required
+        self.multipart_threshold = multipart_threshold
+        self.part_size = part_size
+        self.endpoint_url = endpoint_url
+        self.client = boto3.session.Session().client(
+            "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                          request_checksum_calculation="when_required", response_checksum_validation="when_required"),
+        )
+
+    def object_key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.object_key(key)}"
+
+    def call(self, what: str, key: str, fn: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except ClientError as exc:
+            code = _code(exc)
+            if code == "NoSuchBucket":
+                raise DestinationError(f"destination {self.name}: S3 bucket '{self.bucket}' does not exist") from None
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise ArtifactNotFound(f"{self.uri(key)} not found") from None
+            if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
+                raise DestinationError(f"destination {self.name}: access denied ({code}) on {what} {self.uri(key)}") from None
+            raise DestinationError(f"destination {self.name}: S3 {what} {self.uri(key)} failed: {code or exc}") from None
+        except NoCredentialsError:
+            raise DestinationError(f"destination {self.name}: no S3 credentials configured") from None
+        except EndpointConnectionError:
+            raise DestinationError(f"destination {self.name}: cannot reach S3 endpoint {self.endpoint_url or 'AWS'}") from None
+        except BotoCoreError as exc:
+            raise DestinationError(f"destination {self.name}: S3 {what} failed: {exc}") from None
+
+    def check(self) -> None:
+        self.call("head bucket", "", self.client.head_bucket, Bucket=self.bucket)
+
+    def open_writer(self, key: str) -> S3Writer:
+        return S3Writer(self, key)
+
+    def open_reader(self, key: str) -> IO[bytes] | Any:
+        resp = self.call("get", key, self.client.get_object, Bucket=self.bucket, Key=self.object_key(key))
+        return resp["Body"]
+
+    def list(self, prefix: str = "") -> Iterator[str]:
+        full = self.object_key(prefix)
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        paginator = self.client.get_paginator("list_objects_v2")
+        keys: list[str] = []
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
+                keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
+        except ClientError as exc:
+            self.call("list", prefix, lambda: (_ for _ in ()).throw(exc))
+        return iter(sorted(keys))
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.call("head", key, self.client.head_object, Bucket=self.bucket, Key=self.object_key(key))
+            return True
+        except ArtifactNotFound:
+            return False
+
+    def delete(self, key: str) -> None:
+        self.call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
+
+    def sweep_partials(self, older_than: timedelta = timedelta(hours=1)) -> list[str]:
+        """Abort multipart uploads under our prefix that were started before ``older_than`` ago."""
+        cutoff = datetime.now(timezone.utc) - older_than
+        resp = self.call("list uploads", "", self.client.list_multipart_uploads, Bucket=self.bucket,
+                         Prefix=self.prefix)
+        aborted = []
+        for up in resp.get("Uploads", []):
+            if up["Initiated"] <= cutoff:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                aborted.append(up["Key"])
+        return aborted

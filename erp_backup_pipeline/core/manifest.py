@@ -1,0 +1,75 @@
+"""The manifest: the JSON record written beside every artifact, last, as the commit point.
+
+An artifact without a manifest is not a backup (the catalog ignores it). The manifest holds
+partition, source, real capture time, each stage's size/sha256/seconds, the codec chain in
+order (restore inverts it), recipient fingerprints (never keys), tool versions and every
+destination's result. Object layout::
+
+    <prefix>/<source>/<partition>/<stamp>.<ext chain>       the artifact
+    <prefix>/<source>/<partition>/<stamp>.manifest.json     its manifest
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FORMAT = 1
+MANIFEST_SUFFIX = ".manifest.json"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def safe_part(text: str) -> str:
+    """A partition key or name made safe for a file name or object key."""
+    cleaned = _SAFE.sub("_", text).strip(".")
+    return cleaned or "_"
+
+
+def artifact_dir(prefix: str, source: str, partition: str) -> str:
+    return f"{prefix}/{safe_part(source)}/{safe_part(partition)}"
+
+
+@dataclass
+class Manifest:
+    source: str
+    kind: str
+    partition: str
+    captured_at: str
+    finished_at: str
+    artifact_key: str
+    artifact_bytes: int
+    artifact_sha256: str
+    chain: list[dict[str, Any]]
+    verify: dict[str, Any]
+    facts: dict[str, Any]
+    tools: dict[str, str]
+    destinations: dict[str, dict[str, Any]]
+    complete: bool
+    mode: str = "live"
+    format: int = FORMAT
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.artifact_key.rsplit("/", 1)[0] + "/" + self.stamp + MANIFEST_SUFFIX
+
+    @property
+    def stamp(self) -> str:
+        return self.artifact_key.rsplit("/", 1)[1].split(".", 1)[0]
+
+    def to_json(self) -> bytes:
+        return (json.dumps(asdict(self), indent=2, sort_keys=True) + "\n").encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> "Manifest":
+        raw = json.loads(data)
+        known = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def stage(self, name: str) -> dict[str, Any]:
+        for entry in self.chain:
+            if entry["stage"] == name:
+                return entry
+        raise KeyError(name)

@@ -1,0 +1,281 @@
+"""The backup stages: dump -> compress -> verify -> encrypt -> ship -> manifest.
+
+Each stage is a function from a picklable ``Capture`` record to the next, so the Dagster
+ops and the CLI run the same code. Data streams: the dump flows through the compressor
+straight into the one staged file (the compressed artifact, never the raw dump), verify reads
+that file back through the decompressor, and ship streams it through the encryptor into every
+destination at once. Staging space is therefore the compressed size, which is below the final
+encrypted size. ``dump`` and ``encrypt`` prepare and check (tools, connections, recipients);
+``compress`` and ``ship`` drive the streams; each stage's own bytes, sha256 and seconds are
+measured inside the stream and recorded. A failing stage removes the capture's staging dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from importlib.metadata import version as pkg_version
+from pathlib import Path
+from typing import Any
+
+from erp_backup_pipeline import __version__
+from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
+from erp_backup_pipeline.core.destinations import build_destinations, put_bytes
+from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
+from erp_backup_pipeline.core.sources import build_source
+from erp_backup_pipeline.core.streams import CHUNK, HashingReader, HashingWriter, Progress, StageStats, format_progress
+from erp_backup_pipeline.errors import BackupError, DestinationError, VerifyError
+
+
+@dataclass(frozen=True)
+class Capture:
+    """Everything one backup run of one source and partition has learned so far."""
+
+    source: str
+    partition: str
+    captured_at: str
+    stamp: str
+    workdir: str
+    kind: str = ""
+    facts: dict[str, Any] = field(default_factory=dict)
+    chain: list[dict[str, Any]] = field(default_factory=list)
+    staged: str = ""
+    verify: dict[str, Any] = field(default_factory=dict)
+    artifact: dict[str, Any] = field(default_factory=dict)
+    destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def stage(self, name: str) -> dict[str, Any]:
+        return next(e for e in self.chain if e["stage"] == name)
+
+
+def _log(progress: Progress | None, text: str) -> None:
+    if progress is not None:
+        progress(text, 0, None, 0.0)
+
+
+@contextlib.contextmanager
+def _cleanup_on_failure(capture: Capture) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        shutil.rmtree(capture.workdir, ignore_errors=True)
+        raise
+
+
+def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None) -> Capture:
+    now = now or datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
+    workdir = Path(settings.staging_dir) / safe_part(source) / f"{safe_part(partition)}-{stamp}"
+    Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(settings.staging_dir, 0o700)
+    workdir.mkdir(parents=True, mode=0o700)
+    return Capture(source=source, partition=partition, captured_at=now.isoformat(timespec="seconds"),
+                   stamp=stamp, workdir=str(workdir))
+
+
+def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Check the source, the tools, the recipients and the destinations; record source facts."""
+    with _cleanup_on_failure(capture):
+        encryptor_from_settings(settings.encryption)  # a bad recipient fails before any work
+        for dest in build_destinations(settings):
+            if dest.required:
+                dest.check()
+        source = build_source(settings, capture.source)
+        t0 = time.monotonic()
+        facts = source.prepare(Path(capture.workdir))
+        _log(progress, f"{capture.source}: source ready ({facts.get('engine')}) in {time.monotonic() - t0:.1f} s")
+        return replace(capture, kind=source.kind, facts=facts)
+
+
+def stage_compress(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Stream the dump through the compressor into the staged file."""
+    with _cleanup_on_failure(capture):
+        source = build_source(settings, capture.source)
+        codec = compressor(settings.compression.codec, level=settings.compression.level,
+                           threads=settings.compression.threads)
+        staged = Path(capture.workdir) / f"{capture.stamp}.{source.extension}.{codec.extension}"
+        t0 = time.monotonic()
+        dump = source.open_dump(Path(capture.workdir), capture.facts)
+        raw = HashingReader(dump, progress=progress, stage="dump")
+        try:
+            with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+                out = HashingWriter(fh)
+                codec.compress(raw, out)
+            dump.finish()
+        except BaseException:
+            dump.abort()
+            raise
+        wall = time.monotonic() - t0
+        compress_seconds = max(wall - raw.stats.seconds - out.stats.seconds, 0.0)
+        if raw.stats.bytes == 0:
+            raise BackupError(f"{capture.source}: the dump is empty (0 bytes)")
+        chain = [
+            {"stage": "dump", "format": source.extension, "bytes": raw.stats.bytes, "sha256": raw.stats.sha256,
+             "seconds": round(raw.stats.seconds, 3)},
+            {"stage": "compress", "codec": codec.name, **codec.params(), "bytes": out.stats.bytes,
+             "sha256": out.stats.sha256, "seconds": round(compress_seconds, 3)},
+        ]
+        _log(progress, format_progress("dump+compress", raw.stats.bytes, None, wall)
+             + f" -> {out.stats.bytes} bytes compressed")
+        return replace(capture, chain=chain, staged=str(staged))
+
+
+def stage_verify(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Decompress the staged artifact, check it equals the dump byte for byte, run the source's check."""
+    with _cleanup_on_failure(capture):
+        source = build_source(settings, capture.source)
+        comp = capture.stage("compress")
+        codec = compressor(comp["codec"])
+        dump = capture.stage("dump")
+        t0 = time.monotonic()
+        with open(capture.staged, "rb") as fh:
+            reader = HashingReader(codec.reader(fh))
+            details = source.verify(reader, Path(capture.workdir), capture.facts)
+            while reader.read(CHUNK):
+                pass
+        if (reader.stats.bytes, reader.stats.sha256) != (dump["bytes"], dump["sha256"]):
+            raise VerifyError(f"{capture.source}: decompressed artifact differs from the dump "
+                              f"({reader.stats.bytes} vs {dump['bytes']} bytes)")
+        seconds = time.monotonic() - t0
+        verify = {"ok": True, **details, "seconds": round(seconds, 3), "raw_sha256_match": True}
+        _log(progress, f"{capture.source}: verified ({details.get('method')}) in {seconds:.1f} s")
+        return replace(capture, verify=verify)
+
+
+def stage_encrypt(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Resolve the recipients; the encryption itself streams during ship."""
+    with _cleanup_on_failure(capture):
+        enc = encryptor_from_settings(settings.encryption)
+        if hasattr(enc, "check_keys"):
+            enc.check_keys()
+        entry = {"stage": "encrypt", "codec": enc.name, **enc.params()}
+        return replace(capture, chain=[*capture.chain, entry])
+
+
+class _FanOut:
+    """Writes each chunk to every destination's writer; a failing destination is dropped, not fatal."""
+
+    def __init__(self, writers: dict[str, Any], results: dict[str, dict[str, Any]]) -> None:
+        self.writers = writers
+        self.results = results
+        self.stats = StageStats()
+
+    def write(self, data: bytes | memoryview) -> int:
+        b = bytes(data)
+        self.stats.update(b)
+        for name, w in list(self.writers.items()):
+            try:
+                w.write(b)
+            except BackupError as exc:
+                w.abort()
+                del self.writers[name]
+                self.results[name] = {"ok": False, "error": str(exc)}
+        if not self.writers:
+            raise DestinationError("every destination failed: " + "; ".join(r["error"] for r in self.results.values()))
+        return len(b)
+
+    def flush(self) -> None:
+        pass
+
+
+def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Encrypt the staged artifact once and stream the ciphertext to every destination."""
+    with _cleanup_on_failure(capture):
+        enc = encryptor_from_settings(settings.encryption)
+        staged = Path(capture.staged)
+        key = f"{artifact_dir(settings.prefix, capture.source, capture.partition)}/{staged.name}.{enc.extension}"
+        results: dict[str, dict[str, Any]] = {}
+        writers: dict[str, Any] = {}
+        dests = build_destinations(settings)
+        for dest in dests:
+            try:
+                writers[dest.name] = dest.open_writer(key)
+            except BackupError as exc:
+                results[dest.name] = {"ok": False, "error": str(exc)}
+        if not writers:
+            raise DestinationError("no destination can take the artifact: "
+                                   + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
+        fan = _FanOut(writers, results)
+        t0 = time.monotonic()
+        try:
+            with open(staged, "rb") as fh:
+                src = HashingReader(fh, progress=progress, stage="encrypt+ship", total=staged.stat().st_size)
+                enc.encrypt(src, fan)
+        except BaseException:
+            for w in fan.writers.values():
+                w.abort()
+            raise
+        for name, w in fan.writers.items():
+            try:
+                results[name] = {"ok": True, "uri": w.commit()}
+            except BackupError as exc:
+                results[name] = {"ok": False, "error": str(exc)}
+        wall = time.monotonic() - t0
+        staged.unlink(missing_ok=True)  # staging space is released as soon as the ciphertext is out
+        ok = [n for n, r in results.items() if r["ok"]]
+        if not ok:
+            raise DestinationError("every destination failed: " + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
+        chain = [dict(e) for e in capture.chain]
+        chain[-1].update({"bytes": fan.stats.bytes, "sha256": fan.stats.sha256, "seconds": round(wall, 3)})
+        artifact = {"key": key, "bytes": fan.stats.bytes, "sha256": fan.stats.sha256,
+                    "uri": results[ok[0]]["uri"], "ship_seconds": round(wall, 3)}
+        _log(progress, format_progress("encrypt+ship", fan.stats.bytes, None, wall) + f" to {', '.join(ok)}")
+        return replace(capture, chain=chain, artifact=artifact, destinations=results)
+
+
+def tool_versions() -> dict[str, str]:
+    found = {"erp_backup_pipeline": __version__}
+    for pkg in ("zstandard", "pyrage", "boto3"):
+        try:
+            found[pkg] = pkg_version(pkg)
+        except Exception:
+            pass
+    return found
+
+
+def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = None) -> Manifest:
+    """Write the manifest beside the artifact on every destination that holds it (the commit point)."""
+    try:
+        required = {d.name for d in settings.destinations if d.required}
+        missing = sorted(n for n in required if not capture.destinations.get(n, {}).get("ok"))
+        manifest = Manifest(
+            source=capture.source, kind=capture.kind, partition=capture.partition, captured_at=capture.captured_at,
+            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            artifact_key=capture.artifact["key"], artifact_bytes=capture.artifact["bytes"],
+            artifact_sha256=capture.artifact["sha256"], chain=capture.chain, verify=capture.verify,
+            facts=capture.facts, tools={**tool_versions(), **({"pg_dump": capture.facts["pg_dump"]} if "pg_dump" in capture.facts else {})},
+            destinations=capture.destinations, complete=not missing,
+        )
+        data = manifest.to_json()
+        for dest in build_destinations(settings):
+            if capture.destinations.get(dest.name, {}).get("ok"):
+                try:
+                    put_bytes(dest, manifest.key, data)
+                except BackupError as exc:
+                    capture.destinations[dest.name] = {"ok": False, "error": f"manifest: {exc}"}
+                    if dest.name not in missing and dest.name in required:
+                        missing.append(dest.name)
+        if missing:
+            errors = "; ".join(f"{n}: {capture.destinations.get(n, {}).get('error', 'not written')}" for n in missing)
+            raise DestinationError(f"{capture.source} {capture.partition}: not backed up on every required "
+                                   f"destination ({errors})")
+        _log(progress, f"{capture.source} {capture.partition}: manifest written, backup complete")
+        return manifest
+    finally:
+        shutil.rmtree(capture.workdir, ignore_errors=True)
+
+
+STAGES = (stage_dump, stage_compress, stage_verify, stage_encrypt, stage_ship)
+
+
+def run_backup(settings: Any, source: str, partition: str, progress: Progress | None = None) -> Manifest:
+    """All stages in order, as the Dagster graph runs them."""
+    capture = new_capture(settings, source, partition)
+    for stage in STAGES:
+        capture = stage(settings, capture, progress)
+    return stage_manifest(settings, capture, progress)

@@ -1,0 +1,148 @@
+"""Restore and re-verify: fetch -> check checksum -> decrypt -> decompress -> load/verify.
+
+The inverse chain is read from the manifest alone. The encrypted artifact is fetched to the
+staging dir first and its sha256 checked against the manifest before anything is decrypted,
+so a damaged download never reaches a database.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+from erp_backup_pipeline.core.catalog import Entry, latest, load_catalog
+from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
+from erp_backup_pipeline.core.destinations import build_destinations, get
+from erp_backup_pipeline.core.manifest import Manifest
+from erp_backup_pipeline.core.sources import build_source
+from erp_backup_pipeline.core.streams import CHUNK, HashingReader
+from erp_backup_pipeline.errors import BackupError, VerifyError
+
+
+class _PipeReader:
+    """Runs ``produce(writer)`` in a thread and reads what it writes; re-raises its error at EOF."""
+
+    def __init__(self, produce: Callable[[Any], None]) -> None:
+        r, w = os.pipe()
+        self._r = os.fdopen(r, "rb")
+        self._w = os.fdopen(w, "wb")
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
+        self._thread.start()
+
+    def _run(self, produce: Callable[[Any], None]) -> None:
+        try:
+            produce(self._w)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            self._error = exc
+        finally:
+            try:
+                self._w.close()
+            except OSError:
+                pass
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._r.read(n if n and n > 0 else CHUNK)
+        if not data:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        return data
+
+    def close(self) -> None:
+        self._r.close()
+        self._thread.join(timeout=10)
+
+
+def find_entry(settings: Any, source: str, partition: str) -> Entry:
+    return latest(load_catalog(build_destinations(settings), settings.prefix, source, partition), source, partition)
+
+
+@contextmanager
+def fetched(settings: Any, entry: Entry) -> Iterator[Path]:
+    """Download the artifact from the first destination that holds it, checksum-checked."""
+    m = entry.manifest
+    Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmpdir = Path(tempfile.mkdtemp(prefix="restore-", dir=settings.staging_dir))
+    try:
+        path = tmpdir / Path(m.artifact_key).name
+        errors = []
+        for dest in build_destinations(settings):
+            if dest.name not in entry.held_by:
+                continue
+            try:
+                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                    get(dest, m.artifact_key, fh, expected_sha256=m.artifact_sha256)
+                break
+            except BackupError as exc:
+                errors.append(f"{dest.name}: {exc}")
+        else:
+            raise VerifyError("no intact copy of the artifact: " + "; ".join(errors or ["no destination holds it"]))
+        yield path
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | Any) -> HashingReader:
+    """decrypt -> decompress, as the manifest's chain says; hashing the plaintext as it goes."""
+    enc_stage = manifest.stage("encrypt")
+    comp_stage = manifest.stage("compress")
+    encryptor = encryptor_from_settings(settings.encryption)
+    if encryptor.name != enc_stage["codec"]:
+        raise BackupError(f"artifact is encrypted with {enc_stage['codec']}, config says {encryptor.name}")
+    decrypted = _PipeReader(lambda w: encryptor.decrypt(encrypted, w))
+    return HashingReader(compressor(comp_stage["codec"]).reader(decrypted))
+
+
+def _check_plain(reader: HashingReader, manifest: Manifest) -> None:
+    while reader.read(CHUNK):
+        pass
+    dump = manifest.stage("dump")
+    if (reader.stats.bytes, reader.stats.sha256) != (dump["bytes"], dump["sha256"]):
+        raise VerifyError(f"{manifest.source} {manifest.partition}: decrypted content differs from the dump recorded "
+                          "in the manifest")
+
+
+def verify_backup(settings: Any, source: str, partition: str) -> dict[str, Any]:
+    """Re-download, check checksums, decrypt, decompress and run the source's own verification."""
+    entry = find_entry(settings, source, partition)
+    m = entry.manifest
+    src = build_source(settings, source)
+    t0 = time.monotonic()
+    with fetched(settings, entry) as path, open(path, "rb") as fh:
+        reader = plaintext_reader(settings, m, fh)
+        details = src.verify(reader, path.parent, m.facts)
+        _check_plain(reader, m)
+    return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
+            "seconds": round(time.monotonic() - t0, 2), **details}
+
+
+def restore_plan(settings: Any, source: str, partition: str, target: str, force: bool) -> list[str]:
+    entry = find_entry(settings, source, partition)
+    m = entry.manifest
+    steps = [f"use {m.source} {m.partition} captured {m.captured_at} ({m.artifact_bytes} bytes, "
+             f"sha256 {m.artifact_sha256[:12]}...) from {', '.join(entry.held_by)}",
+             "download and check sha256, then " + " | ".join(
+                 f"{e['codec']} decrypt" if e["stage"] == "encrypt" else f"{e['codec']} decompress"
+                 for e in reversed(m.chain) if e["stage"] in ("encrypt", "compress"))]
+    return steps + build_source(settings, source).restore_plan(target, force)
+
+
+def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False) -> dict[str, Any]:
+    entry = find_entry(settings, source, partition)
+    m = entry.manifest
+    src = build_source(settings, source)
+    t0 = time.monotonic()
+    with fetched(settings, entry) as path, open(path, "rb") as fh:
+        reader = plaintext_reader(settings, m, fh)
+        result = src.restore(reader, target, force, path.parent)
+        _check_plain(reader, m)
+    return {"source": source, "partition": partition, "captured_at": m.captured_at,
+            "seconds": round(time.monotonic() - t0, 2), **result}

@@ -1,0 +1,46 @@
+"""Source registry: asset name -> how to build that source from settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from erp_backup_pipeline.core.sources.base import DumpStream, Source
+from erp_backup_pipeline.core.sources.postgres import PostgresSource
+from erp_backup_pipeline.core.sources.sqlite import SqliteSource
+from erp_backup_pipeline.errors import ConfigError
+
+
+def _sqlite(settings: Any) -> Source:
+    return SqliteSource(settings.sources.sqlite.path)
+
+
+def _postgres(settings: Any) -> Source:
+    pg = settings.sources.postgres
+    return PostgresSource(host=pg.host, port=pg.port, user=pg.user, dbname=pg.dbname, password=pg.secret_password(),
+                          sslmode=pg.sslmode, bin_dir=pg.bin_dir, connect_timeout=pg.connect_timeout)
+
+
+# asset name -> (settings attribute under ``sources``, factory)
+SOURCES: dict[str, tuple[str, Callable[[Any], Source]]] = {
+    "sqlite_backup": ("sqlite", _sqlite),
+    "postgres_dump": ("postgres", _postgres),
+}
+
+
+def enabled_sources(settings: Any) -> list[str]:
+    return [name for name, (attr, _) in SOURCES.items()
+            if (cfg := getattr(settings.sources, attr)) is not None and cfg.enabled]
+
+
+def build_source(settings: Any, name: str) -> Source:
+    if name not in SOURCES:
+        raise ConfigError(f"unknown source '{name}' (known: {', '.join(SOURCES)})")
+    attr, factory = SOURCES[name]
+    cfg = getattr(settings.sources, attr)
+    if cfg is None or not cfg.enabled:
+        raise ConfigError(f"source {name} is not configured (sources.{attr} in the config file)")
+    return factory(settings)
+
+
+__all__ = ["SOURCES", "DumpStream", "Source", "build_source", "enabled_sources"]

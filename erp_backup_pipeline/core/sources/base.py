@@ -1,0 +1,43 @@
+"""The source contract: how one kind of ERP store is dumped, verified and restored.
+
+- ``prepare(workdir)`` checks the source and its tools (one-line SourceError/ToolError) and
+  returns facts for the manifest (versions, row counts). A source whose engine needs a file
+  (SQLite's backup API) takes its snapshot here, inside workdir.
+- ``open_dump(workdir, facts)`` returns a DumpStream: the raw dump as a readable, never
+  staged on disk unless the engine requires it; ``finish()`` waits for the engine and raises
+  on failure.
+- ``verify(reader, workdir, facts)`` consumes the decompressed artifact and raises
+  VerifyError when it is not a sound backup of what ``prepare`` saw; returns details.
+- ``restore(reader, target, force, workdir)`` loads a decompressed artifact into a NEW target;
+  a live target is refused without ``force`` and then kept aside, never destroyed.
+"""
+
+from __future__ import annotations
+
+from typing import IO, Any, Protocol
+
+
+class DumpStream(Protocol):
+    def read(self, n: int = -1) -> bytes: ...
+
+    def finish(self) -> None:
+        """Wait for the dump engine; raise ToolError/SourceError when it failed."""
+
+    def abort(self) -> None:
+        """Stop the engine and release its files."""
+
+
+class Source(Protocol):
+    kind: str
+    extension: str
+
+    def prepare(self, workdir: Any) -> dict[str, Any]: ...
+
+    def open_dump(self, workdir: Any, facts: dict[str, Any]) -> DumpStream: ...
+
+    def verify(self, reader: IO[bytes] | Any, workdir: Any, facts: dict[str, Any]) -> dict[str, Any]: ...
+
+    def restore_plan(self, target: str, force: bool) -> list[str]:
+        """Human-readable steps a restore into target would take (for --dry-run)."""
+
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Any) -> dict[str, Any]: ...

@@ -1,0 +1,149 @@
+"""SQLite source: online backup API snapshot, integrity_check verification, file restore.
+
+The snapshot is consistent while the ERP writes (SQLite's backup API, one step under a read
+transaction). Verification runs ``PRAGMA integrity_check`` on the decompressed artifact itself
+and compares every table's row count with the counts taken from the snapshot.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from erp_backup_pipeline.core.streams import CHUNK, copy_stream
+from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    tables = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type='table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
+    return {t: conn.execute(f"SELECT count(*) FROM {_quote(t)}").fetchone()[0] for t in tables}
+
+
+def check_file(path: Path) -> tuple[str, dict[str, int]]:
+    """integrity_check result and row counts of a database file; VerifyError if it is not one."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            result = [r[0] for r in conn.execute("PRAGMA integrity_check")]
+            counts = row_counts(conn)
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise VerifyError(f"sqlite: artifact is not a sound database ({exc})") from None
+    return ("ok" if result == ["ok"] else "; ".join(result[:3])), counts
+
+
+class _FileDump:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fh: IO[bytes] | None = open(path, "rb")
+
+    def read(self, n: int = -1) -> bytes:
+        assert self._fh is not None
+        return self._fh.read(n)
+
+    def finish(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._path.unlink(missing_ok=True)
+
+
+class SqliteSource:
+    kind = "sqlite"
+    extension = "sqlite3"
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def _snapshot_path(self, workdir: Path) -> Path:
+        return Path(workdir) / "snapshot.sqlite3"
+
+    def prepare(self, workdir: Path) -> dict[str, Any]:
+        if not self.path.is_file():
+            raise SourceError(f"sqlite: database file {self.path} not found")
+        snap = self._snapshot_path(workdir)
+        fd = os.open(snap, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        try:
+            src = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            dst = sqlite3.connect(snap)
+            try:
+                src.backup(dst, pages=-1)
+                dst.execute("PRAGMA journal_mode=DELETE")
+                counts = row_counts(dst)
+            finally:
+                dst.close()
+                src.close()
+        except sqlite3.Error as exc:
+            snap.unlink(missing_ok=True)
+            raise SourceError(f"sqlite: cannot back up {self.path}: {exc}") from None
+        return {"engine": f"sqlite {sqlite3.sqlite_version}", "row_counts": counts,
+                "database": str(self.path)}
+
+    def open_dump(self, workdir: Path, facts: dict[str, Any]) -> _FileDump:
+        return _FileDump(self._snapshot_path(workdir))
+
+    def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
+        copy = Path(workdir) / "verify.sqlite3"
+        try:
+            with open(os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                copy_stream(reader, fh, CHUNK)
+            integrity, counts = check_file(copy)
+        finally:
+            copy.unlink(missing_ok=True)
+        if integrity != "ok":
+            raise VerifyError(f"sqlite: integrity_check failed: {integrity}")
+        expected = facts.get("row_counts", {})
+        if counts != expected:
+            diff = sorted(t for t in set(counts) | set(expected) if counts.get(t) != expected.get(t))
+            raise VerifyError(f"sqlite: row counts differ from the snapshot in {', '.join(diff[:5])}")
+        return {"method": "PRAGMA integrity_check", "integrity": integrity, "tables": len(counts),
+                "rows": sum(counts.values())}
+
+    def restore_plan(self, target: str, force: bool) -> list[str]:
+        t = Path(target)
+        steps = [f"write the restored database to {t}.partial, run PRAGMA integrity_check"]
+        if t.exists():
+            steps.append(f"move the existing {t} aside to {t}.before-restore-<timestamp>" if force
+                         else f"REFUSE: {t} exists (use --force to keep it aside and replace it)")
+        steps.append(f"rename {t}.partial to {t}")
+        return steps
+
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path) -> dict[str, Any]:
+        t = Path(target).absolute()
+        if t.exists() and not force:
+            raise RestoreError(f"restore target {t} exists; use --force to keep it aside and replace it")
+        t.parent.mkdir(parents=True, exist_ok=True)
+        partial = t.with_name(t.name + ".partial")
+        try:
+            with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                copy_stream(reader, fh, CHUNK)
+            integrity, counts = check_file(partial)
+            if integrity != "ok":
+                raise VerifyError(f"sqlite: restored database fails integrity_check: {integrity}")
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        kept = None
+        if t.exists():
+            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            kept = t.with_name(f"{t.name}.before-restore-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                side = Path(str(t) + suffix)
+                if side.exists():
+                    side.rename(Path(str(kept) + suffix))
+        partial.rename(t)
+        return {"target": str(t), "kept_aside": str(kept) if kept else None, "tables": len(counts),
+                "rows": sum(counts.values()), "integrity": integrity}

@@ -1,0 +1,142 @@
+"""Streaming helpers: counting/hashing wrappers, timed copies and progress reporting.
+
+Every stage measures its own bytes, sha256 and seconds here, inside the stream, so the
+figures are exact even when several stages run in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+CHUNK = 1 << 20  # 1 MiB
+Progress = Callable[[str, int, "int | None", float], None]
+"""progress(stage, bytes_done, bytes_total_or_None, seconds_elapsed)"""
+
+
+@dataclass
+class StageStats:
+    """Bytes, sha256 and time of one stage's output."""
+
+    bytes: int = 0
+    seconds: float = 0.0
+    _hash: Any = field(default_factory=hashlib.sha256, repr=False)
+
+    def update(self, chunk: bytes) -> None:
+        self.bytes += len(chunk)
+        self._hash.update(chunk)
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+class HashingReader:
+    """File-like reader that counts and hashes what passes through, and times its reads."""
+
+    def __init__(self, raw: IO[bytes], stats: StageStats | None = None,
+                 progress: Progress | None = None, stage: str = "", total: int | None = None) -> None:
+        self.raw = raw
+        self.stats = stats or StageStats()
+        self._progress = progress
+        self._stage = stage
+        self._total = total
+        self._started = time.monotonic()
+        self._last_report = self._started
+
+    def read(self, n: int = -1) -> bytes:
+        t0 = time.monotonic()
+        data = self.raw.read(n if n is not None else -1)
+        self.stats.seconds += time.monotonic() - t0
+        if data:
+            self.stats.update(data)
+            self._maybe_report()
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def _maybe_report(self) -> None:
+        now = time.monotonic()
+        if self._progress is not None and now - self._last_report >= 5.0:
+            self._last_report = now
+            self._progress(self._stage, self.stats.bytes, self._total, now - self._started)
+
+
+class HashingWriter:
+    """File-like writer that counts and hashes what is written, timing the writes."""
+
+    def __init__(self, raw: IO[bytes] | Any, stats: StageStats | None = None) -> None:
+        self.raw = raw
+        self.stats = stats or StageStats()
+
+    def write(self, data: bytes | memoryview) -> int:
+        t0 = time.monotonic()
+        b = bytes(data)
+        self.raw.write(b)
+        self.stats.seconds += time.monotonic() - t0
+        self.stats.update(b)
+        return len(b)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        flush = getattr(self.raw, "flush", None)
+        if flush:
+            flush()
+
+
+def copy_stream(src: IO[bytes] | Any, dst: IO[bytes] | Any, chunk: int = CHUNK) -> int:
+    total = 0
+    while True:
+        data = src.read(chunk)
+        if not data:
+            return total
+        dst.write(data)
+        total += len(data)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def format_progress(stage: str, done: int, total: int | None, seconds: float) -> str:
+    rate = done / seconds if seconds > 0 else 0.0
+    of = f" of {human_bytes(total)}" if total else ""
+    return f"{stage}: {human_bytes(done)}{of} at {human_bytes(rate)}/s"
+
+
+class CheckedReader:
+    """A reader that turns a library's own exceptions into one-line CodecErrors."""
+
+    def __init__(self, errors: tuple[type[BaseException], ...], message: str, inner: Any) -> None:
+        self._errors = errors
+        self._message = message
+        self._inner = inner
+
+    def read(self, n: int = -1) -> bytes:
+        from erp_backup_pipeline.errors import CodecError
+
+        try:
+            return self._inner.read(n)
+        except self._errors as exc:
+            raise CodecError(f"{self._message} ({exc})") from None
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._inner.close()

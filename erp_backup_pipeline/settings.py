@@ -1,0 +1,301 @@
+"""The one typed configuration, shared by the CLI and Dagster.
+
+Loaded from a YAML file (path from ``ERP_BACKUP_CONFIG``, default ``./erp-backup.yaml``).
+Strings may contain ``${VAR}`` (environment interpolation; a missing variable is an error,
+``${VAR:-default}`` supplies a default). Secrets are ``SecretStr`` and may instead be read from
+a ``*_file`` whose mode must deny group and other access (0600 or stricter).
+Any mistake fails at load with one line naming the key and what is wrong; unknown keys are
+refused, with the closest known key suggested.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from erp_backup_pipeline.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "erp-backup.yaml"
+CONFIG_ENV = "ERP_BACKUP_CONFIG"
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """Read a secret from a file that only its owner may read (mode 0600 or stricter)."""
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{what}: secret file {path} has mode {stat.S_IMODE(st.st_mode):04o}; it must be 0600")
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read secret file {path}: {exc.strerror}") from None
+
+
+class CompressionSettings(_Model):
+    codec: Literal["zstd", "gzip"] = "zstd"
+    level: int = Field(3, ge=1, le=22)
+    threads: int = Field(2, ge=0, le=64, description="zstd worker threads; 0 = single-threaded")
+
+    @model_validator(mode="after")
+    def _gzip_level(self) -> "CompressionSettings":
+        if self.codec == "gzip" and self.level > 9:
+            raise ValueError("gzip level must be 1..9")
+        return self
+
+
+class GpgSettings(_Model):
+    recipients: list[str] = Field(default_factory=list)
+    homedir: Path | None = None
+
+
+class EncryptionSettings(_Model):
+    codec: Literal["age", "gpg"] = "age"
+    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...)")
+    recipients_file: Path | None = None
+    identity_file: Path | None = Field(None, description="age identity; needed only to verify and restore")
+    gpg: GpgSettings = GpgSettings()
+
+    def age_recipients(self) -> list[str]:
+        found = list(self.recipients)
+        if self.recipients_file is not None:
+            try:
+                lines = self.recipients_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"encryption.recipients_file: cannot read {self.recipients_file}: {exc.strerror}") from None
+            found += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return found
+
+    @model_validator(mode="after")
+    def _has_recipient(self) -> "EncryptionSettings":
+        if self.codec == "age" and not self.recipients and self.recipients_file is None:
+            raise ValueError("age encryption needs recipients or recipients_file")
+        if self.codec == "gpg" and not self.gpg.recipients:
+            raise ValueError("gpg encryption needs gpg.recipients")
+        return self
+
+
+class LocalDestinationSettings(_Model):
+    type: Literal["local"]
+    name: str = "local"
+    path: Path
+    required: bool = True
+
+
+class S3DestinationSettings(_Model):
+    type: Literal["s3"]
+    name: str = "offsite"
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str = "eu-central-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    secret_access_key_file: Path | None = None
+    multipart_threshold_mb: int = Field(16, ge=5)
+    part_size_mb: int = Field(16, ge=5)
+    required: bool = True
+
+    def secret_key(self) -> str | None:
+        if self.secret_access_key is not None:
+            return self.secret_access_key.get_secret_value()
+        if self.secret_access_key_file is not None:
+            return read_secret_file(self.secret_access_key_file, f"destinations.{self.name}.secret_access_key_file")
+        return None
+
+
+DestinationSettings = Annotated[Union[LocalDestinationSettings, S3DestinationSettings], Field(discriminator="type")]
+
+
+class SqliteSourceSettings(_Model):
+    enabled: bool = True
+    path: Path
+    owner: str = "team:erp-ops"
+
+
+class PostgresSourceSettings(_Model):
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "erp_user"
+    dbname: str = "erp_steinmetz"
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    bin_dir: Path | None = Field(None, description="directory holding pg_dump/pg_restore; default: PATH")
+    connect_timeout: int = Field(10, ge=1)
+    owner: str = "team:erp-ops"
+
+    def secret_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return read_secret_file(self.password_file, "sources.postgres.password_file")
+        return None
+
+
+class SourcesSettings(_Model):
+    sqlite: SqliteSourceSettings | None = None
+    postgres: PostgresSourceSettings | None = None
+
+
+class ScheduleSettings(_Model):
+    timezone: str = "Europe/Berlin"
+    database_cron: str = "0 2 * * *"
+    start_date: str = "2026-01-01"
+    enabled: bool = True
+
+
+class Settings(_Model):
+    staging_dir: Path = Path("var/staging")
+    prefix: str = Field("erp-steinmetz", description="first part of every object key")
+    compression: CompressionSettings = CompressionSettings()
+    encryption: EncryptionSettings
+    destinations: list[DestinationSettings] = Field(min_length=1)
+    sources: SourcesSettings = SourcesSettings()
+    schedules: ScheduleSettings = ScheduleSettings()
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*", v):
+            raise ValueError("prefix may hold letters, digits, '.', '_', '-' and '/' between parts")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_destinations(self) -> "Settings":
+        names = [d.name for d in self.destinations]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"destination names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def secrets(self) -> list[str]:
+        """Every secret value, so logs and error text can be redacted."""
+        found: list[str] = []
+        pg = self.sources.postgres
+        if pg is not None:
+            try:
+                pw = pg.secret_password()
+            except ConfigError:
+                pw = None
+            if pw:
+                found.append(pw)
+        for dest in self.destinations:
+            if isinstance(dest, S3DestinationSettings):
+                try:
+                    key = dest.secret_key()
+                except ConfigError:
+                    key = None
+                if key:
+                    found.append(key)
+        return found
+
+
+def _interpolate(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"config {where}: environment variable {name} is not set")
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Walk the model along ``loc`` and return the field names at its end (for suggestions)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or current is None:
+            continue
+        fields = getattr(current, "model_fields", {})
+        if part in fields:
+            ann = fields[part].annotation
+            args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
+            current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if args else None)
+        elif part in ("local", "s3"):
+            current = LocalDestinationSettings if part == "local" else S3DestinationSettings
+    return list(getattr(current, "model_fields", {}).keys())
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    shown = ".".join(str(p) for p in loc if p not in ("local", "s3")) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(loc[-1]), _known_fields(Settings, loc), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        msg = f"unknown key{hint}"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = err["msg"].removeprefix("Value error, ")
+    more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"config {source}: {shown}: {msg}{more}"
+
+
+def parse_settings(data: Any, source: str = "<dict>", base_dir: Path | None = None) -> Settings:
+    """Validate a mapping (already read from YAML) into Settings; relative paths resolve against base_dir."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {source}: the top level must be a mapping")
+    data = _interpolate(data, "")
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, source)) from None
+    return _resolve_paths(settings, base_dir or Path.cwd())
+
+
+def _resolve_paths(model: BaseModel, base: Path) -> Any:
+    updates: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, Path) and not value.is_absolute():
+            updates[name] = (base / value)
+        elif isinstance(value, BaseModel):
+            updates[name] = _resolve_paths(value, base)
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            updates[name] = [_resolve_paths(v, base) for v in value]
+    return model.model_copy(update=updates) if updates else model
+
+
+def config_path(path: str | os.PathLike[str] | None = None) -> Path:
+    return Path(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load the configuration file; relative paths in it resolve against the file's directory."""
+    p = config_path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} not found (set {CONFIG_ENV} or create it; see README)") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config {p}:{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    return parse_settings(data, str(p), p.resolve().parent)
