@@ -1,0 +1,163 @@
+"""The asset factory: one graph-backed, daily-partitioned asset per backup source.
+
+Ops: dump -> compress -> verify -> encrypt -> ship -> manifest, each one call into
+``core.pipeline``. The verify op emits the blocking ``integrity`` check; the manifest op emits
+the materialization with numeric metadata, the artifact's URI and sha256.
+"""
+
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import dagster as dg
+
+from erp_backup_pipeline.core import pipeline
+from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.streams import format_progress
+from erp_backup_pipeline.errors import BackupError, VerifyError
+from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+
+GROUP = "erp_backups"
+SOURCE_GROUP = "erp_sources"
+TIMEZONE = "Europe/Berlin"
+START_DATE = "2026-01-01"
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=TIMEZONE, end_offset=1)
+
+
+@dataclass(frozen=True)
+class BackupAssetInfo:
+    name: str
+    kind: str
+    upstream: str
+    upstream_description: str
+    description: str
+
+
+BACKUP_ASSETS = {
+    "sqlite_backup": BackupAssetInfo(
+        "sqlite_backup", "sqlite", "erp_sqlite_database", "The ERP's SQLite database (small installs).",
+        "Nightly SQLite snapshot (online backup API), zstd-compressed, integrity-checked, age-encrypted."),
+    "postgres_dump": BackupAssetInfo(
+        "postgres_dump", "postgres", "erp_postgres_database", "The ERP's PostgreSQL database (production).",
+        "Nightly logical dump (pg_dump custom format), zstd-compressed, checked by pg_restore --list, "
+        "age-encrypted."),
+}
+
+
+def _progress(context: dg.OpExecutionContext) -> Callable[[str, int, int | None, float], None]:
+    def report(stage: str, done: int, total: int | None, seconds: float) -> None:
+        text = stage if not done and total is None and not seconds else format_progress(stage, done, total, seconds)
+        context.log.info(redact(text))
+    return report
+
+
+def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_res: BackupSettingsResource,
+               *args: Any) -> Any:
+    try:
+        return fn(settings_res.load(), *args, _progress(context))
+    except BackupError as exc:
+        raise dg.Failure(description=redact(str(exc))) from None
+
+
+def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
+    md: dict[str, Any] = {}
+    for entry in capture.chain:
+        if "bytes" in entry:
+            md[f"{entry['stage']}_bytes"] = dg.MetadataValue.int(int(entry["bytes"]))
+        if "seconds" in entry:
+            md[f"{entry['stage']}_seconds"] = dg.MetadataValue.float(float(entry["seconds"]))
+    return md
+
+
+def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
+    name = info.name
+
+    @dg.op(name=f"{name}_dump", ins={"source": dg.In(dg.Nothing)}, description="Check the source, its tools and the destinations; record source facts.")
+    def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
+        capture = pipeline.new_capture(backup_settings.load(), name, context.partition_key)
+        return _run_stage(context, pipeline.stage_dump, backup_settings, capture)
+
+    @dg.op(name=f"{name}_compress", description="Stream the dump through the compressor into the staged file.")
+    def compress(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
+                 capture: pipeline.Capture) -> pipeline.Capture:
+        result = _run_stage(context, pipeline.stage_compress, backup_settings, capture)
+        context.add_output_metadata(_stage_metadata(result))
+        return result
+
+    @dg.op(name=f"{name}_verify", out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing)},
+           description="Decompress the staged artifact, compare it with the dump, run the source's own check.")
+    def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource, capture: pipeline.Capture):  # type: ignore[no-untyped-def]
+        try:
+            checked = pipeline.stage_verify(backup_settings.load(), capture, _progress(context))
+        except VerifyError as exc:
+            yield dg.AssetCheckResult(asset_key=name, check_name="integrity", passed=False,
+                                      severity=dg.AssetCheckSeverity.ERROR, description=redact(str(exc)))
+            raise dg.Failure(description=redact(str(exc))) from None
+        except BackupError as exc:
+            raise dg.Failure(description=redact(str(exc))) from None
+        md = {k: v for k, v in checked.verify.items() if isinstance(v, (int, float, str, bool))}
+        yield dg.AssetCheckResult(asset_key=name, check_name="integrity", passed=True, metadata=md)
+        yield dg.Output(checked, "capture")
+
+    @dg.op(name=f"{name}_encrypt", description="Resolve the encryption recipients (the ciphertext streams in ship).")
+    def encrypt(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
+                capture: pipeline.Capture) -> pipeline.Capture:
+        return _run_stage(context, pipeline.stage_encrypt, backup_settings, capture)
+
+    @dg.op(name=f"{name}_ship", description="Encrypt once and stream the ciphertext to every destination.")
+    def ship(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
+             capture: pipeline.Capture) -> pipeline.Capture:
+        result = _run_stage(context, pipeline.stage_ship, backup_settings, capture)
+        context.add_output_metadata({f"destination_{n}": r.get("uri") or r.get("error", "") for n, r in
+                                     result.destinations.items()})
+        return result
+
+    @dg.op(name=f"{name}_manifest", out=dg.Out(dg.Nothing),
+           description="Write the manifest beside the artifact (the commit point).")
+    def manifest(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
+                 capture: pipeline.Capture):  # type: ignore[no-untyped-def]
+        m = _run_stage(context, pipeline.stage_manifest, backup_settings, capture)
+        dump_bytes = m.stage("dump")["bytes"]
+        comp_bytes = m.stage("compress")["bytes"]
+        md: dict[str, Any] = {
+            "dagster/uri": dg.MetadataValue.text(capture.artifact["uri"]),
+            "sha256": dg.MetadataValue.text(m.artifact_sha256),
+            "captured_at": dg.MetadataValue.text(m.captured_at),
+            "raw_bytes": dg.MetadataValue.int(dump_bytes),
+            "compressed_bytes": dg.MetadataValue.int(comp_bytes),
+            "encrypted_bytes": dg.MetadataValue.int(m.artifact_bytes),
+            "compression_ratio": dg.MetadataValue.float(round(dump_bytes / comp_bytes, 3) if comp_bytes else 0.0),
+            "verify_seconds": dg.MetadataValue.float(float(m.verify.get("seconds", 0.0))),
+            "destinations": dg.MetadataValue.text(", ".join(sorted(m.destinations))),
+            **_stage_metadata(capture),
+        }
+        for table, count in (m.facts.get("row_counts") or m.facts.get("row_estimates") or {}).items():
+            md[f"rows/{table}"] = dg.MetadataValue.int(int(count))
+        yield dg.Output(None, metadata=md)
+
+    @dg.graph_asset(
+        name=name,
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.multi_run(1),
+        check_specs=[dg.AssetCheckSpec("integrity", asset=name, blocking=True,
+                                       description="The artifact decompresses to the exact dump and passes the "
+                                                   "source's own check.")],
+        ins={"source": dg.AssetIn(info.upstream, dagster_type=dg.Nothing)},
+        group_name=GROUP,
+        kinds={info.kind},
+        owners=["team:erp-ops"],
+        description=info.description,
+        tags={"erp_backup/source": info.kind},
+    )
+    def backup_asset(source):  # type: ignore[no-untyped-def]
+        checked, integrity = verify(compress(dump(source)))
+        return {"result": manifest(ship(encrypt(checked))), f"{name}_integrity": integrity}
+
+    return backup_asset
+
+
+def source_spec(info: BackupAssetInfo) -> dg.AssetSpec:
+    return dg.AssetSpec(info.upstream, description=info.upstream_description, group_name=SOURCE_GROUP,
+                        kinds={info.kind}, owners=["team:erp-ops"])

@@ -1,0 +1,48 @@
+"""Jobs and schedules: one partitioned job per backup asset, scheduled at the original cron time.
+
+The databases are backed up at 02:00 Europe/Berlin (the original strategy's cron line). A tick
+backs up the partition of its own date (the capture date, as the original scripts named their
+files). A source that is not configured is skipped with a reason shown on the tick.
+"""
+
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import dagster as dg
+
+from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.errors import BackupError
+from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
+from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+
+CRON = {"sqlite_backup": "0 2 * * *", "postgres_dump": "0 2 * * *"}
+
+
+def job_name(asset: str) -> str:
+    return f"{asset}_job"
+
+
+def build_job(asset: str) -> Any:
+    return dg.define_asset_job(job_name(asset), selection=dg.AssetSelection.assets(asset).without_checks()
+                               | dg.AssetSelection.checks_for_assets(asset),
+                               partitions_def=daily_partitions, executor_def=dg.in_process_executor,
+                               tags={"erp_backup/source": asset})
+
+
+def build_schedule(asset: str, job: Any) -> dg.ScheduleDefinition:
+    @dg.schedule(name=f"{asset}_nightly", cron_schedule=CRON[asset], execution_timezone=TIMEZONE, job=job,
+                 default_status=dg.DefaultScheduleStatus.RUNNING,
+                 description=f"Back up {asset} at {CRON[asset]} {TIMEZONE} (original strategy's cron time).")
+    def nightly(context: dg.ScheduleEvaluationContext, backup_settings: BackupSettingsResource):  # type: ignore[no-untyped-def]
+        try:
+            enabled = enabled_sources(backup_settings.load())
+        except BackupError as exc:
+            return dg.SkipReason(f"configuration error: {exc}")
+        if asset not in enabled:
+            attr = SOURCES[asset][0]
+            return dg.SkipReason(f"{asset} is not configured (sources.{attr} in the config file)")
+        tick = context.scheduled_execution_time
+        partition = tick.astimezone(ZoneInfo(TIMEZONE)).date().isoformat()
+        return dg.RunRequest(run_key=f"{asset}:{partition}", partition_key=partition)
+
+    return nightly
