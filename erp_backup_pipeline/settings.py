@@ -225,16 +225,16 @@ def _interpolate(value: Any, where: str) -> Any:
 def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Walk the model along ``loc`` and return the field names at its end (for suggestions)."""
     current: Any = model
+    tagged = {"local": LocalDestinationSettings, "s3": S3DestinationSettings}
     for part in loc[:-1]:
-        if isinstance(part, int) or current is None:
+        if part in tagged:
+            current = tagged[part]
+        elif isinstance(part, int) or current is None:
             continue
-        fields = getattr(current, "model_fields", {})
-        if part in fields:
+        elif part in (fields := getattr(current, "model_fields", {})):
             ann = fields[part].annotation
             args = [a for a in getattr(ann, "__args__", ()) if isinstance(a, type) and issubclass(a, BaseModel)]
             current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else (args[0] if args else None)
-        elif part in ("local", "s3"):
-            current = LocalDestinationSettings if part == "local" else S3DestinationSettings
     return list(getattr(current, "model_fields", {}).keys())
 
 

@@ -76,16 +76,53 @@ class AgeEncryptor:
         return head.startswith(MAGIC)
 
     def encrypt(self, src: IO[bytes] | Any, dst: IO[bytes] | Any) -> None:
-        try:
-            pyrage.encrypt_io(src, dst, self._recipients)
-        except pyrage.EncryptError as exc:
-            raise CodecError(f"age: encryption failed ({exc})") from None
+        _guarded(lambda s, d: pyrage.encrypt_io(s, d, self._recipients), src, dst, "encryption failed")
 
     def decrypt(self, src: IO[bytes] | Any, dst: IO[bytes] | Any) -> None:
         if self._identity_file is None:
             raise ConfigError("encryption.identity_file is not set; it is needed to decrypt (verify/restore)")
         identities = load_identities(self._identity_file)
+        _guarded(lambda s, d: pyrage.decrypt_io(s, d, identities), src, dst,
+                 "decryption failed; wrong identity or damaged artifact")
+
+
+class _Recorder:
+    """Delegates to a stream and remembers the first exception it raised (pyrage hides its type)."""
+
+    def __init__(self, inner: Any, box: list[BaseException]) -> None:
+        self._inner = inner
+        self._box = box
+
+    def _call(self, name: str, *args: Any) -> Any:
         try:
-            pyrage.decrypt_io(src, dst, identities)
-        except pyrage.DecryptError as exc:
-            raise CodecError(f"age: decryption failed ({exc}); wrong identity or damaged artifact") from None
+            return getattr(self._inner, name)(*args)
+        except BaseException as exc:
+            self._box.append(exc)
+            raise
+
+    def read(self, n: int = -1) -> bytes:
+        return self._call("read", n)
+
+    def readinto(self, buf: Any) -> int:
+        if hasattr(self._inner, "readinto"):
+            return self._call("readinto", buf)
+        data = self._call("read", len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def write(self, data: Any) -> int:
+        return self._call("write", data)
+
+    def flush(self) -> None:
+        if hasattr(self._inner, "flush"):
+            self._call("flush")
+
+
+def _guarded(fn: Any, src: Any, dst: Any, what: str) -> None:
+    box: list[BaseException] = []
+    try:
+        fn(_Recorder(src, box), _Recorder(dst, box))
+    except (pyrage.EncryptError, pyrage.DecryptError, OSError) as exc:
+        if box:
+            raise box[0] from None
+        raise CodecError(f"age: {what} ({exc})") from None

@@ -1,0 +1,148 @@
+"""Session fixtures: a throwaway PostgreSQL cluster and moto's S3 server, both real, on loopback."""
+
+from __future__ import annotations
+
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+
+import pytest
+
+from erp_backup_pipeline.settings import Settings, parse_settings
+from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, start_moto, start_postgres
+
+ERP_PASSWORD = "erp-Pw-7f3a9c-secret"
+S3_SECRET = "s3-Secret-41b8e2-value"
+S3_KEY_ID = "testing-key-id"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    server = start_postgres()
+    try:
+        with psycopg.connect(server.dsn(), autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE erp_user LOGIN CREATEDB PASSWORD '{ERP_PASSWORD}'")
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_client(moto_server: MotoServer) -> Any:
+    return boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1",
+                        aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+
+
+@pytest.fixture
+def bucket(s3_client: Any) -> str:
+    name = f"erp-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    return name
+
+
+ERP_SCHEMA = """
+CREATE TABLE customers (id bigserial PRIMARY KEY, name text NOT NULL, city text, created_at timestamptz NOT NULL);
+CREATE TABLE articles (id bigserial PRIMARY KEY, sku text UNIQUE NOT NULL, price numeric(12,2) NOT NULL,
+  attributes jsonb);
+CREATE TABLE invoices (id bigserial PRIMARY KEY, customer_id bigint REFERENCES customers(id), number text UNIQUE,
+  total numeric(12,2), issued_on date);
+CREATE TABLE invoice_lines (id bigserial PRIMARY KEY, invoice_id bigint REFERENCES invoices(id),
+  article_id bigint REFERENCES articles(id), quantity int, price numeric(12,2));
+CREATE TABLE audit_log (id bigserial PRIMARY KEY, at timestamptz, actor text, details text);
+INSERT INTO customers(name, city, created_at)
+  SELECT 'Kunde ' || md5(i::text), (ARRAY['Berlin','Köln','Passau'])[1 + i % 3], now() - i * interval '1 hour'
+  FROM generate_series(1, 500) i;
+INSERT INTO articles(sku, price, attributes)
+  SELECT 'ART-' || i, round((random() * 2000)::numeric, 2), jsonb_build_object('stone', md5(i::text), 'mm', i % 40)
+  FROM generate_series(1, 200) i;
+INSERT INTO invoices(customer_id, number, total, issued_on)
+  SELECT 1 + i % 500, 'RE-' || i, round((random() * 10000)::numeric, 2), date '2026-01-01' + i % 300
+  FROM generate_series(1, 2000) i;
+INSERT INTO invoice_lines(invoice_id, article_id, quantity, price)
+  SELECT 1 + i % 2000, 1 + i % 200, 1 + i % 7, round((random() * 500)::numeric, 2) FROM generate_series(1, 6000) i;
+INSERT INTO audit_log(at, actor, details)
+  SELECT now(), 'system', repeat(md5(i::text), 3) FROM generate_series(1, 3000) i;
+ANALYZE;
+"""
+
+
+@pytest.fixture
+def erp_db(pg_server: PostgresServer) -> Iterator[str]:
+    """A fresh ERP-like database owned by erp_user; dropped afterwards."""
+    name = f"erp_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" OWNER erp_user')
+    with psycopg.connect(pg_server.dsn(name, "erp_user", ERP_PASSWORD), autocommit=True) as conn:
+        conn.execute(ERP_SCHEMA)
+    yield name
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
+        rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
+        for (db,) in rows:
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def age_identity(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    from erp_backup_pipeline.core.codecs.age import generate_identity
+
+    path = tmp_path_factory.mktemp("keys") / "backup.key"
+    public = generate_identity(path)
+    return path, public
+
+
+def make_settings(tmp_path: Path, age_identity: tuple[Path, str], *, destinations: list[dict[str, Any]] | None = None,
+                  sources: dict[str, Any] | None = None, **extra: Any) -> Settings:
+    data: dict[str, Any] = {
+        "staging_dir": str(tmp_path / "staging"),
+        "encryption": {"codec": "age", "recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "destinations": destinations or [{"type": "local", "name": "local", "path": str(tmp_path / "backups")}],
+        "sources": sources or {},
+        **extra,
+    }
+    return parse_settings(data, "test", tmp_path)
+
+
+def s3_destination(moto: MotoServer, bucket: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "s3", "name": "offsite", "bucket": bucket, "prefix": "site-a", "endpoint_url": moto.endpoint,
+            "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET, **extra}
+
+
+def pg_source(pg: PostgresServer, dbname: str, **extra: Any) -> dict[str, Any]:
+    return {"postgres": {"host": "127.0.0.1", "port": pg.port, "user": "erp_user", "dbname": dbname,
+                         "password": ERP_PASSWORD, "sslmode": "disable", **extra}}
+
+
+@pytest.fixture
+def demo_sqlite(tmp_path: Path) -> Path:
+    from erp_backup_pipeline.core.demo import fill_sqlite
+
+    path = tmp_path / "erp" / "production.sqlite3"
+    path.parent.mkdir(parents=True)
+    fill_sqlite(path, customers=50, invoices=200)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ERP_BACKUP_CONFIG", raising=False)
+    for var in ("PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+__all__ = ["ERP_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "s3_destination"]
