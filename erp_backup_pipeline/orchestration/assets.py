@@ -54,10 +54,13 @@ def _progress(context: dg.OpExecutionContext) -> Callable[[str, int, int | None,
 
 
 def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_res: BackupSettingsResource,
-               *args: Any) -> Any:
+               *args: Any, failure: bool = True) -> Any:
+    """Run one core stage; a BackupError becomes a Dagster Failure whose description is its one line."""
     try:
         return fn(settings_res.load(), *args, _progress(context))
     except BackupError as exc:
+        if not failure:
+            raise
         raise dg.Failure(description=redact(str(exc))) from None
 
 
@@ -76,8 +79,10 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
 
     @dg.op(name=f"{name}_dump", ins={"source": dg.In(dg.Nothing)}, description="Check the source, its tools and the destinations; record source facts.")
     def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
-        capture = pipeline.new_capture(backup_settings.load(), name, context.partition_key)
-        return _run_stage(context, pipeline.stage_dump, backup_settings, capture)
+        def start(settings: Any, progress: Any) -> pipeline.Capture:
+            return pipeline.stage_dump(settings, pipeline.new_capture(settings, name, context.partition_key), progress)
+
+        return _run_stage(context, start, backup_settings)
 
     @dg.op(name=f"{name}_compress", description="Stream the dump through the compressor into the staged file.")
     def compress(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
@@ -90,7 +95,7 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
            description="Decompress the staged artifact, compare it with the dump, run the source's own check.")
     def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource, capture: pipeline.Capture):  # type: ignore[no-untyped-def]
         try:
-            checked = pipeline.stage_verify(backup_settings.load(), capture, _progress(context))
+            checked = _run_stage(context, pipeline.stage_verify, backup_settings, capture, failure=False)
         except VerifyError as exc:
             yield dg.AssetCheckResult(asset_key=name, check_name="integrity", passed=False,
                                       severity=dg.AssetCheckSeverity.ERROR, description=redact(str(exc)))
