@@ -11,7 +11,6 @@ import json
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-
 from zoneinfo import ZoneInfo
 
 from erp_backup_pipeline.core.catalog import load_catalog

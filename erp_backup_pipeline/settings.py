@@ -51,7 +51,7 @@ class CompressionSettings(_Model):
     threads: int = Field(2, ge=0, le=64, description="zstd worker threads; 0 = single-threaded")
 
     @model_validator(mode="after")
-    def _gzip_level(self) -> "CompressionSettings":
+    def _gzip_level(self) -> CompressionSettings:
         if self.codec == "gzip" and self.level > 9:
             raise ValueError("gzip level must be 1..9")
         return self
@@ -80,7 +80,7 @@ class EncryptionSettings(_Model):
         return found
 
     @model_validator(mode="after")
-    def _has_recipient(self) -> "EncryptionSettings":
+    def _has_recipient(self) -> EncryptionSettings:
         if self.codec == "age" and not self.recipients and self.recipients_file is None:
             raise ValueError("age encryption needs recipients or recipients_file")
         if self.codec == "gpg" and not self.gpg.recipients:
@@ -176,7 +176,7 @@ class Settings(_Model):
         return v
 
     @model_validator(mode="after")
-    def _unique_destinations(self) -> "Settings":
+    def _unique_destinations(self) -> Settings:
         names = [d.name for d in self.destinations]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -11,7 +10,6 @@ from typing import Any
 
 import boto3
 import psycopg
-
 import pytest
 
 from erp_backup_pipeline.settings import Settings, parse_settings

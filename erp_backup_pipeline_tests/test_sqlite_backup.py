@@ -10,8 +10,8 @@ import pytest
 
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
-from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 from erp_backup_pipeline.core.sources.sqlite import SqliteSource
+from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 from erp_backup_pipeline_tests.conftest import make_settings
 
 

@@ -51,7 +51,8 @@ def fill_sqlite(path: Path, customers: int = 200, invoices: int = 1000, seed: in
                 (rng.randrange(1, customers + 1), f"RE-{2024 + n // 600}-{n:05d}",
                  str(start + timedelta(days=n // 3)), 0, f"invoices/RE-{n:05d}.pdf"))
             inv = cur.lastrowid
-            lines = [(inv, rng.randrange(1, 301), rng.randrange(1, 10), rng.randrange(500, 250000)) for _ in range(rng.randrange(1, 6))]
+            lines = [(inv, rng.randrange(1, 301), rng.randrange(1, 10), rng.randrange(500, 250000))
+                     for _ in range(rng.randrange(1, 6))]
             conn.executemany("INSERT INTO invoice_lines(invoice_id, article_id, quantity, price_cents) VALUES (?,?,?,?)", lines)
             conn.execute("UPDATE invoices SET total_cents=? WHERE id=?", (sum(q * p for _, _, q, p in lines), inv))
             conn.execute("INSERT INTO audit_log(at, actor, action, details) VALUES (?,?,?,?)",

@@ -18,7 +18,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
@@ -68,7 +68,7 @@ def _cleanup_on_failure(capture: Capture) -> Iterator[None]:
 
 
 def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None) -> Capture:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
     workdir = Path(settings.staging_dir) / safe_part(source) / f"{safe_part(partition)}-{stamp}"
     Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -245,10 +245,10 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
         missing = sorted(n for n in required if not capture.destinations.get(n, {}).get("ok"))
         manifest = Manifest(
             source=capture.source, kind=capture.kind, partition=capture.partition, captured_at=capture.captured_at,
-            finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
             artifact_key=capture.artifact["key"], artifact_bytes=capture.artifact["bytes"],
             artifact_sha256=capture.artifact["sha256"], chain=capture.chain, verify=capture.verify,
-            facts=capture.facts, tools={**tool_versions(), **({"pg_dump": capture.facts["pg_dump"]} if "pg_dump" in capture.facts else {})},
+            facts=capture.facts, tools={**tool_versions(), **{k: v for k, v in capture.facts.items() if k == "pg_dump"}},
             destinations=capture.destinations, complete=not missing,
         )
         data = manifest.to_json()

@@ -77,7 +77,8 @@ def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
 def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
     name = info.name
 
-    @dg.op(name=f"{name}_dump", ins={"source": dg.In(dg.Nothing)}, description="Check the source, its tools and the destinations; record source facts.")
+    @dg.op(name=f"{name}_dump", ins={"source": dg.In(dg.Nothing)},
+           description="Check the source, its tools and the destinations; record source facts.")
     def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
         def start(settings: Any, progress: Any) -> pipeline.Capture:
             return pipeline.stage_dump(settings, pipeline.new_capture(settings, name, context.partition_key), progress)
@@ -93,7 +94,8 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
 
     @dg.op(name=f"{name}_verify", out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing)},
            description="Decompress the staged artifact, compare it with the dump, run the source's own check.")
-    def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource, capture: pipeline.Capture):  # type: ignore[no-untyped-def]
+    def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
+               capture: pipeline.Capture):  # type: ignore[no-untyped-def]
         try:
             checked = _run_stage(context, pipeline.stage_verify, backup_settings, capture, failure=False)
         except VerifyError as exc:

@@ -26,7 +26,7 @@ def _os_error(what: str, exc: OSError) -> DestinationError:
 
 
 class LocalWriter:
-    def __init__(self, dest: "LocalDestination", key: str) -> None:
+    def __init__(self, dest: LocalDestination, key: str) -> None:
         self.key = key
         self._final = dest.path_for(key)
         if self._final.exists():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 import boto3
@@ -28,7 +28,7 @@ def _code(exc: ClientError) -> str:
 
 
 class S3Writer:
-    def __init__(self, dest: "S3Destination", key: str) -> None:
+    def __init__(self, dest: S3Destination, key: str) -> None:
         self.key = key
         self._dest = dest
         self._obj = dest.object_key(key)
@@ -140,7 +140,10 @@ class S3Destination:
             raise DestinationError(f"destination {self.name}: S3 {what} failed: {exc}") from None
 
     def check(self) -> None:
-        self.call("head bucket", "", self.client.head_bucket, Bucket=self.bucket)
+        try:
+            self.call("head bucket", "", self.client.head_bucket, Bucket=self.bucket)
+        except ArtifactNotFound:  # HEAD answers a bare 404 for a missing bucket
+            raise DestinationError(f"destination {self.name}: S3 bucket '{self.bucket}' does not exist") from None
 
     def open_writer(self, key: str) -> S3Writer:
         return S3Writer(self, key)
@@ -152,14 +155,11 @@ class S3Destination:
     def list(self, prefix: str = "") -> Iterator[str]:
         full = self.object_key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
-        paginator = self.client.get_paginator("list_objects_v2")
-        keys: list[str] = []
-        try:
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=full):
-                keys += [obj["Key"][strip:] for obj in page.get("Contents", [])]
-        except ClientError as exc:
-            self.call("list", prefix, lambda: (_ for _ in ()).throw(exc))
-        return iter(sorted(keys))
+        def collect() -> list[str]:
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=full)
+            return [obj["Key"][strip:] for page in pages for obj in page.get("Contents", [])]
+
+        return iter(sorted(self.call("list", prefix, collect)))
 
     def exists(self, key: str) -> bool:
         try:
@@ -173,7 +173,7 @@ class S3Destination:
 
     def sweep_partials(self, older_than: timedelta = timedelta(hours=1)) -> list[str]:
         """Abort multipart uploads under our prefix that were started before ``older_than`` ago."""
-        cutoff = datetime.now(timezone.utc) - older_than
+        cutoff = datetime.now(UTC) - older_than
         resp = self.call("list uploads", "", self.client.list_multipart_uploads, Bucket=self.bucket,
                          Prefix=self.prefix)
         aborted = []

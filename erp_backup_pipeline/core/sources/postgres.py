@@ -9,10 +9,9 @@ Restore creates a NEW database and runs ``pg_restore --exit-on-error`` into it.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -144,7 +143,7 @@ class PostgresSource:
             if self._db_exists(conn, target):
                 if not force:
                     raise RestoreError(f"database {target} exists; use --force to keep it aside and replace it")
-                kept = f"{target}_before_restore_{datetime.now(timezone.utc):%Y%m%d%H%M%S}"
+                kept = f"{target}_before_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
                 conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target), sql.Identifier(kept)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
         argv = [find_program("pg_restore", self.bin_dir), "--exit-on-error", "--no-owner"] + self._conn_args(target)

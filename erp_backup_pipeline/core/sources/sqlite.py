@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -138,7 +138,7 @@ class SqliteSource:
             raise
         kept = None
         if t.exists():
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             kept = t.with_name(f"{t.name}.before-restore-{stamp}")
             for suffix in ("", "-wal", "-shm"):
                 side = Path(str(t) + suffix)

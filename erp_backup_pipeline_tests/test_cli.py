@@ -1,0 +1,105 @@
+"""The erp-backup command: every verb end to end, as an operator types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from erp_backup_pipeline.cli import build_parser
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def cli(*args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "erp_backup_pipeline.cli"] + (["--config", str(config)] if config else []) + list(args)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+@pytest.fixture
+def config(tmp_path: Path, demo_sqlite: Path, age_identity) -> Path:
+    path = tmp_path / "erp-backup.yaml"
+    path.write_text(yaml.safe_dump({
+        "staging_dir": str(tmp_path / "staging"),
+        "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
+        "sources": {"sqlite": {"path": str(demo_sqlite)}},
+    }))
+    return path
+
+
+def test_keygen_writes_a_private_identity_and_refuses_to_overwrite(tmp_path: Path) -> None:
+    key = tmp_path / "keys" / "backup.key"
+    out = cli("keygen", "--output", str(key)).stdout
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    public = re.search(r"age1[0-9a-z]+", out)
+    assert public and public.group(0) in key.read_text()
+    again = cli("keygen", "--output", str(key), check=False)
+    assert again.returncode == 1 and again.stderr.strip().endswith("refusing to overwrite a key")
+
+
+def test_backup_list_verify_restore(tmp_path: Path, config: Path) -> None:
+    cli("backup", "sqlite", "--partition", "2026-11-25", config=config)
+    rows = json.loads(cli("list", "--json", config=config).stdout)
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["source"] == "sqlite_backup" and row["partition"] == "2026-11-25" and row["verified"]
+    assert set(row) >= {"captured_at", "raw_bytes", "artifact_bytes", "sha256", "destinations"}
+    table = cli("list", config=config).stdout
+    assert "sqlite_backup" in table and row["sha256"][:12] in table
+    assert cli("verify", "sqlite_backup", "--partition", "2026-11-25", config=config).stdout.startswith("OK ")
+    target = tmp_path / "restored.sqlite3"
+    dry = cli("restore", "sqlite", "--partition", "2026-11-25", "--to", str(target), "--dry-run", config=config)
+    assert "dry run: nothing changed" in dry.stdout and not target.exists()
+    cli("restore", "sqlite", "--partition", "2026-11-25", "--to", str(target), config=config)
+    assert target.exists()
+    refused = cli("restore", "sqlite", "--partition", "2026-11-25", "--to", str(target), config=config, check=False)
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith("erp-backup: error: restore target")
+    assert "Traceback" not in refused.stderr
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path, config: Path) -> None:
+    missing = cli("verify", "sqlite", "--partition", "2020-01-01", config=config, check=False)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "erp-backup: error: no backup of sqlite_backup for partition 2020-01-01"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("encryption: {recipients: [age1x]}\ndestinations: [{type: local, path: b, requird: true}]\n")
+    out = cli("list", config=bad, check=False)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert out.stderr.strip() == (f"erp-backup: error: config {bad}: destinations.0.requird: unknown key "
+                                  "(did you mean 'required'?)")
+
+
+def test_readme_documents_every_command_and_option() -> None:
+    text = README.read_text()
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, sp in sub.choices.items():  # type: ignore[union-attr]
+        assert f"erp-backup {name}" in text, f"README lacks `erp-backup {name}`"
+        for action in sp._actions:
+            for opt in action.option_strings:
+                if opt.startswith("--") and opt != "--help":
+                    assert opt in text, f"README lacks option {opt} of `erp-backup {name}`"
+
+
+def test_init_creates_private_demo(tmp_path: Path) -> None:
+    var = tmp_path / "var"
+    cli("init", "--var", str(var))
+    assert stat.S_IMODE(var.stat().st_mode) == 0o700
+    assert stat.S_IMODE((var / "keys" / "backup.key").stat().st_mode) == 0o600
+    assert (var / "demo-erp" / "data" / "production.sqlite3").exists()
+    cli("backup", "all", "--partition", "2026-11-25", config=var / "erp-backup.yaml")
+    artifacts = [p for p in (var / "backups").rglob("*.age")]
+    assert len(artifacts) == 1 and stat.S_IMODE(artifacts[0].stat().st_mode) == 0o600
+    assert os.access(artifacts[0], os.R_OK)
