@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs the programs the tests, the demo and the runbook need, from Debian's packages.
+# As root it runs apt-get; otherwise it names what to install and fails.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pg_bin() { command -v pg_config >/dev/null 2>&1 && [ -x "$(pg_config --bindir)/initdb" ]; }
+
+have pg_dump && have pg_restore && pg_bin || need+=(postgresql postgresql-client)
+have redis-server && have redis-check-rdb || need+=(redis-server)
+have age || need+=(age)
+have zstd || need+=(zstd)
+have gpg || need+=(gnupg)
+have sqlite3 || need+=(sqlite3)
+have runuser || need+=(util-linux)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${need[*]}" >&2
+  echo "install them with: sudo apt-get install -y ${need[*]}" >&2
+  exit 1
+fi
+echo "installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
