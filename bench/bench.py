@@ -1,0 +1,768 @@
+#!/usr/bin/env python
+"""Side-by-side benchmark of the PostgreSQL backup, in ONE run, on a generated ERP-like database.
+
+    .venv/bin/python bench/bench.py [--size-mb 500] [--small-mb 125] [--out bench/out] [--profile]
+
+Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
+  (a) floor      ``pg_dump -Fc -Z0 > /dev/null``
+  (b) original   ``pg_dump -Fc -f F`` ; ``gzip F`` ; ``gpg --encrypt F.gz`` ; ``cp F.gz.gpg DEST/``
+  (c) pipeline   ``postgres_dump`` materialized in-process (Dagster ``materialize``) to a moto S3 server
+                 running in its own process, with verify and age encryption; timed around
+                 ``materialize`` only, in a child Python process so its peak RSS is its own.
+
+Measurements
+  wall        perf_counter around the command(s) / around ``materialize``
+  peak RSS    (a),(b): ``/usr/bin/time -f %M`` per command (ru_maxrss of a child spawned directly
+              from this Python would include this process's RSS: Linux carries the parent's high-water
+              mark across vfork+exec). (c): VmHWM of the child Python itself (read from /proc at the
+              end); its pg_dump/pg_restore children are sampled from /proc every 50 ms.
+  server CPU  CPU seconds of the PostgreSQL cluster during the case (postmaster + reaped backends).
+  staging     the parent sums the sizes of the files under the staging dir every 50 ms; max reported.
+
+Prints a table, writes ``OUT/results.json`` and ``OUT/results.md``. Exit code 0 even when a
+target fails (it is a report). Everything it starts (PostgreSQL, moto, gpg-agent) is stopped by
+PID or by its own tool, and every temp dir is removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PARTITION = "2026-11-25"
+TIME_BIN = "/usr/bin/time"
+MB = 1 << 20
+
+# --------------------------------------------------------------------------------------------
+# child mode: run the Dagster materialize and report its own figures as JSON
+# --------------------------------------------------------------------------------------------
+
+
+def _vm(field: str) -> int:
+    """A field of /proc/self/status in bytes (VmRSS, VmHWM)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def child_main(config_path: str, out_path: str, partition: str, profile_path: str | None) -> int:
+    import resource
+
+    t_imp = time.perf_counter()
+    import dagster as dg
+
+    from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
+    from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+
+    import_seconds = time.perf_counter() - t_imp
+    baseline_rss = _vm("VmRSS")
+    baseline_hwm = _vm("VmHWM")
+    ru0_self = resource.getrusage(resource.RUSAGE_SELF)
+    ru0_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+
+    profiler = None
+    if profile_path:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    wall_start = time.time()
+    t0 = time.perf_counter()
+    result = dg.materialize(
+        [build_backup_asset(BACKUP_ASSETS["postgres_dump"]), source_spec(BACKUP_ASSETS["postgres_dump"])],
+        partition_key=partition,
+        resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
+        instance=(instance := dg.DagsterInstance.ephemeral()),
+        raise_on_error=False,
+    )
+    elapsed = time.perf_counter() - t0
+    if profiler is not None:
+        profiler.disable()
+        import pstats
+
+        with open(profile_path, "w") as fh:  # type: ignore[arg-type]
+            stats = pstats.Stats(profiler, stream=fh)
+            stats.sort_stats("tottime").print_stats(35)
+            stats.sort_stats("cumulative").print_stats(35)
+
+    ru1_self = resource.getrusage(resource.RUSAGE_SELF)
+    ru1_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    metadata: dict[str, Any] = {}
+    for ev in result.get_asset_materialization_events():
+        for k, v in ev.materialization.metadata.items():
+            val = getattr(v, "value", v)
+            metadata[k] = val if isinstance(val, (int, float, str, bool)) or val is None else str(val)
+    steps: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for rec in instance.all_logs(result.run_id):
+        ev = rec.dagster_event
+        if ev is None:
+            continue
+        if ev.event_type_value in ("STEP_START", "STEP_SUCCESS", "STEP_FAILURE"):
+            entry = {"event": ev.event_type_value, "step": ev.step_key, "t": round(rec.timestamp - wall_start, 3)}
+            if ev.event_type_value == "STEP_SUCCESS":
+                entry["duration_s"] = round(ev.event_specific_data.duration_ms / 1000, 3)
+            if ev.event_type_value == "STEP_FAILURE":
+                err = ev.event_specific_data.error
+                errors.append(f"{ev.step_key}: {err.message.strip() if err else '?'}")
+            steps.append(entry)
+    out = {
+        "success": bool(result.success),
+        "materialize_start_epoch": wall_start,
+        "errors": errors,
+        "elapsed_s": elapsed,
+        "import_s": import_seconds,
+        "rss_baseline_bytes": baseline_rss,
+        "hwm_after_imports_bytes": baseline_hwm,
+        "peak_rss_bytes": _vm("VmHWM"),
+        "rss_end_bytes": _vm("VmRSS"),
+        "ru_maxrss_self_bytes": ru1_self.ru_maxrss * 1024,
+        "cpu_self_s": (ru1_self.ru_utime + ru1_self.ru_stime) - (ru0_self.ru_utime + ru0_self.ru_stime),
+        "cpu_children_s": (ru1_children.ru_utime + ru1_children.ru_stime)
+        - (ru0_children.ru_utime + ru0_children.ru_stime),
+        "metadata": metadata,
+        "steps": steps,
+    }
+    Path(out_path).write_text(json.dumps(out, indent=2))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# data generator
+# --------------------------------------------------------------------------------------------
+
+
+def _arr(words: list[str]) -> str:
+    return "ARRAY[" + ",".join("'" + w.replace("'", "''") + "'" for w in words) + "]"
+
+
+FIRST = _arr("Anna Ben Clara David Emma Felix Greta Hannah Ida Jonas Karl Lena Max Nina Oskar Paula Quentin Rosa "
+             "Stefan Tina Ulrich Vera Walter Xaver Yvonne Zoe Lukas Mia Leon Sophie Elias Marie Noah Lea Paul "
+             "Johanna Finn Laura Moritz Julia".split())
+LAST = _arr("Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Schäfer Koch Bauer Richter "
+            "Klein Wolf Schröder Neumann Schwarz Zimmermann Braun Krüger Hofmann Hartmann Lange Schmitt Werner "
+            "Krause Meier Lehmann Huber Kaiser Fuchs Peters Lang Scholz Möller Weiß Jung Hahn".split())
+SUFFIX = _arr(["GmbH", "GmbH & Co. KG", "AG", "e.K.", "OHG", "Steinmetzbetrieb", "Bestattungen", "Natursteine"])
+STREET = _arr("Hauptstraße Schulstraße Gartenstraße Bahnhofstraße Dorfstraße Bergstraße Birkenweg Lindenstraße "
+              "Kirchstraße Waldstraße Ringstraße Schillerstraße Goethestraße Mühlenweg Am Steinbruch Friedhofsweg "
+              "Industriestraße Marktplatz Rosenweg Wiesenweg".split())
+CITY = _arr("Berlin Hamburg München Köln Frankfurt Stuttgart Düsseldorf Leipzig Dortmund Essen Bremen Dresden "
+            "Hannover Nürnberg Duisburg Bochum Wuppertal Bielefeld Bonn Münster Passau Regensburg Würzburg "
+            "Augsburg Freiburg Kassel Erfurt Rostock Kiel Lübeck".split())
+COUNTRY = _arr(["DE"] * 8 + ["AT", "CH", "NL", "PL"])
+DOMAIN = _arr(["example.de", "mail.example", "web.example", "firma.example", "posteo.example"])
+SEGMENT = _arr(["private", "trade", "funeral_home", "municipality", "architect", "wholesale"])
+ADJ = _arr("polierter geschliffener gestockter gesägter geflammter bossierter spaltrauer gebürsteter antiker "
+           "matter heller dunkler roter grauer schwarzer weißer".split())
+MATERIAL = _arr("Granit Marmor Sandstein Kalkstein Basalt Schiefer Travertin Gneis Quarzit Diabas Muschelkalk "
+                "Porphyr".split())
+PRODUCT = _arr("Grabstein Grabplatte Einfassung Fensterbank Treppenstufe Arbeitsplatte Bodenplatte Mauerabdeckung "
+               "Urnenstele Findling Pflasterstein Randstein Sockel Vase Laterne Inschrift".split())
+WORD = _arr("Kunde wünscht Änderung der Inschrift Lieferung verschoben Rechnung korrigiert Zahlung erhalten "
+            "Mahnung versendet Angebot angenommen Skonto gewährt Termin vereinbart Material bestellt Aufmaß "
+            "erfolgt Fundament gegossen Montage abgeschlossen Reklamation Nachbesserung Farbe Schrift Gold "
+            "Bronze vertieft erhaben Ornament Kreuz Rose Foto Lieferschein Gutschrift Teilzahlung Rückfrage "
+            "Genehmigung Friedhofsverwaltung Steinmetz Werkstatt Transport Kran Versetzen Reinigung "
+            "Versiegelung Politur Probe Muster Zeichnung Entwurf freigegeben".split())
+USERS = _arr(["admin", "buchhaltung", "werkstatt", "vertrieb1", "vertrieb2", "montage", "system", "import-job",
+              "m.weber", "s.koch", "t.braun", "a.huber"])
+ACTION = _arr(["create", "update", "update", "update", "delete", "print", "send", "export", "login", "approve"])
+ENTITY = _arr(["invoice", "invoice", "customer", "article", "payment", "offer", "order", "delivery_note"])
+STATUS = _arr(["paid", "paid", "paid", "open", "open", "overdue", "cancelled", "draft"])
+PAYMENT = _arr(["sepa", "transfer", "cash", "card", "paypal"])
+AGENT = _arr(["Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2)",
+              "erp-desktop/4.2.1", "erp-mobile/2.0 (Android 14)", "python-requests/2.31"])
+UNIT = _arr(["Stk", "m²", "lfm", "kg", "Std", "pausch"])
+
+
+def _text(n: int) -> str:
+    return " || ' ' || ".join(["pick(" + WORD + ")"] * n)
+
+
+SCHEMA = """
+CREATE OR REPLACE FUNCTION pick(text[]) RETURNS text LANGUAGE sql VOLATILE
+  AS $$ SELECT $1[1 + floor(random() * array_length($1, 1))::int] $$;
+CREATE TABLE customers (id bigint NOT NULL, customer_no text NOT NULL, name text NOT NULL, street text, zip text,
+  city text, country char(2), email text, phone text, vat_id text, credit_limit numeric(12,2), attributes jsonb,
+  created_at timestamptz NOT NULL);
+CREATE TABLE articles (id bigint NOT NULL, sku text NOT NULL, name text NOT NULL, description text, unit text,
+  price numeric(12,2), cost numeric(12,2), weight_kg numeric(10,3), stock integer, attributes jsonb);
+CREATE TABLE invoices (id bigint NOT NULL, invoice_no text NOT NULL, customer_id bigint NOT NULL, issued_on date,
+  due_on date, status text, currency char(3), net_total numeric(12,2), tax_total numeric(12,2),
+  gross_total numeric(12,2), notes text, meta jsonb);
+CREATE TABLE invoice_lines (id bigint NOT NULL, invoice_id bigint NOT NULL, line_no integer, article_id bigint,
+  description text, quantity numeric(12,3), unit_price numeric(12,2), discount_pct numeric(5,2),
+  tax_rate numeric(5,2), line_total numeric(12,2));
+CREATE TABLE audit_log (id bigint NOT NULL, at timestamptz NOT NULL, actor text, action text, entity text,
+  entity_id bigint, details text, payload jsonb);
+"""
+
+
+def load_statements(invoices: int) -> list[str]:
+    customers = max(invoices // 10, 100)
+    articles = max(invoices // 50, 500)
+    lines = invoices * 5
+    audits = invoices * 3
+    return [
+        f"""INSERT INTO customers
+SELECT g, 'K' || lpad(g::text, 8, '0'),
+  pick({FIRST}) || ' ' || pick({LAST}) || CASE WHEN random() < 0.3 THEN ' ' || pick({SUFFIX}) ELSE '' END,
+  pick({STREET}) || ' ' || (1 + floor(random() * 200))::int, lpad(floor(random() * 99999)::int::text, 5, '0'),
+  pick({CITY}), pick({COUNTRY}),
+  lower(pick({FIRST})) || '.' || substr(md5(g::text), 1, 6) || '@' || pick({DOMAIN}),
+  '+49 ' || (100 + floor(random() * 900))::int || ' ' || (100000 + floor(random() * 8999999))::int,
+  'DE' || (100000000 + floor(random() * 899999999))::bigint,
+  round((random() * 50000)::numeric, 2),
+  jsonb_build_object('segment', pick({SEGMENT}), 'payment_terms_days', (ARRAY[7, 14, 30, 60])[1 + floor(random() * 4)::int],
+    'newsletter', random() < 0.4, 'discount_pct', round((random() * 10)::numeric, 1),
+    'contact', jsonb_build_object('first', pick({FIRST}), 'last', pick({LAST})), 'tags', jsonb_build_array(pick({MATERIAL}), pick({SEGMENT}))),
+  timestamptz '2012-01-01' + random() * interval '14 years'
+FROM generate_series(1, {customers}) g""",
+        f"""INSERT INTO articles
+SELECT g, 'ART-' || lpad(g::text, 6, '0'), pick({ADJ}) || ' ' || pick({MATERIAL}) || ' ' || pick({PRODUCT}),
+  {_text(12)}, pick({UNIT}), round((5 + random() * 3000)::numeric, 2), round((2 + random() * 1500)::numeric, 2),
+  round((random() * 900)::numeric, 3), floor(random() * 500)::int,
+  jsonb_build_object('material', pick({MATERIAL}), 'finish', pick({ADJ}), 'thickness_mm', (ARRAY[20, 30, 40, 60, 80])[1 + floor(random() * 5)::int],
+    'supplier', pick({LAST}) || ' ' || pick({SUFFIX}), 'ean', (4000000000000 + floor(random() * 999999999999))::bigint::text)
+FROM generate_series(1, {articles}) g""",
+        f"""INSERT INTO invoices
+SELECT g, 'RE-' || (2012 + g % 14) || '-' || lpad(g::text, 8, '0'), 1 + floor(random() * {customers})::bigint,
+  d, d + 30, pick({STATUS}), 'EUR', net, round(net * 0.19, 2), net + round(net * 0.19, 2),
+  CASE WHEN random() < 0.35 THEN {_text(10)} END,
+  jsonb_build_object('payment_method', pick({PAYMENT}), 'reference', md5(g::text || 'ref'), 'dunning_level',
+    floor(random() * 3)::int, 'sales_rep', pick({USERS}), 'printed', random() < 0.8)
+FROM (SELECT g, date '2012-01-01' + floor(random() * 5100)::int AS d, round((20 + random() * 8000)::numeric, 2) AS net
+      FROM generate_series(1, {invoices}) g) s""",
+        f"""INSERT INTO invoice_lines
+SELECT g, (g - 1) / 5 + 1, (g - 1) % 5 + 1, art,
+  pick({ADJ}) || ' ' || pick({MATERIAL}) || ' ' || pick({PRODUCT}) || ', ' || pick({WORD}) || ' ' || pick({WORD}),
+  qty, price, disc, CASE WHEN random() < 0.85 THEN 19.00 ELSE 7.00 END, round(qty * price * (1 - disc / 100), 2)
+FROM (SELECT g, 1 + floor(random() * {articles})::bigint AS art, round((1 + random() * 40)::numeric, 3) AS qty,
+        round((5 + random() * 900)::numeric, 2) AS price,
+        CASE WHEN random() < 0.2 THEN (ARRAY[2, 3, 5, 10])[1 + floor(random() * 4)::int] ELSE 0 END::numeric AS disc
+      FROM generate_series(1, {lines}) g) s""",
+        f"""INSERT INTO audit_log
+SELECT g, timestamptz '2012-01-01' + random() * interval '14 years', pick({USERS}), pick({ACTION}), pick({ENTITY}),
+  1 + floor(random() * {invoices})::bigint,
+  {_text(9)} || ' (Vorgang ' || substr(md5(g::text), 1, 10) || ')',
+  jsonb_build_object('ip', '10.' || floor(random() * 255)::int || '.' || floor(random() * 255)::int || '.' || floor(random() * 255)::int,
+    'request_id', md5(random()::text), 'user_agent', pick({AGENT}),
+    'old', jsonb_build_object('status', pick({STATUS})), 'new', jsonb_build_object('status', pick({STATUS})))
+FROM generate_series(1, {audits}) g""",
+    ]
+
+
+INDEXES = """
+ALTER TABLE customers ADD PRIMARY KEY (id);
+ALTER TABLE articles ADD PRIMARY KEY (id);
+ALTER TABLE invoices ADD PRIMARY KEY (id);
+ALTER TABLE invoice_lines ADD PRIMARY KEY (id);
+ALTER TABLE audit_log ADD PRIMARY KEY (id);
+CREATE INDEX invoices_customer_idx ON invoices (customer_id);
+CREATE INDEX invoice_lines_invoice_idx ON invoice_lines (invoice_id);
+CREATE INDEX audit_log_at_idx ON audit_log (at);
+DROP FUNCTION pick(text[]);
+"""
+TABLES = ["customers", "articles", "invoices", "invoice_lines", "audit_log"]
+
+
+def db_size(dsn: str, dbname: str) -> int:
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return int(conn.execute("SELECT pg_database_size(%s)", (dbname,)).fetchone()[0])  # type: ignore[index]
+
+
+def generate_db(server: Any, dbname: str, invoices: int) -> dict[str, Any]:
+    import psycopg
+
+    t0 = time.perf_counter()
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{dbname}"')
+    with psycopg.connect(server.dsn(dbname), autocommit=True) as conn:
+        conn.execute("SET synchronous_commit = off")
+        conn.execute("SET maintenance_work_mem = '256MB'")
+        conn.execute(SCHEMA)
+        for stmt in load_statements(invoices):
+            conn.execute(stmt)
+        conn.execute(INDEXES)
+        conn.execute("VACUUM (FREEZE, ANALYZE)")  # hint bits set now, not during the first timed dump
+        counts = {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]) for t in TABLES}  # type: ignore[index]
+        sizes = {t: int(conn.execute("SELECT pg_total_relation_size(%s)", (t,)).fetchone()[0]) for t in TABLES}  # type: ignore[index]
+    return {"dbname": dbname, "invoices": invoices, "rows": counts, "table_bytes": sizes,
+            "db_bytes": db_size(server.dsn(), dbname), "generate_s": round(time.perf_counter() - t0, 1)}
+
+
+def drop_db(server: Any, dbname: str) -> None:
+    import psycopg
+
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+def calibrate(server: Any) -> tuple[int, float]:
+    """Bytes of an empty database and bytes per invoice (with its lines, audit rows, customers...)."""
+    probe = 20000
+    info = generate_db(server, "erp_calibrate", probe)
+    drop_db(server, "erp_calibrate")
+    import psycopg
+
+    with psycopg.connect(server.dsn(), autocommit=True) as conn:
+        conn.execute('CREATE DATABASE "erp_empty"')
+    empty = db_size(server.dsn(), "erp_empty")
+    drop_db(server, "erp_empty")
+    return empty, (info["db_bytes"] - empty) / probe
+
+
+# --------------------------------------------------------------------------------------------
+# measuring helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    found: dict[str, str] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                k, _, v = line.partition(":")
+                if k in ("Name", "VmHWM", "VmRSS"):
+                    found[k] = v.strip()
+    except OSError:
+        pass
+    return found
+
+
+def _tree_size(path: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.stat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+class Sampler(threading.Thread):
+    """Every ``interval`` s: total file size under ``staging``; VmHWM/VmRSS of ``root_pid`` and descendants."""
+
+    def __init__(self, staging: Path | None = None, root_pid: int | None = None, interval: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.staging = staging
+        self.root_pid = root_pid
+        self.interval = interval
+        self.max_staging = 0
+        self.hwm: dict[int, tuple[str, int]] = {}
+        self.timeline: list[tuple[float, int, int]] = []  # (t, root VmRSS bytes, staging bytes)
+        self._halt = threading.Event()
+        self.t0 = time.time()
+
+    def sample(self) -> None:
+        import psutil
+
+        staged = _tree_size(self.staging) if self.staging is not None and self.staging.exists() else 0
+        self.max_staging = max(self.max_staging, staged)
+        root_rss = 0
+        if self.root_pid:
+            try:
+                root = psutil.Process(self.root_pid)
+                pids = [self.root_pid] + [c.pid for c in root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pids = []
+            for pid in pids:
+                st = _proc_status(pid)
+                if "VmHWM" not in st:
+                    continue
+                hwm = int(st["VmHWM"].split()[0]) * 1024
+                if pid == self.root_pid:
+                    root_rss = int(st["VmRSS"].split()[0]) * 1024
+                name = st.get("Name", "?")
+                self.hwm[pid] = (name, max(hwm, self.hwm.get(pid, (name, 0))[1]))
+        self.timeline.append((round(time.time() - self.t0, 3), root_rss, staged))
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.sample()
+
+    def finish(self) -> None:
+        self._halt.set()
+        self.join()
+        self.sample()
+
+    def peak_by_name(self, skip_root: bool = True) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for pid, (name, hwm) in self.hwm.items():
+            if skip_root and pid == self.root_pid:
+                continue
+            out[name] = max(out.get(name, 0), hwm)
+        return out
+
+
+def server_cpu(server: Any) -> float:
+    """CPU seconds used so far by the cluster: postmaster + its reaped children (the backends)."""
+    import psutil
+
+    t = psutil.Process(server.pid).cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def timed(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL) -> dict[str, Any]:
+    """Run one command under /usr/bin/time; wall (perf_counter), peak RSS, user+sys CPU."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        t0 = time.perf_counter()
+        proc = subprocess.run([TIME_BIN, "-o", tf.name, "-f", "%M %U %S", *argv], env=env, stdout=stdout,
+                              stderr=subprocess.PIPE)
+        wall = time.perf_counter() - t0
+        fields = tf.read().strip().splitlines()[-1].split()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:2])} failed (exit {proc.returncode}): "
+                           f"{proc.stderr.decode(errors='replace').strip()[-400:]}")
+    return {"cmd": Path(argv[0]).name, "wall_s": wall, "peak_rss_bytes": int(fields[0]) * 1024,
+            "cpu_s": float(fields[1]) + float(fields[2])}
+
+
+# --------------------------------------------------------------------------------------------
+# the cases
+# --------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="erp-bench-"))
+        self.out = Path(args.out).resolve()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.pg: Any = None
+        self.moto: Any = None
+        self.gnupghome: Path | None = None
+        self.bindir = ""
+
+    # ---------------------------------------------------------------- setup / teardown
+    def pg_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self.pg.password, "PGSSLMODE": "disable"}
+
+    def conn_args(self, dbname: str) -> list[str]:
+        return ["--host", "127.0.0.1", "--port", str(self.pg.port), "--username", "postgres", "--dbname", dbname,
+                "--no-password"]
+
+    def setup(self) -> dict[str, Any]:
+        from erp_backup_pipeline_tests.servers import pg_bindir, start_moto, start_postgres
+
+        self.bindir = str(pg_bindir())
+        t0 = time.perf_counter()
+        self.pg = start_postgres()
+        self.moto = start_moto()
+        print(f"servers: PostgreSQL pid {self.pg.pid} port {self.pg.port}; moto pid {self.moto.proc.pid} "
+              f"{self.moto.endpoint} ({time.perf_counter() - t0:.1f} s)", flush=True)
+        empty, per_invoice = calibrate(self.pg)
+        targets = {"big": self.args.size_mb, "small": self.args.small_mb}
+        plan = {k: max(int((mb * MB - empty) / per_invoice), 1000) for k, mb in targets.items()}
+        print(f"calibration: empty db {empty / MB:.1f} MiB, {per_invoice:.0f} bytes per invoice (+5 lines, "
+              f"3 audit rows, ...); generating {plan}", flush=True)
+        with ThreadPoolExecutor(2) as pool:  # two databases, two cores
+            futs = {k: pool.submit(generate_db, self.pg, f"erp_{k}", n) for k, n in plan.items()}
+            dbs = {k: f.result() for k, f in futs.items()}
+        for k, d in dbs.items():
+            print(f"database {d['dbname']}: pg_database_size {d['db_bytes'] / MB:.1f} MiB (target {targets[k]} MiB),"
+                  f" rows {d['rows']}, generated in {d['generate_s']} s", flush=True)
+        # throwaway gpg key for (b)
+        self.gnupghome = Path(tempfile.mkdtemp(prefix="gpg-", dir="/tmp"))
+        os.chmod(self.gnupghome, 0o700)
+        subprocess.run(["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "bench@example.invalid", "default",
+                        "default", "never"], env={**os.environ, "GNUPGHOME": str(self.gnupghome)}, check=True,
+                       capture_output=True)
+        return dbs
+
+    def teardown(self) -> None:
+        if self.gnupghome is not None:
+            subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(self.gnupghome)},
+                           capture_output=True)
+            shutil.rmtree(self.gnupghome, ignore_errors=True)
+        if self.moto is not None:
+            self.moto.stop()
+        if self.pg is not None:
+            self.pg.stop()
+            shutil.rmtree(self.pg.base, ignore_errors=True)
+        if not self.args.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # ---------------------------------------------------------------- (a)
+    def case_a(self, dbname: str) -> dict[str, Any]:
+        cpu0 = server_cpu(self.pg)
+        r = timed([f"{self.bindir}/pg_dump", "-Fc", "-Z0", *self.conn_args(dbname)], self.pg_env())
+        return {"wall_s": r["wall_s"], "artifact_bytes": None, "peak_rss_bytes": r["peak_rss_bytes"],
+                "client_cpu_s": r["cpu_s"], "server_cpu_s": server_cpu(self.pg) - cpu0, "max_staging_bytes": 0}
+
+    # ---------------------------------------------------------------- (b)
+    def case_b(self, dbname: str) -> dict[str, Any]:
+        work = self.tmp / "b-work"
+        dest = self.tmp / "b-dest"
+        work.mkdir()
+        dest.mkdir()
+        f = work / f"{dbname}.dump"
+        env = {**self.pg_env(), "GNUPGHOME": str(self.gnupghome)}
+        sampler = Sampler(staging=work)
+        cpu0 = server_cpu(self.pg)
+        sampler.start()
+        steps = [
+            timed([f"{self.bindir}/pg_dump", "-Fc", "-f", str(f), *self.conn_args(dbname)], env),
+            timed(["gzip", str(f)], env),
+            timed(["gpg", "--batch", "--trust-model", "always", "--encrypt", "--recipient", "bench@example.invalid",
+                   f"{f}.gz"], env),
+            timed(["cp", f"{f}.gz.gpg", str(dest) + "/"], env),
+        ]
+        sampler.finish()
+        artifact = dest / f"{f.name}.gz.gpg"
+        res = {"wall_s": sum(s["wall_s"] for s in steps), "artifact_bytes": artifact.stat().st_size,
+               "peak_rss_bytes": max(s["peak_rss_bytes"] for s in steps),
+               "client_cpu_s": sum(s["cpu_s"] for s in steps), "server_cpu_s": server_cpu(self.pg) - cpu0,
+               "max_staging_bytes": sampler.max_staging,
+               "steps": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()} for s in steps]}
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(dest, ignore_errors=True)
+        return res
+
+    # ---------------------------------------------------------------- (c)
+    def case_c(self, dbname: str, label: str, public_key: str, profile: bool = False) -> dict[str, Any]:
+        import boto3
+
+        bucket = f"bench-{label}-{int(time.time())}"
+        s3 = boto3.client("s3", endpoint_url=self.moto.endpoint, region_name="eu-central-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        staging = self.tmp / f"staging-{label}"
+        config = {
+            "staging_dir": str(staging),
+            "prefix": "erp-bench",
+            "compression": {"codec": "zstd", "level": 3, "threads": 2},
+            "encryption": {"codec": "age", "recipients": [public_key]},
+            "destinations": [{"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": self.moto.endpoint,
+                              "access_key_id": "testing", "secret_access_key": "testing"}],
+            "sources": {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
+                                     "dbname": dbname, "password": self.pg.password, "sslmode": "disable",
+                                     "bin_dir": self.bindir}},
+        }
+        cfg_path = self.tmp / f"config-{label}.yaml"
+        cfg_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+        os.chmod(cfg_path, 0o600)
+        out_json = self.tmp / f"child-{label}.json"
+        log_path = self.out / f"child-{label}.log"
+        argv = [sys.executable, str(Path(__file__).resolve()), "--child", str(cfg_path), "--child-out", str(out_json)]
+        if profile:
+            argv += ["--child-profile", str(self.out / f"profile-{label}.txt")]
+        cpu0 = server_cpu(self.pg)
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.tmp),
+                                    env={**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, "PYTHONUNBUFFERED": "1"})
+            sampler = Sampler(staging=staging, root_pid=proc.pid)
+            sampler.start()
+            rc = proc.wait()
+            sampler.finish()
+        server_s = server_cpu(self.pg) - cpu0
+        if rc != 0 or not out_json.exists():
+            raise RuntimeError(f"child for ({label}) failed with exit {rc}; see {log_path}")
+        child = json.loads(out_json.read_text())
+        if not child["success"]:
+            raise RuntimeError(f"materialize for ({label}) failed: {child['errors']}; see {log_path}")
+        objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        artifact = [o for o in objects if not o["Key"].endswith(".json")]
+        md = child["metadata"]
+        s3_bytes = sum(o["Size"] for o in artifact)
+        # timeline (~10 points per second), t relative to the child's materialize start like its step events
+        shift = child["materialize_start_epoch"] - sampler.t0
+        tl = [(round(t - shift, 2), rss, st) for t, rss, st in sampler.timeline[::2]]
+        return {"wall_s": child["elapsed_s"], "artifact_bytes": int(md.get("encrypted_bytes", s3_bytes)),
+                "artifact_bytes_in_s3": s3_bytes, "s3_keys": [o["Key"] for o in objects],
+                "peak_rss_bytes": child["peak_rss_bytes"], "rss_after_imports_bytes": child["rss_baseline_bytes"],
+                "hwm_after_imports_bytes": child["hwm_after_imports_bytes"],
+                "client_cpu_s": child["cpu_self_s"] + child["cpu_children_s"],
+                "python_cpu_s": child["cpu_self_s"], "subprocess_cpu_s": child["cpu_children_s"],
+                "server_cpu_s": server_s, "max_staging_bytes": sampler.max_staging,
+                "subprocess_peak_rss_bytes": sampler.peak_by_name(), "import_s": child["import_s"],
+                "metadata": md, "steps": child["steps"],
+                "timeline_t_rss_staging": tl}
+
+
+# --------------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------------
+
+
+def mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / MB:.1f}"
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    c = res["cases"]
+    a, b, cb, a_s, c_s = c["a_big"], c["b_big"], c["c_big"], c["a_small"], c["c_small"]
+    targets = []
+
+    def t(name: str, value: str, target: str, ok: bool) -> None:
+        targets.append({"check": name, "value": value, "target": target, "result": verdict(ok)})
+
+    r_ca = cb["wall_s"] / a["wall_s"]
+    t("(c)/(a) wall time, big", f"{r_ca:.2f}", "<= 1.8", r_ca <= 1.8)
+    r_bc = b["wall_s"] / cb["wall_s"]
+    t("(b)/(c) wall time, big", f"{r_bc:.2f}", ">= 2.5", r_bc >= 2.5)
+    t("(c) artifact vs (b) artifact, big", f"{cb['artifact_bytes']:,} vs {b['artifact_bytes']:,} "
+      f"({cb['artifact_bytes'] / b['artifact_bytes']:.3f}x)", "(c) <= (b)", cb["artifact_bytes"] <= b["artifact_bytes"])
+    for label, cc in (("big", cb), ("small", c_s)):
+        t(f"(c) peak RSS, {label}", f"{mib(cc['peak_rss_bytes'])} MiB", "< 300 MiB", cc["peak_rss_bytes"] < 300 * MB)
+    growth = cb["peak_rss_bytes"] - c_s["peak_rss_bytes"]
+    dbr = res["databases"]["big"]["db_bytes"] / res["databases"]["small"]["db_bytes"]
+    t("(c) peak RSS growth small -> big", f"{growth / MB:+.1f} MiB ({cb['peak_rss_bytes'] / c_s['peak_rss_bytes']:.3f}x "
+      f"for {dbr:.1f}x data)", "<= +10%", cb["peak_rss_bytes"] <= 1.10 * c_s["peak_rss_bytes"])
+    for label, cc in (("big", cb), ("small", c_s)):
+        t(f"(c) max staging vs artifact, {label}", f"{cc['max_staging_bytes']:,} vs {cc['artifact_bytes']:,}",
+          "staging <= artifact", cc["max_staging_bytes"] <= cc["artifact_bytes"])
+    r_ca_s = c_s["wall_s"] / a_s["wall_s"]
+    targets.append({"check": "(c)/(a) wall time, small (info)", "value": f"{r_ca_s:.2f}", "target": "-",
+                    "result": "info"})
+
+    rows = []
+    names = {"a_big": "(a) floor pg_dump -Z0 >/dev/null", "b_big": "(b) original pg_dump|gzip|gpg|cp",
+             "c_big": "(c) postgres_dump -> S3", "a_small": "(a) floor", "c_small": "(c) postgres_dump -> S3"}
+    for key in ("a_big", "b_big", "c_big", "a_small", "c_small"):
+        cc = c[key]
+        size = "big" if key.endswith("big") else "small"
+        rows.append({"case": names[key], "db": f"{res['databases'][size]['db_bytes'] / MB:.0f} MiB",
+                     "wall_s": round(cc["wall_s"], 2),
+                     "artifact_bytes": cc["artifact_bytes"],
+                     "peak_rss_mib": round(cc["peak_rss_bytes"] / MB, 1),
+                     "client_cpu_s": round(cc["client_cpu_s"], 1), "server_cpu_s": round(cc["server_cpu_s"], 1),
+                     "max_staging_bytes": cc["max_staging_bytes"]})
+    return rows, targets
+
+
+def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
+    m = res["machine"]
+    lines = [f"Benchmark {res['started_at']} on {m['cores']} cores, {m['python']}, {m['pg_dump']}; "
+             f"databases: " + ", ".join(f"{k} {v['db_bytes'] / MB:.0f} MiB ({v['rows']['invoice_lines']:,} invoice lines)"
+                                        for k, v in res["databases"].items()) + ".", "",
+             "| case | DB | wall s | artifact bytes | peak RSS MiB | client CPU s | server CPU s | max staging bytes |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        art = f"{r['artifact_bytes']:,}" if r["artifact_bytes"] is not None else "(raw, discarded)"
+        lines.append(f"| {r['case']} | {r['db']} | {r['wall_s']:.2f} | {art} | {r['peak_rss_mib']:.1f} | "
+                     f"{r['client_cpu_s']:.1f} | {r['server_cpu_s']:.1f} | {r['max_staging_bytes']:,} |")
+    lines += ["", "| check | value | target | result |", "|---|---|---|---|"]
+    for t in targets:
+        res_s = f"**{t['result']}**" if t["result"] == "FAIL" else t["result"]
+        lines.append(f"| {t['check']} | {t['value']} | {t['target']} | {res_s} |")
+    cb = res["cases"]["c_big"]
+    lines += ["", f"(c) RSS after imports, before `materialize`: {mib(cb['rss_after_imports_bytes'])} MiB (Dagster and "
+              f"the project's imports); peak {mib(cb['peak_rss_bytes'])} MiB. (c) peak RSS is the child Python's VmHWM; "
+              f"its pg_dump/pg_restore: " + ", ".join(f"{k} {mib(v)} MiB" for k, v in
+                                                    cb["subprocess_peak_rss_bytes"].items()) + ".",
+              "(a)/(b) peak RSS: `/usr/bin/time %M` per command (max over (b)'s four commands). Server CPU: the "
+              "PostgreSQL backends. Raw dump size (-Z0): " + f"{cb['metadata'].get('raw_bytes', 0):,} bytes."]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
+    hdr = f"{'case':36} {'DB':>8} {'wall s':>8} {'artifact bytes':>16} {'RSS MiB':>8} {'cli CPU':>8} {'srv CPU':>8} {'max staging':>14}"
+    print("\n" + hdr + "\n" + "-" * len(hdr))
+    for r in rows:
+        art = f"{r['artifact_bytes']:,}" if r["artifact_bytes"] is not None else "raw/dev/null"
+        print(f"{r['case']:36} {r['db']:>8} {r['wall_s']:>8.2f} {art:>16} {r['peak_rss_mib']:>8.1f} "
+              f"{r['client_cpu_s']:>8.1f} {r['server_cpu_s']:>8.1f} {r['max_staging_bytes']:>14,}")
+    print()
+    w = max(len(t["check"]) for t in targets)
+    for t in targets:
+        flag = f"*** {t['result']} ***" if t["result"] == "FAIL" else t["result"]
+        print(f"{t['check']:<{w}}  {t['value']:<48} target {t['target']:<20} {flag}")
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mb", type=int, default=500)
+    p.add_argument("--small-mb", type=int, default=125)
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"))
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, child JSON) for inspection")
+    p.add_argument("--profile", action="store_true",
+                   help="afterwards, one extra (c) run on the small database under cProfile (not in the figures)")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--child-profile", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child_main(args.child, args.child_out, PARTITION, args.child_profile)
+
+    import pyrage
+
+    if not os.path.exists(TIME_BIN):
+        sys.exit(f"{TIME_BIN} (Debian package 'time') is needed to measure the peak RSS of (a) and (b)")
+    started = datetime.now(timezone.utc)
+    bench = Bench(args)
+    results: dict[str, Any] = {"started_at": started.isoformat(timespec="seconds")}
+    t_all = time.perf_counter()
+    try:
+        dbs = bench.setup()
+        results["databases"] = dbs
+        results["machine"] = {
+            "cores": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+            "pg_dump": subprocess.run([f"{bench.bindir}/pg_dump", "--version"], capture_output=True,
+                                      text=True).stdout.strip(),
+            "gzip": subprocess.run(["gzip", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+            "gpg": subprocess.run(["gpg", "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+        }
+        public = str(pyrage.x25519.Identity.generate().to_public())
+        cases: dict[str, Any] = {}
+        big, small = dbs["big"]["dbname"], dbs["small"]["dbname"]
+        for key, fn in (("a_big", lambda: bench.case_a(big)), ("b_big", lambda: bench.case_b(big)),
+                        ("c_big", lambda: bench.case_c(big, "big", public)),
+                        ("a_small", lambda: bench.case_a(small)),
+                        ("c_small", lambda: bench.case_c(small, "small", public))):
+            print(f"running {key} ...", end=" ", flush=True)
+            cases[key] = fn()
+            print(f"{cases[key]['wall_s']:.2f} s", flush=True)
+        results["cases"] = cases
+        if args.profile:
+            print("profiling (c) on the small database (cProfile; not part of the figures) ...", flush=True)
+            prof = bench.case_c(small, "small-profiled", public, profile=True)
+            results["profile_run"] = {"wall_s": prof["wall_s"], "file": str(bench.out / "profile-small-profiled.txt")}
+        rows, targets = build_report(results)
+        results["table"] = rows
+        results["targets"] = targets
+        results["bench_seconds"] = round(time.perf_counter() - t_all, 1)
+        (bench.out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+        md = render_markdown(results, rows, targets)
+        (bench.out / "results.md").write_text(md)
+        print_table(rows, targets)
+        cb = cases["c_big"]
+        print(f"\n(c) big: RSS after imports {mib(cb['rss_after_imports_bytes'])} MiB, peak {mib(cb['peak_rss_bytes'])} "
+              f"MiB; steps: " + ", ".join(f"{s['step'].removeprefix('postgres_dump_')} {s['duration_s']:.2f}s"
+                                          for s in cb["steps"] if "duration_s" in s))
+        print(f"bench took {results['bench_seconds']} s; wrote {bench.out / 'results.json'} and {bench.out / 'results.md'}")
+    finally:
+        bench.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
