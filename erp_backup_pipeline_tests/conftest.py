@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,6 +94,19 @@ def erp_db(pg_server: PostgresServer) -> Iterator[str]:
         rows = conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)).fetchall()
         for (db,) in rows:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+GPG_RECIPIENT = "erp-backup-test@example.invalid"
+
+
+@pytest.fixture(scope="session")
+def gpg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway GnuPG home with one key pair (no passphrase), as a team's existing key."""
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
+                    GPG_RECIPIENT, "default", "default", "never"], check=True, capture_output=True)
+    return home
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,6 @@ class Chunked:
 
     def readable(self) -> bool:
         return True
-
-
-@pytest.fixture(scope="module")
-def gpg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("gnupg")
-    home.chmod(0o700)
-    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
-                    "erp-backup-test@example.invalid", "default", "default", "never"], check=True, capture_output=True)
-    return home
 
 
 @pytest.fixture(params=sorted(COMPRESSORS))

@@ -116,3 +116,16 @@ def test_restore_refuses_live_target_and_force_keeps_it_aside(tmp_path: Path, de
     result = restore_backup(settings, "sqlite_backup", "2026-11-25", str(live), force=True)
     assert Path(result["kept_aside"]).read_bytes() == b"the live database"
     assert _dump_rows(live) == _dump_rows(demo_sqlite)
+
+
+def test_gpg_recipients_round_trip(tmp_path: Path, demo_sqlite: Path, age_identity, gpg_home: Path) -> None:
+    """Teams with existing GPG keys: the same pipeline, encrypted to a GPG recipient."""
+    from erp_backup_pipeline_tests.conftest import GPG_RECIPIENT
+
+    settings = make_settings(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}},
+                             encryption={"codec": "gpg", "gpg": {"recipients": [GPG_RECIPIENT], "homedir": str(gpg_home)}})
+    m = run_backup(settings, "sqlite_backup", "2026-11-25")
+    assert m.artifact_key.endswith(".sqlite3.zst.gpg") and m.stage("encrypt")["recipients"] == [f"gpg:{GPG_RECIPIENT}"]
+    target = tmp_path / "from-gpg.sqlite3"
+    restore_backup(settings, "sqlite_backup", "2026-11-25", str(target))
+    assert _dump_rows(target) == _dump_rows(demo_sqlite)
