@@ -100,13 +100,18 @@ GPG_RECIPIENT = "erp-backup-test@example.invalid"
 
 
 @pytest.fixture(scope="session")
-def gpg_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A throwaway GnuPG home with one key pair (no passphrase), as a team's existing key."""
+def gpg_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A throwaway GnuPG home with one key pair (no passphrase), as a team's existing key.
+
+    gpg starts a gpg-agent for the home; it is stopped afterwards so no process outlives the tests."""
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
-    subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
-                    GPG_RECIPIENT, "default", "default", "never"], check=True, capture_output=True)
-    return home
+    try:
+        subprocess.run(["gpg", "--homedir", str(home), "--batch", "--passphrase", "", "--quick-gen-key",
+                        GPG_RECIPIENT, "default", "default", "never"], check=True, capture_output=True)
+        yield home
+    finally:
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
 
 
 @pytest.fixture(scope="session")
