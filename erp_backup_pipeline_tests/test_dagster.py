@@ -132,6 +132,34 @@ def test_corrupt_staged_artifact_fails_the_blocking_check_and_ships_nothing(
     assert [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] == []
 
 
+def test_corrupt_compressed_stream_fails_verification_in_flight(tmp_path: Path, demo_sqlite, age_identity,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressor that emits a wrong byte (a fault no real server shows) is caught before anything ships."""
+    from erp_backup_pipeline.core.codecs.zstd import ZstdCodec
+
+    real = ZstdCodec.compress
+
+    def flipping_compress(self, src, dst):  # type: ignore[no-untyped-def]
+        class Flip:
+            done = False
+
+            def write(self, data: bytes) -> int:
+                if not Flip.done and len(data) > 100:
+                    data = data[:50] + bytes([data[50] ^ 0x01]) + data[51:]
+                    Flip.done = True
+                return dst.write(data)
+
+        return real(self, src, Flip())
+
+    monkeypatch.setattr(ZstdCodec, "compress", flipping_compress)
+    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
+    result = materialize("sqlite_backup", config)
+    assert not result.success
+    [check] = result.get_asset_check_evaluations()
+    assert not check.passed
+    assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
+
+
 def test_bad_config_fails_the_run_with_one_line(tmp_path: Path, demo_sqlite, age_identity) -> None:
     config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite), "pth": "x"}})
     result = materialize("sqlite_backup", config)

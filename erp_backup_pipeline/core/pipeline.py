@@ -1,20 +1,28 @@
 """The backup stages: dump -> compress -> verify -> encrypt -> ship -> manifest.
 
 Each stage is a function from a picklable ``Capture`` record to the next, so the Dagster
-ops and the CLI run the same code. Data streams: the dump flows through the compressor
-straight into the one staged file (the compressed artifact, never the raw dump), verify reads
-that file back through the decompressor, and ship streams it through the encryptor into every
-destination at once. Staging space is therefore the compressed size, which is below the final
-encrypted size. ``dump`` and ``encrypt`` prepare and check (tools, connections, recipients);
-``compress`` and ``ship`` drive the streams; each stage's own bytes, sha256 and seconds are
-measured inside the stream and recorded. A failing stage removes the capture's staging dir.
+ops and the CLI run the same code, and an op can be retried on its own. Data streams:
+
+- dump checks the source, tools, recipients and destinations and records facts;
+- compress drives ``dump | compress`` into the one staged file (the compressed artifact, never
+  the raw dump) and tees the compressed bytes into a verifier thread that decompresses them,
+  proves they are the dump byte for byte (sha256) and runs the source's own check;
+- verify publishes that result and proves the staged file is still exactly the verified bytes;
+- encrypt resolves the recipients; ship streams the staged file through the encryptor into
+  every destination at once (uploads are committed only when the whole stream went out);
+- manifest writes the manifest beside the artifact: the commit point.
+
+Staging space is the compressed size, below the final encrypted size. Each stage's bytes,
+sha256 and seconds are measured inside the stream. A failing stage removes the staging dir.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -92,8 +100,75 @@ def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None
         return replace(capture, kind=source.kind, facts=facts)
 
 
+class _Verifier:
+    """Runs the source's verification on the compressed bytes while they are written.
+
+    The compressor's output is teed into a pipe; a thread decompresses it, hashes the result and
+    feeds it to the source's own check (``pg_restore --list``, ``PRAGMA integrity_check``). The
+    writer is never blocked by a failed check: the thread drains the pipe to its end.
+    """
+
+    def __init__(self, source: Any, codec: Any, workdir: Path, facts: dict[str, Any]) -> None:
+        r, w = os.pipe()
+        self._r = os.fdopen(r, "rb")
+        self._w: Any = os.fdopen(w, "wb")
+        self._source, self._codec, self._workdir, self._facts = source, codec, workdir, facts
+        self._details: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self.stats = StageStats()
+        self._thread = threading.Thread(target=self._run, name="verify", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.thread_time()
+        try:
+            reader = HashingReader(self._codec.reader(self._r), self.stats)
+            self._details = self._source.verify(reader, self._workdir, self._facts)
+            while reader.read(CHUNK):
+                pass
+        except BaseException as exc:  # noqa: BLE001 - reported by finish()
+            self._error = exc
+        finally:
+            while self._r.read(CHUNK):
+                pass
+            self._r.close()
+            self.stats.seconds = time.thread_time() - t0
+
+    def write(self, data: bytes) -> None:
+        self._w.write(data)
+
+    def close(self) -> None:
+        if self._w is not None:
+            self._w.close()
+            self._w = None
+        self._thread.join()
+
+    def result(self, dump: StageStats) -> dict[str, Any]:
+        self.close()
+        if self._error is not None:
+            return {"ok": False, "error": str(self._error) if isinstance(self._error, BackupError)
+                    else f"{type(self._error).__name__}: {self._error}"}
+        if (self.stats.bytes, self.stats.sha256) != (dump.bytes, dump.sha256):
+            return {"ok": False, "error": f"decompressed artifact differs from the dump ({self.stats.bytes} vs "
+                                          f"{dump.bytes} bytes)"}
+        return {"ok": True, **self._details, "raw_sha256_match": True, "seconds": round(self.stats.seconds, 3)}
+
+
+class _Tee:
+    def __init__(self, *sinks: Any) -> None:
+        self._sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self._sinks:
+            sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
 def stage_compress(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
-    """Stream the dump through the compressor into the staged file."""
+    """Stream the dump through the compressor into the staged file, verifying the bytes on the way."""
     with _cleanup_on_failure(capture):
         source = build_source(settings, capture.source)
         codec = compressor(settings.compression.codec, level=settings.compression.level,
@@ -102,14 +177,17 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         t0 = time.monotonic()
         dump = source.open_dump(Path(capture.workdir), capture.facts)
         raw = HashingReader(dump, progress=progress, stage="dump")
+        verifier = _Verifier(source, codec, Path(capture.workdir), capture.facts)
         try:
             with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-                out = HashingWriter(fh)
+                out = HashingWriter(_Tee(fh, verifier))
                 codec.compress(raw, out)
             dump.finish()
         except BaseException:
             dump.abort()
+            verifier.close()
             raise
+        verify = verifier.result(raw.stats)
         wall = time.monotonic() - t0
         compress_seconds = max(wall - raw.stats.seconds - out.stats.seconds, 0.0)
         if raw.stats.bytes == 0:
@@ -122,29 +200,22 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         ]
         _log(progress, format_progress("dump+compress", raw.stats.bytes, None, wall)
              + f" -> {out.stats.bytes} bytes compressed")
-        return replace(capture, chain=chain, staged=str(staged))
+        return replace(capture, chain=chain, staged=str(staged), verify=verify)
 
 
 def stage_verify(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
-    """Decompress the staged artifact, check it equals the dump byte for byte, run the source's check."""
+    """Publish the verification of the compressed bytes, and prove the staged file is still those bytes."""
     with _cleanup_on_failure(capture):
-        source = build_source(settings, capture.source)
-        comp = capture.stage("compress")
-        codec = compressor(comp["codec"])
-        dump = capture.stage("dump")
-        t0 = time.monotonic()
+        if not capture.verify.get("ok"):
+            raise VerifyError(f"{capture.source}: {capture.verify.get('error', 'verification did not run')}")
+        digest = hashlib.sha256()
         with open(capture.staged, "rb") as fh:
-            reader = HashingReader(codec.reader(fh))
-            details = source.verify(reader, Path(capture.workdir), capture.facts)
-            while reader.read(CHUNK):
-                pass
-        if (reader.stats.bytes, reader.stats.sha256) != (dump["bytes"], dump["sha256"]):
-            raise VerifyError(f"{capture.source}: decompressed artifact differs from the dump "
-                              f"({reader.stats.bytes} vs {dump['bytes']} bytes)")
-        seconds = time.monotonic() - t0
-        verify = {"ok": True, **details, "seconds": round(seconds, 3), "raw_sha256_match": True}
-        _log(progress, f"{capture.source}: verified ({details.get('method')}) in {seconds:.1f} s")
-        return replace(capture, verify=verify)
+            while chunk := fh.read(CHUNK):
+                digest.update(chunk)
+        if digest.hexdigest() != capture.stage("compress")["sha256"]:
+            raise VerifyError(f"{capture.source}: the staged artifact changed after it was verified (sha256 differs)")
+        _log(progress, f"{capture.source}: verified ({capture.verify.get('method')}) in {capture.verify['seconds']:.1f} s")
+        return replace(capture, verify={**capture.verify, "staged_sha256_match": True})
 
 
 def stage_encrypt(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:

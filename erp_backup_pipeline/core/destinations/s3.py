@@ -11,8 +11,10 @@ CompleteMultipartUpload succeeds; a failed or interrupted writer aborts its uplo
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
@@ -23,11 +25,33 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
 
 
+@functools.lru_cache(maxsize=16)
+def _client(endpoint_url: str | None, region: str, access_key_id: str | None, secret_access_key: str | None) -> Any:
+    """One boto3 client per endpoint and credentials per process (clients are thread-safe; building one
+    re-parses the service model, ~70 ms)."""
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+                      request_checksum_calculation="when_required", response_checksum_validation="when_required",
+                      max_pool_connections=8),
+    )
+
+
 def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _sha256_b64(data: bytes | memoryview) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
 class S3Writer:
+    """Buffers one part, uploads parts from a background thread (at most ``_IN_FLIGHT`` at once),
+    so encryption and hashing overlap with the network; completes the upload on commit."""
+
+    _IN_FLIGHT = 2
+
     def __init__(self, dest: S3Destination, key: str) -> None:
         self.key = key
         self._dest = dest
@@ -36,56 +60,80 @@ class S3Writer:
             raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
         self._buf = bytearray()
         self._upload_id: str | None = None
-        self._parts: list[dict[str, Any]] = []
+        self._futures: list[Future[dict[str, Any]]] = []
+        self._pool: ThreadPoolExecutor | None = None
         self._done = False
 
     def write(self, data: bytes) -> int:
         self._buf += data
         threshold = self._dest.multipart_threshold if self._upload_id is None else self._dest.part_size
-        while len(self._buf) >= max(threshold, self._dest.part_size):
+        if len(self._buf) >= max(threshold, self._dest.part_size):
             if self._upload_id is None:
                 self._start_multipart()
-            self._upload_part(bytes(self._buf[: self._dest.part_size]))
-            del self._buf[: self._dest.part_size]
-            threshold = self._dest.part_size
+            view = memoryview(self._buf)
+            size = self._dest.part_size
+            full = len(self._buf) // size * size
+            for offset in range(0, full, size):
+                self._submit(bytes(view[offset:offset + size]))
+            view.release()
+            del self._buf[:full]
         return len(data)
 
     def _start_multipart(self) -> None:
         resp = self._dest.call("create upload", self.key, self._dest.client.create_multipart_upload,
                                Bucket=self._dest.bucket, Key=self._obj, ChecksumAlgorithm="SHA256")
         self._upload_id = resp["UploadId"]
+        self._pool = ThreadPoolExecutor(max_workers=self._IN_FLIGHT, thread_name_prefix="s3-part")
 
-    def _upload_part(self, data: bytes) -> None:
-        number = len(self._parts) + 1
-        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+    def _submit(self, data: bytes) -> None:
+        assert self._pool is not None
+        pending = [f for f in self._futures if not f.done()]
+        if len(pending) >= self._IN_FLIGHT:
+            wait(pending, return_when=FIRST_COMPLETED)
+        for f in self._futures:
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        self._futures.append(self._pool.submit(self._upload_part, len(self._futures) + 1, data))
+
+    def _upload_part(self, number: int, data: bytes) -> dict[str, Any]:
+        checksum = _sha256_b64(data)
         resp = self._dest.call("upload part", self.key, self._dest.client.upload_part,
                                Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
                                PartNumber=number, Body=data, ChecksumAlgorithm="SHA256",
                                ChecksumSHA256=checksum)
-        self._parts.append({"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum})
+        return {"PartNumber": number, "ETag": resp["ETag"], "ChecksumSHA256": checksum}
 
     def commit(self) -> str:
         try:
             if self._upload_id is None:
                 data = bytes(self._buf)
                 self._dest.call("put", self.key, self._dest.client.put_object, Bucket=self._dest.bucket,
-                                Key=self._obj, Body=data, ChecksumAlgorithm="SHA256",
-                                ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode())
+                                Key=self._obj, Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=_sha256_b64(data))
             else:
                 if self._buf:
-                    self._upload_part(bytes(self._buf))
+                    self._submit(bytes(self._buf))
+                parts = [f.result() for f in self._futures]
                 self._dest.call("complete upload", self.key, self._dest.client.complete_multipart_upload,
                                 Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
-                                MultipartUpload={"Parts": self._parts})
+                                MultipartUpload={"Parts": parts})
         except BaseException:
             self.abort()
             raise
         self._buf = bytearray()
         self._done = True
+        self._shutdown()
         return self._dest.uri(self.key)
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            for f in self._futures:
+                f.cancel()
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def abort(self) -> None:
         self._buf = bytearray()
+        self._shutdown()
         if self._upload_id is not None and not self._done:
             try:
                 self._dest.client.abort_multipart_upload(Bucket=self._dest.bucket, Key=self._obj,
@@ -107,12 +155,7 @@ class S3Destination:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.endpoint_url = endpoint_url
-        self.client = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
-                          request_checksum_calculation="when_required", response_checksum_validation="when_required"),
-        )
+        self.client = _client(endpoint_url, region, access_key_id, secret_access_key)
 
     def object_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
