@@ -7,11 +7,16 @@ non-zero exit; secrets are redacted from everything printed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
+
+from rich.console import Console
 
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.codecs.age import generate_identity
@@ -41,8 +46,46 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _progress(stage: str, done: int, total: int | None, seconds: float) -> None:
+    """Plain progress lines on stderr (every 5 s), for logs and pipes."""
     line = stage if not done and total is None and not seconds else format_progress(stage, done, total, seconds)
     print(redact(line), file=sys.stderr, flush=True)
+
+
+class _Bar:
+    """A live progress bar per stage on a terminal (rich); messages print above it."""
+
+    interval = 0.2
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                             TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> _Bar:
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._bar.stop()
+
+    def __call__(self, stage: str, done: int, total: int | None, seconds: float) -> None:
+        if not done and total is None and not seconds:
+            self._bar.console.print(redact(stage), highlight=False)
+            return
+        if stage not in self._tasks:
+            self._tasks[stage] = self._bar.add_task(stage, total=total)
+        self._bar.update(self._tasks[stage], completed=done, total=total)
+
+
+@contextlib.contextmanager
+def progress_reporter() -> Iterator[Any]:
+    if sys.stderr.isatty():
+        with _Bar() as bar:
+            yield bar
+    else:
+        yield _progress
 
 
 def yesterday(tz: str) -> str:
@@ -72,7 +115,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         try:
-            m = run_backup(settings, name, partition, _progress)
+            with progress_reporter() as report:
+                m = run_backup(settings, name, partition, report)
             print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
                   f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}")
         except BackupError as exc:
@@ -104,7 +148,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    result = verify_backup(settings, _source_name(args.source), args.partition)
+    with progress_reporter() as report:
+        result = verify_backup(settings, _source_name(args.source), args.partition, report)
     print(json.dumps(result, indent=2) if args.json else
           f"OK {result['source']} {result['partition']} captured {result['captured_at']}: "
           f"checksums match, decrypts, decompresses, {result['method']} passes ({result['seconds']} s)")
@@ -121,7 +166,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing changed")
         return 0
-    result = restore_backup(settings, source, args.partition, args.to, args.force)
+    with progress_reporter() as report:
+        result = restore_backup(settings, source, args.partition, args.to, args.force, report)
     kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
     print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
           f"in {result['seconds']} s{kept}")

@@ -22,7 +22,7 @@ from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.sources import build_source
-from erp_backup_pipeline.core.streams import CHUNK, HashingReader
+from erp_backup_pipeline.core.streams import CHUNK, HashingReader, Progress
 from erp_backup_pipeline.errors import BackupError, VerifyError
 
 
@@ -90,7 +90,8 @@ def fetched(settings: Any, entry: Entry) -> Iterator[Path]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | Any) -> HashingReader:
+def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | Any,
+                     progress: Progress | None = None, stage: str = "restore") -> HashingReader:
     """decrypt -> decompress, as the manifest's chain says; hashing the plaintext as it goes."""
     enc_stage = manifest.stage("encrypt")
     comp_stage = manifest.stage("compress")
@@ -98,7 +99,8 @@ def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | A
     if encryptor.name != enc_stage["codec"]:
         raise BackupError(f"artifact is encrypted with {enc_stage['codec']}, config says {encryptor.name}")
     decrypted = _PipeReader(lambda w: encryptor.decrypt(encrypted, w))
-    return HashingReader(compressor(comp_stage["codec"]).reader(decrypted))
+    return HashingReader(compressor(comp_stage["codec"]).reader(decrypted), progress=progress, stage=stage,
+                         total=manifest.stage("dump")["bytes"])
 
 
 def _check_plain(reader: HashingReader, manifest: Manifest) -> None:
@@ -110,14 +112,14 @@ def _check_plain(reader: HashingReader, manifest: Manifest) -> None:
                           "in the manifest")
 
 
-def verify_backup(settings: Any, source: str, partition: str) -> dict[str, Any]:
+def verify_backup(settings: Any, source: str, partition: str, progress: Progress | None = None) -> dict[str, Any]:
     """Re-download, check checksums, decrypt, decompress and run the source's own verification."""
     entry = find_entry(settings, source, partition)
     m = entry.manifest
     src = build_source(settings, source)
     t0 = time.monotonic()
     with fetched(settings, entry) as path, open(path, "rb") as fh:
-        reader = plaintext_reader(settings, m, fh)
+        reader = plaintext_reader(settings, m, fh, progress, "verify")
         details = src.verify(reader, path.parent, m.facts)
         _check_plain(reader, m)
     return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
@@ -135,13 +137,14 @@ def restore_plan(settings: Any, source: str, partition: str, target: str, force:
     return steps + build_source(settings, source).restore_plan(target, force)
 
 
-def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False) -> dict[str, Any]:
+def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False,
+                   progress: Progress | None = None) -> dict[str, Any]:
     entry = find_entry(settings, source, partition)
     m = entry.manifest
     src = build_source(settings, source)
     t0 = time.monotonic()
     with fetched(settings, entry) as path, open(path, "rb") as fh:
-        reader = plaintext_reader(settings, m, fh)
+        reader = plaintext_reader(settings, m, fh, progress, "restore")
         result = src.restore(reader, target, force, path.parent)
         _check_plain(reader, m)
     return {"source": source, "partition": partition, "captured_at": m.captured_at,

@@ -14,7 +14,9 @@ from typing import IO, Any
 
 CHUNK = 1 << 20  # 1 MiB
 Progress = Callable[[str, int, "int | None", float], None]
-"""progress(stage, bytes_done, bytes_total_or_None, seconds_elapsed)"""
+"""progress(stage, bytes_done, bytes_total_or_None, seconds_elapsed); called every ``interval``
+seconds (an attribute of the callable, default 5) while bytes flow, and once with 0 bytes for a
+plain message."""
 
 
 @dataclass
@@ -66,7 +68,7 @@ class HashingReader:
 
     def _maybe_report(self) -> None:
         now = time.monotonic()
-        if self._progress is not None and now - self._last_report >= 5.0:
+        if self._progress is not None and now - self._last_report >= getattr(self._progress, "interval", 5.0):
             self._last_report = now
             self._progress(self._stage, self.stats.bytes, self._total, now - self._started)
 
