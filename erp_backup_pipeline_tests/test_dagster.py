@@ -12,7 +12,6 @@ import dagster as dg
 import pytest
 import yaml
 
-from erp_backup_pipeline.core import pipeline
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, daily_partitions, source_spec
@@ -107,36 +106,19 @@ def test_materialize_postgres_dump(tmp_path: Path, pg_server, erp_db, age_identi
     assert md["rows/public.invoice_lines"] == 6000 and md["dagster/uri"].endswith(".pgdump.zst.age")
 
 
-def test_corrupt_staged_artifact_fails_the_blocking_check_and_ships_nothing(
-        tmp_path: Path, demo_sqlite, age_identity, monkeypatch: pytest.MonkeyPatch) -> None:
-    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
-    assert materialize("sqlite_backup", config, "2026-11-24").success
-    real = pipeline.stage_compress
-
-    def compress_then_rot(settings, capture, progress=None):  # bit rot on the staging disk: no server shows it
-        out = real(settings, capture, progress)
-        data = bytearray(Path(out.staged).read_bytes())
-        data[len(data) // 2] ^= 0x10
-        Path(out.staged).write_bytes(bytes(data))
-        return out
-
-    monkeypatch.setattr(pipeline, "stage_compress", compress_then_rot)
-    result = materialize("sqlite_backup", config, "2026-11-25")
-    assert not result.success
-    [check] = result.get_asset_check_evaluations()
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
-    assert result.get_asset_materialization_events() == []
-    entries = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
-    assert [e.manifest.partition for e in entries] == ["2026-11-24"]  # the earlier backup is untouched
-    assert [p for p in (tmp_path / "backups").rglob("*") if "2026-11-25" in str(p) and p.is_file()] == []
-    assert [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] == []
-
-
-def test_corrupt_compressed_stream_fails_verification_in_flight(tmp_path: Path, demo_sqlite, age_identity,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    """A compressor that emits a wrong byte (a fault no real server shows) is caught before anything ships."""
+def test_corrupt_compressed_stream_fails_the_blocking_check_and_ships_nothing(
+        tmp_path: Path, demo_sqlite, age_identity, moto_server, bucket, s3_client,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A compressor that emits one wrong byte (a fault no real server shows): the in-flight verifier
+    catches it, the blocking check fails the run, every waiting upload is aborted, and the earlier
+    backup is untouched."""
     from erp_backup_pipeline.core.codecs.zstd import ZstdCodec
 
+    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}}, destinations=[
+        {"type": "local", "path": str(tmp_path / "backups")},
+        {"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": moto_server.endpoint,
+         "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}])
+    assert materialize("sqlite_backup", config, "2026-11-24").success
     real = ZstdCodec.compress
 
     def flipping_compress(self, src, dst):  # type: ignore[no-untyped-def]
@@ -152,12 +134,18 @@ def test_corrupt_compressed_stream_fails_verification_in_flight(tmp_path: Path, 
         return real(self, src, Flip())
 
     monkeypatch.setattr(ZstdCodec, "compress", flipping_compress)
-    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
-    result = materialize("sqlite_backup", config)
+    result = materialize("sqlite_backup", config, "2026-11-25")
     assert not result.success
     [check] = result.get_asset_check_evaluations()
-    assert not check.passed
-    assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    assert result.get_asset_materialization_events() == []
+    entries = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
+    assert [e.manifest.partition for e in entries] == ["2026-11-24"]
+    assert sorted(entries[0].held_by) == ["local", "offsite"]
+    assert [p for p in (tmp_path / "backups").rglob("*") if "2026-11-25" in str(p) and p.is_file()] == []
+    assert s3_client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert not [o for o in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []) if "2026-11-25" in o["Key"]]
+    assert [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] == []
 
 
 def test_bad_config_fails_the_run_with_one_line(tmp_path: Path, demo_sqlite, age_identity) -> None:

@@ -138,3 +138,25 @@ def test_local_files_are_private(tmp_path: Path) -> None:
     put_bytes(d, "p/s/a.bin", b"x")
     assert (d.path_for("p/s/a.bin").stat().st_mode & 0o777) == 0o600
     assert ((tmp_path / "b" / "p" / "s").stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("size", [1000, 7 * MB])
+def test_suspended_writer_commits_or_aborts_from_its_state(dest: Any, size: int) -> None:
+    """Another stage (or process) finishes an upload from the JSON-able state alone."""
+    import json
+
+    data = os.urandom(size)
+    w = dest.open_writer("p/s/a.bin")
+    w.write(data)
+    state = json.loads(json.dumps(w.suspend()))
+    assert list(dest.list("p/")) == [] and not dest.exists("p/s/a.bin")
+    dest.resume_writer("p/s/a.bin", state).commit()
+    assert read_bytes(dest, "p/s/a.bin") == data
+    w = dest.open_writer("p/s/b.bin")
+    w.write(data)
+    dest.resume_writer("p/s/b.bin", json.loads(json.dumps(w.suspend()))).abort()
+    assert list(dest.list("p/")) == ["p/s/a.bin"]
+    if isinstance(dest, S3Destination):
+        assert dest.client.list_multipart_uploads(Bucket=dest.bucket).get("Uploads", []) == []
+    else:
+        assert [p for p in dest.root.rglob("*") if p.is_file()] == [dest.path_for("p/s/a.bin")]

@@ -1,28 +1,28 @@
 """The backup stages: dump -> compress -> verify -> encrypt -> ship -> manifest.
 
-Each stage is a function from a picklable ``Capture`` record to the next, so the Dagster
-ops and the CLI run the same code, and an op can be retried on its own. Data streams:
+Each stage is a function from a picklable ``Capture`` record to the next, so the Dagster ops
+and the CLI run the same code, and an op can be retried on its own. The data makes one pass
+and is never staged on disk:
 
-- dump checks the source, tools, recipients and destinations and records facts;
-- compress drives ``dump | compress`` into the one staged file (the compressed artifact, never
-  the raw dump) and tees the compressed bytes into a verifier thread that decompresses them,
-  proves they are the dump byte for byte (sha256) and runs the source's own check;
-- verify publishes that result and proves the staged file is still exactly the verified bytes;
-- encrypt resolves the recipients; ship streams the staged file through the encryptor into
-  every destination at once (uploads are committed only when the whole stream went out);
-- manifest writes the manifest beside the artifact: the commit point.
+- dump checks the source, tools, recipients and destinations and records source facts;
+- compress drives ``dump | compress`` and tees the compressed bytes into two threads: a
+  verifier (decompress, prove it is the dump byte for byte by sha256, run the source's own check)
+  and the encryptor, whose ciphertext goes to every destination at once. Uploads are left
+  durable but invisible (a partial file, an incomplete multipart upload);
+- verify publishes the verification as the blocking check, and aborts every upload on failure;
+- encrypt publishes what was encrypted and for whom (fingerprints);
+- ship commits the uploads, making the artifact visible;
+- manifest writes the manifest beside the artifact: the commit point of the backup.
 
-Staging space is the compressed size, below the final encrypted size. Each stage's bytes,
-sha256 and seconds are measured inside the stream. A failing stage removes the staging dir.
+Each stage's bytes, sha256 and seconds are measured inside the stream. A failing stage aborts
+the waiting uploads and removes the staging dir.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -36,7 +36,16 @@ from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, put_bytes
 from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
 from erp_backup_pipeline.core.sources import build_source
-from erp_backup_pipeline.core.streams import CHUNK, HashingReader, HashingWriter, Progress, StageStats, format_progress
+from erp_backup_pipeline.core.streams import (
+    CHUNK,
+    HashingReader,
+    HashingWriter,
+    PipeConsumer,
+    Progress,
+    StageStats,
+    Tee,
+    format_progress,
+)
 from erp_backup_pipeline.errors import BackupError, DestinationError, VerifyError
 
 
@@ -52,7 +61,7 @@ class Capture:
     kind: str = ""
     facts: dict[str, Any] = field(default_factory=dict)
     chain: list[dict[str, Any]] = field(default_factory=list)
-    staged: str = ""
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     verify: dict[str, Any] = field(default_factory=dict)
     artifact: dict[str, Any] = field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -67,10 +76,13 @@ def _log(progress: Progress | None, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _cleanup_on_failure(capture: Capture) -> Iterator[None]:
+def _cleanup_on_failure(capture: Capture, settings: Any = None) -> Iterator[None]:
+    """On failure: abort uploads that are waiting for commit and remove the staging dir."""
     try:
         yield
     except BaseException:
+        if settings is not None and capture.pending:
+            _abort_pending(settings, capture)
         shutil.rmtree(capture.workdir, ignore_errors=True)
         raise
 
@@ -100,132 +112,15 @@ def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None
         return replace(capture, kind=source.kind, facts=facts)
 
 
-class _Verifier:
-    """Runs the source's verification on the compressed bytes while they are written.
-
-    The compressor's output is teed into a pipe; a thread decompresses it, hashes the result and
-    feeds it to the source's own check (``pg_restore --list``, ``PRAGMA integrity_check``). The
-    writer is never blocked by a failed check: the thread drains the pipe to its end.
-    """
-
-    def __init__(self, source: Any, codec: Any, workdir: Path, facts: dict[str, Any]) -> None:
-        r, w = os.pipe()
-        self._r = os.fdopen(r, "rb")
-        self._w: Any = os.fdopen(w, "wb")
-        self._source, self._codec, self._workdir, self._facts = source, codec, workdir, facts
-        self._details: dict[str, Any] = {}
-        self._error: BaseException | None = None
-        self.stats = StageStats()
-        self._thread = threading.Thread(target=self._run, name="verify", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        t0 = time.thread_time()
-        try:
-            reader = HashingReader(self._codec.reader(self._r), self.stats)
-            self._details = self._source.verify(reader, self._workdir, self._facts)
-            while reader.read(CHUNK):
-                pass
-        except BaseException as exc:  # noqa: BLE001 - reported by finish()
-            self._error = exc
-        finally:
-            while self._r.read(CHUNK):
-                pass
-            self._r.close()
-            self.stats.seconds = time.thread_time() - t0
-
-    def write(self, data: bytes) -> None:
-        self._w.write(data)
-
-    def close(self) -> None:
-        if self._w is not None:
-            self._w.close()
-            self._w = None
-        self._thread.join()
-
-    def result(self, dump: StageStats) -> dict[str, Any]:
-        self.close()
-        if self._error is not None:
-            return {"ok": False, "error": str(self._error) if isinstance(self._error, BackupError)
-                    else f"{type(self._error).__name__}: {self._error}"}
-        if (self.stats.bytes, self.stats.sha256) != (dump.bytes, dump.sha256):
-            return {"ok": False, "error": f"decompressed artifact differs from the dump ({self.stats.bytes} vs "
-                                          f"{dump.bytes} bytes)"}
-        return {"ok": True, **self._details, "raw_sha256_match": True, "seconds": round(self.stats.seconds, 3)}
-
-
-class _Tee:
-    def __init__(self, *sinks: Any) -> None:
-        self._sinks = sinks
-
-    def write(self, data: bytes) -> int:
-        for sink in self._sinks:
-            sink.write(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def stage_compress(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
-    """Stream the dump through the compressor into the staged file, verifying the bytes on the way."""
-    with _cleanup_on_failure(capture):
-        source = build_source(settings, capture.source)
-        codec = compressor(settings.compression.codec, level=settings.compression.level,
-                           threads=settings.compression.threads)
-        staged = Path(capture.workdir) / f"{capture.stamp}.{source.extension}.{codec.extension}"
-        t0 = time.monotonic()
-        dump = source.open_dump(Path(capture.workdir), capture.facts)
-        raw = HashingReader(dump, progress=progress, stage="dump")
-        verifier = _Verifier(source, codec, Path(capture.workdir), capture.facts)
-        try:
-            with open(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-                out = HashingWriter(_Tee(fh, verifier))
-                codec.compress(raw, out)
-            dump.finish()
-        except BaseException:
-            dump.abort()
-            verifier.close()
-            raise
-        verify = verifier.result(raw.stats)
-        wall = time.monotonic() - t0
-        compress_seconds = max(wall - raw.stats.seconds - out.stats.seconds, 0.0)
-        if raw.stats.bytes == 0:
-            raise BackupError(f"{capture.source}: the dump is empty (0 bytes)")
-        chain = [
-            {"stage": "dump", "format": source.extension, "bytes": raw.stats.bytes, "sha256": raw.stats.sha256,
-             "seconds": round(raw.stats.seconds, 3)},
-            {"stage": "compress", "codec": codec.name, **codec.params(), "bytes": out.stats.bytes,
-             "sha256": out.stats.sha256, "seconds": round(compress_seconds, 3)},
-        ]
-        _log(progress, format_progress("dump+compress", raw.stats.bytes, None, wall)
-             + f" -> {out.stats.bytes} bytes compressed")
-        return replace(capture, chain=chain, staged=str(staged), verify=verify)
-
-
-def stage_verify(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
-    """Publish the verification of the compressed bytes, and prove the staged file is still those bytes."""
-    with _cleanup_on_failure(capture):
-        if not capture.verify.get("ok"):
-            raise VerifyError(f"{capture.source}: {capture.verify.get('error', 'verification did not run')}")
-        digest = hashlib.sha256()
-        with open(capture.staged, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != capture.stage("compress")["sha256"]:
-            raise VerifyError(f"{capture.source}: the staged artifact changed after it was verified (sha256 differs)")
-        _log(progress, f"{capture.source}: verified ({capture.verify.get('method')}) in {capture.verify['seconds']:.1f} s")
-        return replace(capture, verify={**capture.verify, "staged_sha256_match": True})
-
-
-def stage_encrypt(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
-    """Resolve the recipients; the encryption itself streams during ship."""
-    with _cleanup_on_failure(capture):
-        enc = encryptor_from_settings(settings.encryption)
-        if hasattr(enc, "check_keys"):
-            enc.check_keys()
-        entry = {"stage": "encrypt", "codec": enc.name, **enc.params()}
-        return replace(capture, chain=[*capture.chain, entry])
+def _verifier(source: Any, codec: Any, workdir: Path, facts: dict[str, Any], stats: StageStats) -> Any:
+    """Decompress what the compressor wrote, hash it, and run the source's own check on it."""
+    def consume(compressed: Any) -> dict[str, Any]:
+        reader = HashingReader(codec.reader(compressed), stats)
+        details = source.verify(reader, workdir, facts)
+        while reader.read(CHUNK):
+            pass
+        return details
+    return consume
 
 
 class _FanOut:
@@ -247,56 +142,147 @@ class _FanOut:
                 del self.writers[name]
                 self.results[name] = {"ok": False, "error": str(exc)}
         if not self.writers:
-            raise DestinationError("every destination failed: " + "; ".join(r["error"] for r in self.results.values()))
+            raise DestinationError("every destination failed: " + "; ".join(
+                f"{n}: {r['error']}" for n, r in self.results.items()))
         return len(b)
 
     def flush(self) -> None:
         pass
 
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+
+
+def _open_writers(settings: Any, key: str) -> _FanOut:
+    results: dict[str, dict[str, Any]] = {}
+    writers: dict[str, Any] = {}
+    for dest in build_destinations(settings):
+        try:
+            writers[dest.name] = dest.open_writer(key)
+        except BackupError as exc:
+            results[dest.name] = {"ok": False, "error": str(exc)}
+    if not writers:
+        raise DestinationError("no destination can take the artifact: "
+                               + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
+    return _FanOut(writers, results)
+
+
+def _abort_pending(settings: Any, capture: Capture) -> None:
+    for dest in build_destinations(settings):
+        state = capture.pending.get(dest.name)
+        if state is not None:
+            with contextlib.suppress(BackupError):
+                dest.resume_writer(capture.artifact["key"], state).abort()
+
+
+def stage_compress(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """One pass: dump | compress | (verify, encrypt | every destination). Uploads stay invisible."""
+    with _cleanup_on_failure(capture):
+        source = build_source(settings, capture.source)
+        codec = compressor(settings.compression.codec, level=settings.compression.level,
+                           threads=settings.compression.threads)
+        enc = encryptor_from_settings(settings.encryption)
+        key = (f"{artifact_dir(settings.prefix, capture.source, capture.partition)}/"
+               f"{capture.stamp}.{source.extension}.{codec.extension}.{enc.extension}")
+        fan = _open_writers(settings, key)
+        verified = StageStats()
+        verifier = PipeConsumer(_verifier(source, codec, Path(capture.workdir), capture.facts, verified), "verify")
+        encryptor = PipeConsumer(lambda compressed: enc.encrypt(compressed, fan), "encrypt")
+        t0 = time.monotonic()
+        dump = source.open_dump(Path(capture.workdir), capture.facts)
+        raw = HashingReader(dump, progress=progress, stage="dump")
+        out = HashingWriter(Tee(verifier, encryptor))
+        try:
+            codec.compress(raw, out)
+            dump.finish()
+            encryptor.close()  # raises when every destination failed
+        except BaseException:
+            dump.abort()
+            verifier.finish()
+            encryptor.finish()
+            fan.abort()
+            raise
+        verify = _verify_result(verifier, verified, raw.stats)
+        if raw.stats.bytes == 0:
+            fan.abort()
+            raise BackupError(f"{capture.source}: the dump is empty (0 bytes)")
+        pending: dict[str, dict[str, Any]] = {}
+        for name, writer in fan.writers.items():
+            try:
+                pending[name] = writer.suspend()
+            except BackupError as exc:
+                fan.results[name] = {"ok": False, "error": str(exc)}
+        if not pending:
+            raise DestinationError("every destination failed: " + "; ".join(
+                f"{n}: {r['error']}" for n, r in fan.results.items()))
+        wall = time.monotonic() - t0
+        compress_seconds = max(wall - raw.stats.seconds - out.stats.seconds, 0.0)
+        chain = [
+            {"stage": "dump", "format": source.extension, "bytes": raw.stats.bytes, "sha256": raw.stats.sha256,
+             "seconds": round(raw.stats.seconds, 3)},
+            {"stage": "compress", "codec": codec.name, **codec.params(), "bytes": out.stats.bytes,
+             "sha256": out.stats.sha256, "seconds": round(compress_seconds, 3)},
+            {"stage": "encrypt", "codec": enc.name, **enc.params(), "bytes": fan.stats.bytes,
+             "sha256": fan.stats.sha256, "seconds": round(encryptor.seconds, 3)},
+        ]
+        _log(progress, format_progress("dump|compress|encrypt", raw.stats.bytes, None, wall)
+             + f" -> {fan.stats.bytes} bytes to {', '.join(pending)} (not yet visible)")
+        return replace(capture, chain=chain, verify=verify, pending=pending, destinations=fan.results,
+                       artifact={"key": key, "bytes": fan.stats.bytes, "sha256": fan.stats.sha256})
+
+
+def _verify_result(verifier: PipeConsumer, verified: StageStats, dump: StageStats) -> dict[str, Any]:
+    try:
+        details = verifier.close()
+    except BaseException as exc:  # noqa: BLE001 - a failed check is a result, published by stage_verify
+        return {"ok": False, "error": str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"}
+    if (verified.bytes, verified.sha256) != (dump.bytes, dump.sha256):
+        return {"ok": False, "error": f"decompressed artifact differs from the dump ({verified.bytes} vs "
+                                      f"{dump.bytes} bytes)"}
+    return {"ok": True, **details, "raw_sha256_match": True, "seconds": round(verifier.seconds, 3)}
+
+
+def stage_verify(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Publish the verification of the compressed bytes; a failure aborts every upload."""
+    with _cleanup_on_failure(capture, settings):
+        if not capture.verify.get("ok"):
+            raise VerifyError(f"{capture.source}: {capture.verify.get('error', 'verification did not run')}")
+        _log(progress, f"{capture.source}: verified ({capture.verify.get('method')}) in {capture.verify['seconds']:.1f} s")
+        return capture
+
+
+def stage_encrypt(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+    """Publish what was encrypted, to whom (fingerprints), and where the ciphertext waits."""
+    with _cleanup_on_failure(capture, settings):
+        entry = capture.stage("encrypt")
+        if entry["bytes"] <= capture.stage("compress")["bytes"]:
+            raise BackupError(f"{capture.source}: ciphertext is not larger than its plaintext; encryption did not run")
+        _log(progress, f"{capture.source}: encrypted with {entry['codec']} for {len(entry.get('recipients', []))} "
+                       f"recipient(s), {entry['bytes']} bytes waiting on {', '.join(capture.pending)}")
+        return capture
+
 
 def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
-    """Encrypt the staged artifact once and stream the ciphertext to every destination."""
-    with _cleanup_on_failure(capture):
-        enc = encryptor_from_settings(settings.encryption)
-        staged = Path(capture.staged)
-        key = f"{artifact_dir(settings.prefix, capture.source, capture.partition)}/{staged.name}.{enc.extension}"
-        results: dict[str, dict[str, Any]] = {}
-        writers: dict[str, Any] = {}
-        dests = build_destinations(settings)
-        for dest in dests:
+    """Commit the verified, encrypted artifact on every destination that holds it."""
+    with _cleanup_on_failure(capture, settings):
+        results = dict(capture.destinations)
+        t0 = time.monotonic()
+        for dest in build_destinations(settings):
+            state = capture.pending.get(dest.name)
+            if state is None:
+                continue
             try:
-                writers[dest.name] = dest.open_writer(key)
+                results[dest.name] = {"ok": True, "uri": dest.resume_writer(capture.artifact["key"], state).commit()}
             except BackupError as exc:
                 results[dest.name] = {"ok": False, "error": str(exc)}
-        if not writers:
-            raise DestinationError("no destination can take the artifact: "
-                                   + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
-        fan = _FanOut(writers, results)
-        t0 = time.monotonic()
-        try:
-            with open(staged, "rb") as fh:
-                src = HashingReader(fh, progress=progress, stage="encrypt+ship", total=staged.stat().st_size)
-                enc.encrypt(src, fan)
-        except BaseException:
-            for w in fan.writers.values():
-                w.abort()
-            raise
-        for name, w in fan.writers.items():
-            try:
-                results[name] = {"ok": True, "uri": w.commit()}
-            except BackupError as exc:
-                results[name] = {"ok": False, "error": str(exc)}
-        wall = time.monotonic() - t0
-        staged.unlink(missing_ok=True)  # staging space is released as soon as the ciphertext is out
         ok = [n for n, r in results.items() if r["ok"]]
         if not ok:
             raise DestinationError("every destination failed: " + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
-        chain = [dict(e) for e in capture.chain]
-        chain[-1].update({"bytes": fan.stats.bytes, "sha256": fan.stats.sha256, "seconds": round(wall, 3)})
-        artifact = {"key": key, "bytes": fan.stats.bytes, "sha256": fan.stats.sha256,
-                    "uri": results[ok[0]]["uri"], "ship_seconds": round(wall, 3)}
-        _log(progress, format_progress("encrypt+ship", fan.stats.bytes, None, wall) + f" to {', '.join(ok)}")
-        return replace(capture, chain=chain, artifact=artifact, destinations=results)
+        wall = time.monotonic() - t0
+        _log(progress, f"{capture.source}: shipped to {', '.join(ok)} in {wall:.1f} s")
+        artifact = {**capture.artifact, "uri": results[ok[0]]["uri"], "ship_seconds": round(wall, 3)}
+        return replace(capture, artifact=artifact, destinations=results, pending={})
 
 
 def tool_versions() -> dict[str, str]:

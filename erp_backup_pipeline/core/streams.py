@@ -142,3 +142,77 @@ class CheckedReader:
 
     def close(self) -> None:
         self._inner.close()
+
+
+class PipeConsumer:
+    """Runs ``consume(reader)`` in a thread and feeds it, through an OS pipe, what ``write`` gets.
+
+    This joins two push-style stages (a compressor writing, an encryptor or verifier reading) so
+    that they run at once with back-pressure and bounded memory. A consumer that fails keeps
+    draining the pipe, so the writer is never blocked; ``close()`` returns its result or raises
+    its error. ``seconds`` is the consumer thread's own CPU time.
+    """
+
+    def __init__(self, consume: Callable[[Any], Any], name: str) -> None:
+        import os
+        import threading
+
+        r, w = os.pipe()
+        self._r = os.fdopen(r, "rb")
+        self._w: Any = os.fdopen(w, "wb")
+        self._consume = consume
+        self._result: Any = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        t0 = time.thread_time()
+        try:
+            self._result = self._consume(self._r)
+        except BaseException as exc:  # noqa: BLE001 - handed to close()
+            self.error = exc
+        finally:
+            while self._r.read(CHUNK):
+                pass
+            self._r.close()
+            self.seconds = time.thread_time() - t0
+
+    def write(self, data: bytes) -> int:
+        self._w.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        """Signal end of input and wait for the consumer."""
+        if self._w is not None:
+            try:
+                self._w.close()
+            except BrokenPipeError:
+                pass
+            self._w = None
+        self._thread.join()
+
+    def close(self) -> Any:
+        self.finish()
+        if self.error is not None:
+            raise self.error
+        return self._result
+
+
+class Tee:
+    """Writes every chunk to each sink in turn."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self._sinks = sinks
+
+    def write(self, data: bytes) -> int:
+        for sink in self._sinks:
+            sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        pass

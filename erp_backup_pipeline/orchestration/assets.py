@@ -85,7 +85,8 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
 
         return _run_stage(context, start, backup_settings)
 
-    @dg.op(name=f"{name}_compress", description="Stream the dump through the compressor into the staged file.")
+    @dg.op(name=f"{name}_compress",
+           description="One pass: dump | compress, teed into the verifier and the encryptor; uploads stay invisible.")
     def compress(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                  capture: pipeline.Capture) -> pipeline.Capture:
         result = _run_stage(context, pipeline.stage_compress, backup_settings, capture)
@@ -93,7 +94,7 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
         return result
 
     @dg.op(name=f"{name}_verify", out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing)},
-           description="Decompress the staged artifact, compare it with the dump, run the source's own check.")
+           description="Publish the verification (decompressed bytes equal the dump; the source's own check).")
     def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                capture: pipeline.Capture):  # type: ignore[no-untyped-def]
         try:
@@ -108,12 +109,12 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(asset_key=name, check_name="integrity", passed=True, metadata=md)
         yield dg.Output(checked, "capture")
 
-    @dg.op(name=f"{name}_encrypt", description="Resolve the encryption recipients (the ciphertext streams in ship).")
+    @dg.op(name=f"{name}_encrypt", description="Publish what was encrypted and for whom (key fingerprints).")
     def encrypt(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                 capture: pipeline.Capture) -> pipeline.Capture:
         return _run_stage(context, pipeline.stage_encrypt, backup_settings, capture)
 
-    @dg.op(name=f"{name}_ship", description="Encrypt once and stream the ciphertext to every destination.")
+    @dg.op(name=f"{name}_ship", description="Commit the uploads: the artifact becomes visible on every destination.")
     def ship(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
              capture: pipeline.Capture) -> pipeline.Capture:
         result = _run_stage(context, pipeline.stage_ship, backup_settings, capture)

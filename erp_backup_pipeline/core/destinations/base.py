@@ -6,6 +6,9 @@ Every method documents what it guarantees; one contract test suite runs against 
   ``commit()`` succeeds; ``abort()`` (or an exception, or a killed process) leaves nothing
   that lists or reads as complete. Writing an existing key is refused: artifacts are never
   overwritten (every capture has its own timestamped key).
+- ``writer.suspend()`` makes what was written durable but still invisible and returns a small
+  JSON-able state; ``resume_writer(key, state)`` rebuilds a writer from it whose ``commit()`` or
+  ``abort()`` finishes the job, in another stage or process. No more data can be written.
 - ``open_reader(key)`` streams the object; ArtifactNotFound when it does not exist.
 - ``get(key, dst, expected_sha256)`` copies the object to dst and re-checks its checksum:
   VerifyError on mismatch.
@@ -28,6 +31,9 @@ class ArtifactWriter(Protocol):
 
     def write(self, data: bytes) -> int: ...
 
+    def suspend(self) -> dict[str, Any]:
+        """Durable but invisible; the returned state resumes it (see resume_writer)."""
+
     def commit(self) -> str:
         """Make the object visible; returns its URI."""
 
@@ -40,6 +46,8 @@ class Destination(Protocol):
     required: bool
 
     def open_writer(self, key: str) -> ArtifactWriter: ...
+
+    def resume_writer(self, key: str, pending: dict[str, Any]) -> ArtifactWriter: ...
 
     def open_reader(self, key: str) -> IO[bytes] | Any: ...
 

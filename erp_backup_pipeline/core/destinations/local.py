@@ -26,9 +26,14 @@ def _os_error(what: str, exc: OSError) -> DestinationError:
 
 
 class LocalWriter:
-    def __init__(self, dest: LocalDestination, key: str) -> None:
+    def __init__(self, dest: LocalDestination, key: str, pending: dict[str, Any] | None = None) -> None:
         self.key = key
         self._final = dest.path_for(key)
+        self._uri = dest.uri(key)
+        self._fh: IO[bytes] | None = None
+        if pending is not None:  # a suspended writer: its bytes are on disk, only commit/abort remain
+            self._tmp = Path(pending["partial"])
+            return
         if self._final.exists():
             raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
         dest.ensure_dir(self._final.parent)
@@ -37,8 +42,20 @@ class LocalWriter:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             raise _os_error(dest.uri(key), exc) from None
-        self._fh: IO[bytes] | None = os.fdopen(fd, "wb")
-        self._uri = dest.uri(key)
+        self._fh = os.fdopen(fd, "wb")
+
+    def suspend(self) -> dict[str, Any]:
+        """Make everything written durable, still invisible; the state lets another stage commit or abort."""
+        if self._fh is not None:
+            try:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+                self._fh.close()
+            except OSError as exc:
+                self.abort()
+                raise _os_error(self._uri, exc) from None
+            self._fh = None
+        return {"partial": str(self._tmp)}
 
     def write(self, data: bytes) -> int:
         assert self._fh is not None
@@ -48,12 +65,8 @@ class LocalWriter:
             raise _os_error(self._uri, exc) from None
 
     def commit(self) -> str:
-        assert self._fh is not None
+        self.suspend()
         try:
-            self._fh.flush()
-            os.fsync(self._fh.fileno())
-            self._fh.close()
-            self._fh = None
             if self._final.exists():
                 raise DestinationError(f"{self._uri} already exists; artifacts are never overwritten")
             os.rename(self._tmp, self._final)
@@ -113,6 +126,9 @@ class LocalDestination:
 
     def open_writer(self, key: str) -> LocalWriter:
         return LocalWriter(self, key)
+
+    def resume_writer(self, key: str, pending: dict[str, Any]) -> LocalWriter:
+        return LocalWriter(self, key, pending)
 
     def open_reader(self, key: str) -> IO[bytes] | Any:
         try:

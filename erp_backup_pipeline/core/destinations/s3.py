@@ -52,17 +52,39 @@ class S3Writer:
 
     _IN_FLIGHT = 2
 
-    def __init__(self, dest: S3Destination, key: str) -> None:
+    def __init__(self, dest: S3Destination, key: str, pending: dict[str, Any] | None = None) -> None:
         self.key = key
         self._dest = dest
         self._obj = dest.object_key(key)
-        if dest.exists(key):
-            raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
         self._buf = bytearray()
         self._upload_id: str | None = None
         self._futures: list[Future[dict[str, Any]]] = []
         self._pool: ThreadPoolExecutor | None = None
         self._done = False
+        self._parts: list[dict[str, Any]] | None = None
+        if pending is not None:  # a suspended upload: every part is up, only complete/abort remain
+            self._upload_id = pending["upload_id"]
+            self._parts = pending["parts"]
+            return
+        if dest.exists(key):
+            raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
+
+    def suspend(self) -> dict[str, Any]:
+        """Upload everything written as parts of a multipart upload that stays incomplete (invisible);
+        the state lets another stage complete or abort it."""
+        if self._parts is None:
+            try:
+                if self._upload_id is None:
+                    self._start_multipart()
+                if self._buf or not self._futures:
+                    self._submit(bytes(self._buf))  # the last part may be smaller than 5 MiB
+                self._buf = bytearray()
+                self._parts = [f.result() for f in self._futures]
+            except BaseException:
+                self.abort()
+                raise
+            self._shutdown()
+        return {"upload_id": self._upload_id, "parts": self._parts}
 
     def write(self, data: bytes) -> int:
         self._buf += data
@@ -110,9 +132,7 @@ class S3Writer:
                 self._dest.call("put", self.key, self._dest.client.put_object, Bucket=self._dest.bucket,
                                 Key=self._obj, Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=_sha256_b64(data))
             else:
-                if self._buf:
-                    self._submit(bytes(self._buf))
-                parts = [f.result() for f in self._futures]
+                parts = self.suspend()["parts"]
                 self._dest.call("complete upload", self.key, self._dest.client.complete_multipart_upload,
                                 Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
                                 MultipartUpload={"Parts": parts})
@@ -190,6 +210,9 @@ class S3Destination:
 
     def open_writer(self, key: str) -> S3Writer:
         return S3Writer(self, key)
+
+    def resume_writer(self, key: str, pending: dict[str, Any]) -> S3Writer:
+        return S3Writer(self, key, pending)
 
     def open_reader(self, key: str) -> IO[bytes] | Any:
         resp = self.call("get", key, self.client.get_object, Bucket=self.bucket, Key=self.object_key(key))
