@@ -22,7 +22,7 @@ from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.sources import build_source
-from erp_backup_pipeline.core.streams import CHUNK, HashingReader, Progress
+from erp_backup_pipeline.core.streams import CHUNK, HashingReader, Progress, widen_pipe
 from erp_backup_pipeline.errors import BackupError, VerifyError
 
 
@@ -31,6 +31,7 @@ class _PipeReader:
 
     def __init__(self, produce: Callable[[Any], None]) -> None:
         r, w = os.pipe()
+        widen_pipe(w)
         self._r = os.fdopen(r, "rb")
         self._w = os.fdopen(w, "wb")
         self._error: BaseException | None = None

@@ -144,6 +144,16 @@ class CheckedReader:
         self._inner.close()
 
 
+def widen_pipe(fd: int) -> None:
+    """Give a pipe a 1 MiB buffer (Linux; default 64 KiB): one chunk per write, far fewer thread switches."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), CHUNK)
+    except OSError:
+        pass  # a smaller system limit only costs speed
+
+
 class PipeConsumer:
     """Runs ``consume(reader)`` in a thread and feeds it, through an OS pipe, what ``write`` gets.
 
@@ -158,6 +168,7 @@ class PipeConsumer:
         import threading
 
         r, w = os.pipe()
+        widen_pipe(w)
         self._r = os.fdopen(r, "rb")
         self._w: Any = os.fdopen(w, "wb")
         self._consume = consume
