@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from rich.console import Console
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
@@ -88,10 +89,6 @@ def progress_reporter() -> Iterator[Any]:
         yield _progress
 
 
-def yesterday(tz: str) -> str:
-    return (datetime.now(ZoneInfo(tz)).date() - timedelta(days=1)).isoformat()
-
-
 def cmd_init(args: argparse.Namespace) -> int:
     from erp_backup_pipeline.core.init import init_demo
 
@@ -111,7 +108,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     settings = _settings(args)
     names = enabled_sources(settings) if args.source == "all" else [_source_name(args.source)]
-    partition = args.partition or datetime.now(ZoneInfo(settings.schedules.timezone)).date().isoformat()
+    partition = args.partition or datetime.now(ZoneInfo(PARTITION_TIMEZONE)).date().isoformat()
     failed = 0
     for name in names:
         try:

@@ -152,13 +152,6 @@ class SourcesSettings(_Model):
     postgres: PostgresSourceSettings | None = None
 
 
-class ScheduleSettings(_Model):
-    timezone: str = "Europe/Berlin"
-    database_cron: str = "0 2 * * *"
-    start_date: str = "2026-01-01"
-    enabled: bool = True
-
-
 class Settings(_Model):
     staging_dir: Path = Path("var/staging")
     prefix: str = Field("erp-steinmetz", description="first part of every object key")
@@ -166,7 +159,6 @@ class Settings(_Model):
     encryption: EncryptionSettings
     destinations: list[DestinationSettings] = Field(min_length=1)
     sources: SourcesSettings = SourcesSettings()
-    schedules: ScheduleSettings = ScheduleSettings()
 
     @field_validator("prefix")
     @classmethod

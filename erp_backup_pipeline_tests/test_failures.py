@@ -99,3 +99,23 @@ def test_unparseable_recipient_fails_before_any_work(tmp_path: Path, demo_sqlite
     with pytest.raises(ConfigError, match="does not parse"):
         run_backup(settings, "sqlite_backup", "2026-11-25")
     assert not (tmp_path / "backups").exists()
+
+
+def test_next_backup_sweeps_what_a_killed_run_left(tmp_path: Path, demo_sqlite: Path, age_identity) -> None:
+    """A partial file two days old (a killed run) is removed; a young one (a run in progress) stays."""
+    import os
+    import time
+
+    settings = make_settings(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
+    folder = tmp_path / "backups" / "erp-steinmetz" / "sqlite_backup" / "2026-11-20"
+    folder.mkdir(parents=True)
+    stale = folder / ".20261120T010000000Z.sqlite3.zst.age.partial-dead"
+    young = folder / ".20261126T010000000Z.sqlite3.zst.age.partial-live"
+    for p in (stale, young):
+        p.write_bytes(b"half an artifact")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(stale, (two_days_ago, two_days_ago))
+    lines: list[str] = []
+    run_backup(settings, "sqlite_backup", "2026-11-25", lambda text, *_: lines.append(text))
+    assert not stale.exists() and young.exists()
+    assert any("left by an interrupted backup" in ln for ln in lines)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 FORMAT = 1
+PARTITION_TIMEZONE = "Europe/Berlin"  # daily partition keys are dates in this zone (DESIGN: conventions)
 MANIFEST_SUFFIX = ".manifest.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -101,10 +101,15 @@ def new_capture(settings: Any, source: str, partition: str, now: datetime | None
 def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
     """Check the source, the tools, the recipients and the destinations; record source facts."""
     with _cleanup_on_failure(capture):
-        encryptor_from_settings(settings.encryption)  # a bad recipient fails before any work
+        enc = encryptor_from_settings(settings.encryption)  # a bad recipient fails before any work
+        if hasattr(enc, "check_keys"):
+            enc.check_keys()
         for dest in build_destinations(settings):
             if dest.required:
                 dest.check()
+            with contextlib.suppress(BackupError):  # an optional destination may be down today
+                for key in dest.sweep_partials():
+                    _log(progress, f"{dest.name}: removed {key}, left by an interrupted backup")
         source = build_source(settings, capture.source)
         t0 = time.monotonic()
         facts = source.prepare(Path(capture.workdir))

@@ -13,6 +13,7 @@ from typing import Any
 import dagster as dg
 
 from erp_backup_pipeline.core import pipeline
+from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.streams import format_progress
 from erp_backup_pipeline.errors import BackupError, VerifyError
@@ -20,7 +21,7 @@ from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 GROUP = "erp_backups"
 SOURCE_GROUP = "erp_sources"
-TIMEZONE = "Europe/Berlin"
+TIMEZONE = PARTITION_TIMEZONE
 START_DATE = "2026-01-01"
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=TIMEZONE, end_offset=1)

@@ -14,12 +14,15 @@ Every method documents what it guarantees; one contract test suite runs against 
   VerifyError on mismatch.
 - ``list(prefix)`` yields the complete keys under prefix, sorted. Partial writes never appear.
 - ``exists(key)``; ``delete(key)`` (missing keys are not an error); ``uri(key)``.
+- ``sweep_partials(older_than)`` removes what writers that never committed nor aborted (a killed
+  process) left behind, once it is older than any live backup could be; returns the keys.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import IO, Any, Protocol
 
 from erp_backup_pipeline.core.streams import CHUNK
@@ -61,6 +64,8 @@ class Destination(Protocol):
 
     def check(self) -> None:
         """Fail early (DestinationError, one line) when the destination cannot be used."""
+
+    def sweep_partials(self, older_than: timedelta = ...) -> list[str]: ...
 
 
 def put_bytes(dest: Destination, key: str, data: bytes) -> str:

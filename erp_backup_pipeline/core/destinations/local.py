@@ -10,13 +10,16 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
 
 PARTIAL_MARK = ".partial-"
+SWEEP_AGE = timedelta(hours=24)  # far longer than any backup keeps an upload waiting for its commit
 
 
 def _os_error(what: str, exc: OSError) -> DestinationError:
@@ -160,12 +163,14 @@ class LocalDestination:
         except FileNotFoundError:
             pass
 
-    def sweep_partials(self) -> list[str]:
-        """Remove partial files left by a killed writer; returns what was removed."""
+    def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> list[str]:
+        """Remove partial files a killed writer left, untouched for ``older_than``; returns their keys."""
+        cutoff = time.time() - older_than.total_seconds()
         removed = []
         for dirpath, _dirs, files in os.walk(self.root):
             for f in files:
-                if PARTIAL_MARK in f:
-                    Path(dirpath, f).unlink(missing_ok=True)
-                    removed.append(f)
+                path = Path(dirpath, f)
+                if PARTIAL_MARK in f and path.stat().st_mtime <= cutoff:
+                    path.unlink(missing_ok=True)
+                    removed.append(path.relative_to(self.root).as_posix())
         return removed

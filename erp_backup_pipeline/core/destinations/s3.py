@@ -22,6 +22,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
+from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
 
 
@@ -36,6 +37,16 @@ def _client(endpoint_url: str | None, region: str, access_key_id: str | None, se
                       request_checksum_calculation="when_required", response_checksum_validation="when_required",
                       max_pool_connections=8),
     )
+
+
+def _started(upload: dict[str, Any]) -> datetime:
+    """When an upload began: the capture stamp in our own key name (``<stamp>.<ext>``) when it has one,
+    else the server's ``Initiated`` (some S3 implementations report a fixed date there)."""
+    stamp = upload["Key"].rsplit("/", 1)[-1].split(".", 1)[0]
+    try:
+        return datetime.strptime(stamp[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    except ValueError:
+        return upload["Initiated"]
 
 
 def _code(exc: ClientError) -> str:
@@ -237,14 +248,14 @@ class S3Destination:
     def delete(self, key: str) -> None:
         self.call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
 
-    def sweep_partials(self, older_than: timedelta = timedelta(hours=1)) -> list[str]:
-        """Abort multipart uploads under our prefix that were started before ``older_than`` ago."""
+    def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> list[str]:
+        """Abort multipart uploads under our prefix that were started ``older_than`` ago or earlier."""
         cutoff = datetime.now(UTC) - older_than
         resp = self.call("list uploads", "", self.client.list_multipart_uploads, Bucket=self.bucket,
                          Prefix=self.prefix)
         aborted = []
         for up in resp.get("Uploads", []):
-            if up["Initiated"] <= cutoff:
+            if _started(up) <= cutoff:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                 aborted.append(up["Key"])
         return aborted
