@@ -200,7 +200,7 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         out = HashingWriter(Tee(verifier, encryptor))
         try:
             codec.compress(raw, out)
-            dump.finish()
+            learnt = dump.finish() or {}
             encryptor.close()  # raises when every destination failed
         except BaseException:
             dump.abort()
@@ -234,6 +234,7 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         _log(progress, format_progress("dump|compress|encrypt", raw.stats.bytes, None, wall)
              + f" -> {fan.stats.bytes} bytes to {', '.join(pending)} (not yet visible)")
         return replace(capture, chain=chain, verify=verify, pending=pending, destinations=fan.results,
+                       facts={**capture.facts, **learnt},
                        artifact={"key": key, "bytes": fan.stats.bytes, "sha256": fan.stats.sha256})
 
 

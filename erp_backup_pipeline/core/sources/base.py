@@ -4,8 +4,8 @@
   returns facts for the manifest (versions, row counts). A source whose engine needs a file
   (SQLite's backup API) takes its snapshot here, inside workdir.
 - ``open_dump(workdir, facts)`` returns a DumpStream: the raw dump as a readable, never
-  staged on disk unless the engine requires it; ``finish()`` waits for the engine and raises
-  on failure.
+  staged on disk unless the engine requires it; ``finish()`` waits for the engine, raises on
+  failure, and may return facts learnt while dumping (a file list, say) for the manifest.
 - ``verify(reader, workdir, facts)`` consumes the decompressed artifact and raises
   VerifyError when it is not a sound backup of what ``prepare`` saw; returns details.
 - ``restore(reader, target, force, workdir)`` loads a decompressed artifact into a NEW target;
@@ -20,8 +20,9 @@ from typing import IO, Any, Protocol
 class DumpStream(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
-    def finish(self) -> None:
-        """Wait for the dump engine; raise ToolError/SourceError when it failed."""
+    def finish(self) -> dict[str, Any] | None:
+        """Wait for the dump engine; raise ToolError/SourceError when it failed; optionally return
+        facts learnt while dumping, merged into the manifest's facts."""
 
     def abort(self) -> None:
         """Stop the engine and release its files."""
