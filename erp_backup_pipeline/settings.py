@@ -126,30 +126,51 @@ class SqliteSourceSettings(_Model):
     owner: str = "team:erp-ops"
 
 
-class PostgresSourceSettings(_Model):
-    enabled: bool = True
-    host: str = "localhost"
-    port: int = Field(5432, ge=1, le=65535)
-    user: str = "erp_user"
-    dbname: str = "erp_steinmetz"
+class _WithPassword(_Model):
+    """A source that may need a password: inline (use ${ENV}) or from a 0600 file."""
+
     password: SecretStr | None = None
     password_file: Path | None = None
-    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    bin_dir: Path | None = Field(None, description="directory holding pg_dump/pg_restore; default: PATH")
-    connect_timeout: int = Field(10, ge=1)
-    owner: str = "team:erp-ops"
 
     def secret_password(self) -> str | None:
         if self.password is not None:
             return self.password.get_secret_value()
         if self.password_file is not None:
-            return read_secret_file(self.password_file, "sources.postgres.password_file")
+            return read_secret_file(self.password_file, f"sources.{self._section}.password_file")
         return None
+
+    _section = "?"
+
+
+class PostgresSourceSettings(_WithPassword):
+    _section = "postgres"
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "erp_user"
+    dbname: str = "erp_steinmetz"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    bin_dir: Path | None = Field(None, description="directory holding pg_dump/pg_restore; default: PATH")
+    connect_timeout: int = Field(10, ge=1)
+    owner: str = "team:erp-ops"
+
+
+class RedisSourceSettings(_WithPassword):
+    _section = "redis"
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(6379, ge=1, le=65535)
+    username: str | None = Field(None, description="ACL user (Redis 6+); default: the default user")
+    tls: bool = False
+    ca_file: Path | None = None
+    bin_dir: Path | None = Field(None, description="directory holding redis-check-rdb/redis-server; default: PATH")
+    timeout: float = Field(30.0, gt=0)
 
 
 class SourcesSettings(_Model):
     sqlite: SqliteSourceSettings | None = None
     postgres: PostgresSourceSettings | None = None
+    redis: RedisSourceSettings | None = None
 
 
 class Settings(_Model):
@@ -178,14 +199,14 @@ class Settings(_Model):
     def secrets(self) -> list[str]:
         """Every secret value, so logs and error text can be redacted."""
         found: list[str] = []
-        pg = self.sources.postgres
-        if pg is not None:
-            try:
-                pw = pg.secret_password()
-            except ConfigError:
-                pw = None
-            if pw:
-                found.append(pw)
+        for src in (self.sources.postgres, self.sources.redis):
+            if src is not None:
+                try:
+                    pw = src.secret_password()
+                except ConfigError:
+                    pw = None
+                if pw:
+                    found.append(pw)
         for dest in self.destinations:
             if isinstance(dest, S3DestinationSettings):
                 try:

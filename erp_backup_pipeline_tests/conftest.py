@@ -14,7 +14,14 @@ import psycopg
 import pytest
 
 from erp_backup_pipeline.settings import Settings, parse_settings
-from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, start_moto, start_postgres
+from erp_backup_pipeline_tests.servers import (
+    MotoServer,
+    PostgresServer,
+    RedisServer,
+    start_moto,
+    start_postgres,
+    start_redis,
+)
 
 ERP_PASSWORD = "erp-Pw-7f3a9c-secret"
 S3_SECRET = "s3-Secret-41b8e2-value"
@@ -40,6 +47,32 @@ def moto_server() -> Iterator[MotoServer]:
         yield server
     finally:
         server.stop()
+
+
+REDIS_PASSWORD = "redis-Pw-93c1d7-secret"
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh, password-protected Redis per test (so 'empty' and 'all keys' mean this test's keys)."""
+    server = start_redis(REDIS_PASSWORD, tmp_path / "redis-src")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def empty_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    server = start_redis(None, tmp_path / "redis-target")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def redis_source(server: RedisServer, **extra: Any) -> dict[str, Any]:
+    return {"redis": {"host": "127.0.0.1", "port": server.port, "password": server.password, **extra}}
 
 
 @pytest.fixture
@@ -162,4 +195,4 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-__all__ = ["ERP_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "s3_destination"]
+__all__ = ["ERP_PASSWORD", "REDIS_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "redis_source", "s3_destination"]

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 PG_SUPERUSER = "postgres"
 
@@ -151,3 +152,55 @@ def start_moto() -> MotoServer:
             time.sleep(0.1)
     server.stop()
     raise RuntimeError("moto_server did not answer within 30 s")
+
+
+@dataclass
+class RedisServer:
+    base: Path
+    port: int
+    password: str | None
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def client(self, db: int = 0) -> Any:
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, password=self.password)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_redis(password: str | None = None, base: Path | None = None) -> RedisServer:
+    """A redis-server on a free loopback port, data dir in a temp dir (SYNC writes its snapshot there)."""
+    import redis
+
+    base = base or Path(tempfile.mkdtemp(prefix="erp-backup-redis-"))
+    base.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(base=base, port=free_port(), password=password)
+    argv = ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--dir", str(base),
+            "--save", "", "--appendonly", "no", "--logfile", str(base / "redis.log")]
+    if password:
+        argv += ["--requirepass", password]
+    server.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if server.client().ping():
+                return server
+        except redis.RedisError:
+            if server.proc.poll() is not None:
+                raise RuntimeError("redis-server exited at start") from None
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError("redis-server did not answer within 20 s")

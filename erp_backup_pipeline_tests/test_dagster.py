@@ -49,16 +49,20 @@ def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert {"sqlite_backup", "postgres_dump", "erp_sqlite_database", "erp_postgres_database"} <= keys
-    for name in ("sqlite_backup", "postgres_dump"):
+    expected = {"sqlite_backup": ("erp_sqlite_database", "0 2 * * *"),
+                "postgres_dump": ("erp_postgres_database", "0 2 * * *"),
+                "redis_snapshot": ("erp_redis", "0 3 * * *")}
+    assert set(BACKUP_ASSETS) == set(expected)
+    for name, (upstream, cron) in expected.items():
+        assert {name, upstream} <= keys
         node = graph.get(dg.AssetKey(name))
         assert node.partitions_def == daily_partitions
         assert node.group_name == "erp_backups" and node.owners == ["team:erp-ops"]
-        assert dg.AssetKey(f"erp_{'sqlite' if 'sqlite' in name else 'postgres'}_database") in node.parent_keys
+        assert dg.AssetKey(upstream) in node.parent_keys
         assert dg.AssetCheckKey(dg.AssetKey(name), "integrity") in graph.asset_check_keys
         assert defs.resolve_job_def(f"{name}_job").executor_def.name == "in_process"
         sched = defs.resolve_schedule_def(f"{name}_nightly")
-        assert sched.cron_schedule == "0 2 * * *" and sched.execution_timezone == "Europe/Berlin"
+        assert sched.cron_schedule == cron and sched.execution_timezone == "Europe/Berlin"
     assert graph.get(dg.AssetKey("sqlite_backup")).backfill_policy == dg.BackfillPolicy.multi_run(1)
 
 
@@ -88,6 +92,18 @@ def test_materialize_sqlite_to_local_and_s3(tmp_path: Path, demo_sqlite, age_ide
     assert hashlib.sha256(local.read_bytes()).hexdigest() == md["sha256"]
     [entry] = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
     assert sorted(entry.held_by) == ["local", "offsite"] and entry.manifest.complete
+
+
+def test_materialize_redis_snapshot(tmp_path: Path, redis_server, age_identity) -> None:
+    from erp_backup_pipeline_tests.conftest import redis_source
+
+    redis_server.client().set("session:x", "y")
+    config = write_config(tmp_path, age_identity, sources=redis_source(redis_server))
+    result = materialize("redis_snapshot", config)
+    assert result.success
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and check.metadata["keys"].value == 1
+    assert metadata(result)["dagster/uri"].endswith(".rdb.zst.age")
 
 
 def test_materialize_postgres_dump(tmp_path: Path, pg_server, erp_db, age_identity) -> None:

@@ -16,7 +16,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_standard_tools_are_installed() -> None:
-    for tool in ("age", "zstd", "pg_restore", "sqlite3"):
+    for tool in ("age", "zstd", "pg_restore", "sqlite3", "redis-check-rdb"):
         assert shutil.which(tool), f"{tool} is missing: `make test` installs it"
 
 
@@ -48,3 +48,20 @@ def test_sqlite_pipeline_from_the_readme(tmp_path: Path, demo_sqlite: Path, age_
     assert out.stdout.strip() == "ok"
     with sqlite3.connect(restored) as conn:
         assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 200
+
+
+def test_redis_pipeline_from_the_readme(tmp_path: Path, redis_server, age_identity) -> None:
+    from erp_backup_pipeline_tests.conftest import redis_source
+
+    redis_server.client().set("session:manual", "restored by hand")
+    settings = make_settings(tmp_path, age_identity, sources=redis_source(redis_server))
+    m = run_backup(settings, "redis_snapshot", "2026-11-25")
+    line = "age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb"
+    assert line in README.read_text()
+    out = tmp_path / "manual-redis"
+    out.mkdir()
+    cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / m.artifact_key))
+           .replace("DIR", str(out)))
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, capture_output=True, text=True)
+    assert "RDB looks OK" in done.stdout
+    assert b"restored by hand" in (out / "dump.rdb").read_bytes()

@@ -55,3 +55,24 @@ def test_no_secret_anywhere(tmp_path: Path, pg_server, erp_db, age_identity, mot
     assert len([t for t in texts if "manifest" in t or "sha256" in t]) > 3  # we did look at real output
     for secret in (ERP_PASSWORD, wrong_pw, S3_SECRET, Path(age_identity[0]).read_text().split()[-1]):
         assert secret not in blob
+
+
+def test_no_redis_password_anywhere(tmp_path: Path, redis_server, age_identity,
+                                    capfd: pytest.CaptureFixture[str]) -> None:
+    from erp_backup_pipeline_tests.conftest import REDIS_PASSWORD, redis_source
+
+    redis_server.client().set("session:1", "x")
+    texts: list[str] = []
+    for password in (REDIS_PASSWORD, "Wrong-Redis-77f0-secret"):
+        path = tmp_path / f"cfg-{password[:5]}.yaml"
+        path.write_text(yaml.safe_dump({
+            "staging_dir": str(tmp_path / "staging"),
+            "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+            "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
+            "sources": redis_source(redis_server, password=password)}))
+        texts += [repr(e) for e in materialize("redis_snapshot", path).all_events]
+    texts += [p.read_text() for p in (tmp_path / "backups").rglob("*.json")]
+    captured = capfd.readouterr()
+    blob = "\n".join(texts + [captured.out, captured.err])
+    assert "authentication failed" in blob and "manifest" in blob
+    assert REDIS_PASSWORD not in blob and "Wrong-Redis-77f0-secret" not in blob

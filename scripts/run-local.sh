@@ -16,17 +16,21 @@ mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 today=$(TZ=Europe/Berlin date +%F)
-enabled=$("$bin/python" -c 'from erp_backup_pipeline.settings import load_settings
-from erp_backup_pipeline.core.sources import enabled_sources
-print(" ".join(enabled_sources(load_settings())))')
-for asset in sqlite_backup postgres_dump; do
+names=$("$bin/python" -c 'from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.settings import load_settings
+print(" ".join(SOURCES)); print(" ".join(enabled_sources(load_settings())))')
+all=$(echo "$names" | sed -n 1p)
+enabled=$(echo "$names" | sed -n 2p)
+for asset in $all; do
   case " $enabled " in
     *" $asset "*)
       echo "backing up $asset partition $today ..."
       "$bin/dagster" asset materialize -m "$module" --select "$asset" --partition "$today" >var/last-run.log 2>&1 \
         || { echo "backup of $asset failed; see var/last-run.log" >&2; tail -5 var/last-run.log >&2; exit 1; } ;;
+    postgres_dump)
+      echo "$asset: skipped (not configured; export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm var/erp-backup.yaml; make run', or edit var/erp-backup.yaml)" ;;
     *)
-      echo "$asset: skipped (not configured; set PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm var/erp-backup.yaml; make run', or edit var/erp-backup.yaml)" ;;
+      echo "$asset: skipped (not configured; add it under sources: in var/erp-backup.yaml, see README)" ;;
   esac
 done
 

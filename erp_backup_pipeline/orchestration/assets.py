@@ -44,6 +44,10 @@ BACKUP_ASSETS = {
         "postgres_dump", "postgres", "erp_postgres_database", "The ERP's PostgreSQL database (production).",
         "Nightly logical dump (pg_dump custom format), zstd-compressed, checked by pg_restore --list, "
         "age-encrypted."),
+    "redis_snapshot": BackupAssetInfo(
+        "redis_snapshot", "redis", "erp_redis", "The ERP's Redis (sessions and cache).",
+        "Nightly RDB snapshot fetched over the replication protocol (fresh, never a stale dump.rdb), "
+        "zstd-compressed, checked by redis-check-rdb, age-encrypted."),
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.sources.base import DumpStream, Source
 from erp_backup_pipeline.core.sources.postgres import PostgresSource
+from erp_backup_pipeline.core.sources.redis import RedisSource
 from erp_backup_pipeline.core.sources.sqlite import SqliteSource
 from erp_backup_pipeline.errors import ConfigError
 
@@ -21,10 +22,17 @@ def _postgres(settings: Any) -> Source:
                           sslmode=pg.sslmode, bin_dir=pg.bin_dir, connect_timeout=pg.connect_timeout)
 
 
+def _redis(settings: Any) -> Source:
+    rd = settings.sources.redis
+    return RedisSource(host=rd.host, port=rd.port, username=rd.username, password=rd.secret_password(), tls=rd.tls,
+                       ca_file=rd.ca_file, bin_dir=rd.bin_dir, timeout=rd.timeout)
+
+
 # asset name -> (settings attribute under ``sources``, factory)
 SOURCES: dict[str, tuple[str, Callable[[Any], Source]]] = {
     "sqlite_backup": ("sqlite", _sqlite),
     "postgres_dump": ("postgres", _postgres),
+    "redis_snapshot": ("redis", _redis),
 }
 
 
