@@ -222,9 +222,9 @@ def _interpolate(value: Any, where: str) -> Any:
     if isinstance(value, str):
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in os.environ:
+            if os.environ.get(name) or (name in os.environ and default is None):
                 return os.environ[name]
-            if default is not None:
+            if default is not None:  # ${VAR:-default}: unset or empty, as in the shell
                 return default
             raise ConfigError(f"config {where}: environment variable {name} is not set")
         return _ENV_REF.sub(repl, value)

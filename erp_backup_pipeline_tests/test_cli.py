@@ -103,3 +103,17 @@ def test_init_creates_private_demo(tmp_path: Path) -> None:
     artifacts = [p for p in (var / "backups").rglob("*.age")]
     assert len(artifacts) == 1 and stat.S_IMODE(artifacts[0].stat().st_mode) == 0o600
     assert os.access(artifacts[0], os.R_OK)
+
+
+def test_init_postgres_config_from_pg_variables(tmp_path: Path, pg_server, erp_db) -> None:
+    """`make run` with PG* exported: the generated config backs up PostgreSQL too."""
+    from erp_backup_pipeline_tests.conftest import ERP_PASSWORD
+
+    var = tmp_path / "var"
+    cli("init", "--var", str(var), "--postgres")
+    env = {**os.environ, "PGHOST": "127.0.0.1", "PGPORT": str(pg_server.port), "PGUSER": "erp_user",
+           "PGPASSWORD": ERP_PASSWORD, "PGDATABASE": erp_db}
+    done = subprocess.run([sys.executable, "-m", "erp_backup_pipeline.cli", "--config", str(var / "erp-backup.yaml"),
+                           "backup", "all", "--partition", "2026-11-25"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "postgres_dump 2026-11-25" in done.stdout and "sqlite_backup 2026-11-25" in done.stdout

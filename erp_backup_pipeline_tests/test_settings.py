@@ -61,6 +61,8 @@ def test_env_interpolation_and_missing_variable(monkeypatch: pytest.MonkeyPatch)
     assert s.sources.postgres is not None
     assert s.sources.postgres.secret_password() == "s3cr3t-value"
     assert s.sources.postgres.host == "db.local"
+    monkeypatch.setenv("ERP_DB_HOST", "")  # empty counts as unset for ${VAR:-default}, as in the shell
+    assert parse_settings(data).sources.postgres.host == "db.local"
     assert "s3cr3t-value" not in repr(s) and "s3cr3t-value" not in str(s.model_dump())
     monkeypatch.delenv("ERP_DB_PASSWORD")
     with pytest.raises(ConfigError, match=r"sources.postgres.password: environment variable ERP_DB_PASSWORD is not set"):

@@ -16,22 +16,27 @@ mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 today=$(TZ=Europe/Berlin date +%F)
-names=$("$bin/python" -c 'from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+names=$("$bin/python" -c 'import sys
+from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.settings import load_settings
-print(" ".join(SOURCES)); print(" ".join(enabled_sources(load_settings())))')
+try:
+    enabled = enabled_sources(load_settings())
+except BackupError as exc:
+    sys.exit(f"erp-backup: error: {exc}")
+print(" ".join(SOURCES)); print(" ".join(enabled))')
 all=$(echo "$names" | sed -n 1p)
 enabled=$(echo "$names" | sed -n 2p)
 for asset in $all; do
-  case " $enabled " in
-    *" $asset "*)
-      echo "backing up $asset partition $today ..."
-      "$bin/dagster" asset materialize -m "$module" --select "$asset" --partition "$today" >var/last-run.log 2>&1 \
-        || { echo "backup of $asset failed; see var/last-run.log" >&2; tail -5 var/last-run.log >&2; exit 1; } ;;
-    postgres_dump)
-      echo "$asset: skipped (not configured; export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm var/erp-backup.yaml; make run', or edit var/erp-backup.yaml)" ;;
-    *)
-      echo "$asset: skipped (not configured; add it under sources: in var/erp-backup.yaml, see README)" ;;
-  esac
+  if [[ " $enabled " == *" $asset "* ]]; then
+    echo "backing up $asset partition $today ..."
+    "$bin/dagster" asset materialize -m "$module" --select "$asset" --partition "$today" >var/last-run.log 2>&1 \
+      || { echo "backup of $asset failed; see var/last-run.log" >&2; tail -5 var/last-run.log >&2; exit 1; }
+  elif [ "$asset" = postgres_dump ]; then
+    echo "$asset: skipped (not configured; export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm var/erp-backup.yaml; make run', or edit var/erp-backup.yaml)"
+  else
+    echo "$asset: skipped (not configured; add it under sources: in var/erp-backup.yaml, see README)"
+  fi
 done
 
 cat <<INFO

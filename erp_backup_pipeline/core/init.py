@@ -25,11 +25,11 @@ sources:
 
 POSTGRES_BLOCK = """\
   postgres:
-    host: ${{PGHOST:-localhost}}
-    port: ${{PGPORT:-5432}}
-    user: ${{PGUSER:-postgres}}
-    dbname: ${{PGDATABASE:-erp_steinmetz}}
-    password: ${{PGPASSWORD:-}}
+    host: ${PGHOST:-localhost}
+    port: ${PGPORT:-5432}
+    user: ${PGUSER:-postgres}
+    dbname: ${PGDATABASE:-erp_steinmetz}
+    password: ${PGPASSWORD:-}
 """
 
 
