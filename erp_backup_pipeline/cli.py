@@ -30,7 +30,8 @@ from erp_backup_pipeline.core.streams import format_progress, human_bytes
 from erp_backup_pipeline.errors import BackupError, ConfigError
 from erp_backup_pipeline.settings import Settings, load_settings
 
-RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot"}
+RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
+                 "config": "config_archive"}
 
 
 def _source_name(text: str) -> str:
@@ -205,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("kind", choices=sorted(RESTORE_KINDS))
     s.add_argument("--partition", required=True)
     s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name; "
-                   "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb")
+                   "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb; "
+                   "config: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside")
     s.set_defaults(func=cmd_restore)

@@ -167,10 +167,21 @@ class RedisSourceSettings(_WithPassword):
     timeout: float = Field(30.0, gt=0)
 
 
+class ConfigFilesSettings(_Model):
+    """The ERP's configuration files: paths, directories or glob patterns (globs match dot files)."""
+
+    enabled: bool = True
+    paths: list[Path] = Field(min_length=1)
+    excludes: list[str] = Field(default_factory=lambda: ["node_modules", "dist", ".git"],
+                                description="fnmatch patterns matched against every path component")
+    root: Path | None = Field(None, description="archive member names are relative to it; default: common parent")
+
+
 class SourcesSettings(_Model):
     sqlite: SqliteSourceSettings | None = None
     postgres: PostgresSourceSettings | None = None
     redis: RedisSourceSettings | None = None
+    config: ConfigFilesSettings | None = None
 
 
 class Settings(_Model):

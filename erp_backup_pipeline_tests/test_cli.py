@@ -100,9 +100,10 @@ def test_init_creates_private_demo(tmp_path: Path) -> None:
     assert stat.S_IMODE((var / "keys" / "backup.key").stat().st_mode) == 0o600
     assert (var / "demo-erp" / "data" / "production.sqlite3").exists()
     cli("backup", "all", "--partition", "2026-11-25", config=var / "erp-backup.yaml")
-    artifacts = [p for p in (var / "backups").rglob("*.age")]
-    assert len(artifacts) == 1 and stat.S_IMODE(artifacts[0].stat().st_mode) == 0o600
-    assert os.access(artifacts[0], os.R_OK)
+    artifacts = sorted(p.name.split(".", 1)[1] for p in (var / "backups").rglob("*.age"))
+    assert artifacts == ["sqlite3.zst.age", "tar.zst.age"]
+    for p in (var / "backups").rglob("*.age"):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
 
 
 def test_init_postgres_config_from_pg_variables(tmp_path: Path, pg_server, erp_db) -> None:

@@ -51,7 +51,8 @@ def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     expected = {"sqlite_backup": ("erp_sqlite_database", "0 2 * * *"),
                 "postgres_dump": ("erp_postgres_database", "0 2 * * *"),
-                "redis_snapshot": ("erp_redis", "0 3 * * *")}
+                "redis_snapshot": ("erp_redis", "0 3 * * *"),
+                "config_archive": ("erp_config_files", "0 4 * * *")}
     assert set(BACKUP_ASSETS) == set(expected)
     for name, (upstream, cron) in expected.items():
         assert {name, upstream} <= keys
@@ -104,6 +105,33 @@ def test_materialize_redis_snapshot(tmp_path: Path, redis_server, age_identity) 
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["keys"].value == 1
     assert metadata(result)["dagster/uri"].endswith(".rdb.zst.age")
+
+
+def test_materialize_config_archive_and_restore_with_the_cli(tmp_path: Path, age_identity) -> None:
+    import subprocess
+    import sys
+
+    erp = tmp_path / "erp"
+    (erp / "apps" / "backend" / "config").mkdir(parents=True)
+    (erp / "apps" / "backend" / "config" / "app.json").write_text('{"currency": "EUR"}')
+    (erp / ".env").write_text("SESSION_SECRET=never-print-me\n")
+    (erp / ".env").chmod(0o600)
+    (erp / "node_modules").mkdir()
+    (erp / "node_modules" / "junk.js").write_text("x")
+    config = write_config(tmp_path, age_identity, sources={"config": {"paths": [str(erp / ".env"), str(erp / "apps")]}})
+    result = materialize("config_archive", config)
+    assert result.success
+    md = metadata(result)
+    assert md["dagster/uri"].endswith(".tar.zst.age")
+    assert "never-print-me" not in repr(result.all_events)
+    target = tmp_path / "restored-config"
+    done = subprocess.run([sys.executable, "-m", "erp_backup_pipeline.cli", "--config", str(config), "restore", "config",
+                           "--partition", "2026-11-25", "--to", str(target)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (target / ".env").read_text() == "SESSION_SECRET=never-print-me\n"
+    assert (target / ".env").stat().st_mode & 0o777 == 0o600
+    assert (target / "apps" / "backend" / "config" / "app.json").exists()
+    assert not (target / "node_modules").exists()
 
 
 def test_materialize_postgres_dump(tmp_path: Path, pg_server, erp_db, age_identity) -> None:

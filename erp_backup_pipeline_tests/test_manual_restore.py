@@ -65,3 +65,19 @@ def test_redis_pipeline_from_the_readme(tmp_path: Path, redis_server, age_identi
     done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, capture_output=True, text=True)
     assert "RDB looks OK" in done.stdout
     assert b"restored by hand" in (out / "dump.rdb").read_bytes()
+
+
+def test_config_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
+    erp = tmp_path / "erp"
+    (erp / "config").mkdir(parents=True)
+    (erp / "config" / "app.json").write_text('{"locale": "de-DE"}')
+    (erp / ".env").write_text("A=1\n")
+    settings = make_settings(tmp_path, age_identity, sources={"config": {"paths": [str(erp / ".env"), str(erp / "config")]}})
+    m = run_backup(settings, "config_archive", "2026-11-25")
+    line = "mkdir DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"
+    assert line in README.read_text()
+    out = tmp_path / "manual-config"
+    cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / m.artifact_key))
+           .replace("DIR", str(out)))
+    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+    assert (out / ".env").read_text() == "A=1\n" and (out / "config" / "app.json").exists()

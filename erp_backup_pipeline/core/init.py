@@ -21,6 +21,7 @@ destinations:
   - {{type: local, name: local, path: {var}/backups}}
 sources:
   sqlite: {{path: {var}/demo-erp/data/production.sqlite3}}
+  config: {{paths: [{var}/demo-erp/.env, {var}/demo-erp/apps/backend/config]}}
 {postgres}"""
 
 POSTGRES_BLOCK = """\

@@ -135,7 +135,7 @@ def restore_plan(settings: Any, source: str, partition: str, target: str, force:
              "download and check sha256, then " + " | ".join(
                  f"{e['codec']} decrypt" if e["stage"] == "encrypt" else f"{e['codec']} decompress"
                  for e in reversed(m.chain) if e["stage"] in ("encrypt", "compress"))]
-    return steps + build_source(settings, source).restore_plan(target, force)
+    return steps + build_source(settings, source).restore_plan(target, force, m.facts)
 
 
 def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False,

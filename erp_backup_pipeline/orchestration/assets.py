@@ -48,6 +48,10 @@ BACKUP_ASSETS = {
         "redis_snapshot", "redis", "erp_redis", "The ERP's Redis (sessions and cache).",
         "Nightly RDB snapshot fetched over the replication protocol (fresh, never a stale dump.rdb), "
         "zstd-compressed, checked by redis-check-rdb, age-encrypted."),
+    "config_archive": BackupAssetInfo(
+        "config_archive", "files", "erp_config_files", "The ERP's configuration: .env, config dirs, monitoring config.",
+        "Nightly PAX tar of the configured paths (modes, owners, symlinks, mtimes kept; excludes applied) with a "
+        "sha256 index of every member, zstd-compressed, verified member by member, age-encrypted."),
 }
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from erp_backup_pipeline.core.sources.base import DumpStream, Source
+from erp_backup_pipeline.core.sources.files import FilesSource
 from erp_backup_pipeline.core.sources.postgres import PostgresSource
 from erp_backup_pipeline.core.sources.redis import RedisSource
 from erp_backup_pipeline.core.sources.sqlite import SqliteSource
@@ -28,11 +29,17 @@ def _redis(settings: Any) -> Source:
                        ca_file=rd.ca_file, bin_dir=rd.bin_dir, timeout=rd.timeout)
 
 
+def _files(settings: Any) -> Source:
+    cfg = settings.sources.config
+    return FilesSource(cfg.paths, cfg.excludes, cfg.root)
+
+
 # asset name -> (settings attribute under ``sources``, factory)
 SOURCES: dict[str, tuple[str, Callable[[Any], Source]]] = {
     "sqlite_backup": ("sqlite", _sqlite),
     "postgres_dump": ("postgres", _postgres),
     "redis_snapshot": ("redis", _redis),
+    "config_archive": ("config", _files),
 }
 
 

@@ -38,7 +38,7 @@ class Source(Protocol):
 
     def verify(self, reader: IO[bytes] | Any, workdir: Any, facts: dict[str, Any]) -> dict[str, Any]: ...
 
-    def restore_plan(self, target: str, force: bool) -> list[str]:
-        """Human-readable steps a restore into target would take (for --dry-run)."""
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
+        """Human-readable steps a restore into target would take (for --dry-run); facts are the manifest's."""
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Any) -> dict[str, Any]: ...

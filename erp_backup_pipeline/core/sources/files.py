@@ -1,7 +1,7 @@
 """Configuration files source (``config_archive``): a streamed PAX tar, verified member by member.
 
-Owns how the ERP's configuration (``.env``, config dirs, monitoring config) is captured, checked
-and restored:
+Owns how the ERP's configuration (``.env``, config dirs, monitoring config) is captured and
+checked, and the archive format both sides share:
 
 - ``open_dump`` walks the configured files, directories and glob patterns (a glob also matches
   dot files) and a background thread writes a PAX tar into an OS pipe: nothing is staged but
@@ -11,10 +11,11 @@ and restored:
   hashed as stored; a file that changes while read is read again, and a file that cannot be
   read fails the backup in ``finish()``: it is never skipped. The last member,
   ``.erp-backup-index.json``, lists every member with its metadata and sha256.
-- ``verify`` reads the tar stream, hashes every file and compares with that index.
-- ``restore`` extracts into a NEW directory, checks every file against the index, and only then
-  moves it into place; a non-empty target is refused without ``force`` and then kept aside.
-- ``diff_summary`` tells what a restore over a live directory would add, change or remove.
+- ``verify`` reads the tar stream, hashes every file and compares with that index
+  (``_read_archive``/``_mismatch``, shared with the restore side).
+- ``restore``/``restore_plan`` delegate to files_restore.py (safe extraction, the dry-run plan,
+  ``diff_summary``), imported lazily because it imports the helpers here; ``diff_summary`` is
+  re-exported from this module.
 
 Messages name paths, never contents: a ``.env`` holds secrets.
 """
@@ -32,7 +33,6 @@ import json
 import os
 import pwd
 import re
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -40,11 +40,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import IO, Any
 
 from erp_backup_pipeline.core.streams import CHUNK, widen_pipe
-from erp_backup_pipeline.errors import BackupError, RestoreError, SourceError, VerifyError
+from erp_backup_pipeline.errors import BackupError, SourceError, VerifyError
 
 INDEX_NAME = ".erp-backup-index.json"
 DEFAULT_EXCLUDES = ("node_modules", "dist", ".git")
@@ -399,143 +399,6 @@ def _mismatch(index: list[dict[str, Any]], observed: dict[str, dict[str, Any]]) 
     return f"member {shown(missing)} is in the index but not in the archive" if missing is not None else None
 
 
-def _occupied(t: Path) -> bool:
-    return t.is_symlink() or (t.exists() and (not t.is_dir() or any(t.iterdir())))
-
-
-def _owner_ids(member: tarfile.TarInfo) -> tuple[int, int]:
-    """Owner by name when this host knows it (as tar does), else by number."""
-    uid, gid = member.uid, member.gid
-    with contextlib.suppress(KeyError, ValueError):
-        uid = pwd.getpwnam(member.uname).pw_uid if member.uname else uid
-    with contextlib.suppress(KeyError, ValueError):
-        gid = grp.getgrnam(member.gname).gr_gid if member.gname else gid
-    return uid, gid
-
-
-class _Extractor:
-    """Writes members under a fresh directory, never through a link; symlinks and directory metadata last."""
-
-    def __init__(self, dest: Path) -> None:
-        self.dest = os.path.realpath(dest)
-        self.as_root = os.geteuid() == 0
-        self.dirs: list[tarfile.TarInfo] = []
-        self.links: list[tarfile.TarInfo] = []
-
-    def run(self, reader: IO[bytes] | Any) -> int:
-        observed, index = _read_archive(reader, self._member)
-        problem = _mismatch(index, observed)
-        if problem:
-            raise VerifyError(f"files: restored {problem}")
-        for link in self.links:
-            self._guarded(link, self._symlink)
-        for d in sorted(self.dirs, key=lambda m: m.name.count("/"), reverse=True):
-            self._guarded(d, self._dir_attrs)
-        return sum(1 for o in observed.values() if o["type"] == "file")
-
-    def _guarded(self, member: tarfile.TarInfo, step: Callable[[tarfile.TarInfo], Any]) -> Any:
-        try:
-            return step(member)
-        except OSError as exc:
-            raise RestoreError(f"files: cannot restore {shown(member.name)}: {_reason(exc)}") from None
-
-    def _path(self, name: str) -> str:
-        parts = PurePosixPath(name).parts
-        if not name or name.startswith("/") or ".." in parts or "\0" in name:
-            raise RestoreError(f"files: unsafe member name {shown(name)} (absolute or with '..'); refusing to restore")
-        path = os.path.join(self.dest, *parts)
-        parent = os.path.realpath(os.path.dirname(path))
-        if parent != self.dest and not parent.startswith(self.dest + os.sep):
-            raise RestoreError(f"files: member {shown(name)} would be written outside the target through a link")
-        return path
-
-    def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
-        if member.isreg():
-            digest = self._guarded(member, lambda m: self._file(tar, m))
-            return {"type": "file", "size": member.size, "sha256": digest}
-        if member.isdir():
-            self._guarded(member, lambda m: os.makedirs(self._path(m.name), mode=0o700, exist_ok=True))
-            self.dirs.append(member)
-            return {"type": "dir", "size": 0}
-        if member.issym():
-            self._path(member.name)
-            self.links.append(member)  # created last: nothing is ever written through a restored link
-            return {"type": "symlink", "size": 0, "linkname": member.linkname}
-        raise RestoreError(f"files: member {shown(member.name)} is a {_kind(member)} (hard link or device); "
-                           "refusing to restore it")
-
-    def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
-        path = self._path(member.name)
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            digest = _hash_member(tar, member, out)
-            out.flush()
-            if self.as_root:
-                os.fchown(out.fileno(), *_owner_ids(member))
-            os.fchmod(out.fileno(), member.mode)
-        os.utime(path, (member.mtime, member.mtime))
-        return digest
-
-    def _symlink(self, member: tarfile.TarInfo) -> None:
-        path = self._path(member.name)  # checked again: earlier links exist now
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        os.symlink(member.linkname, path)
-        if self.as_root:
-            os.chown(path, *_owner_ids(member), follow_symlinks=False)
-        os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
-
-    def _dir_attrs(self, member: tarfile.TarInfo) -> None:
-        path = self._path(member.name)
-        if os.path.islink(path):
-            raise RestoreError(f"files: directory {shown(member.name)} was replaced by a link")
-        if self.as_root:
-            os.chown(path, *_owner_ids(member))
-        os.chmod(path, member.mode)
-        os.utime(path, (member.mtime, member.mtime))
-
-
-def _live_entries(live_dir: Path) -> dict[str, str]:
-    """Every non-directory below live_dir (symlinks not followed): member-style name -> path."""
-    found: dict[str, str] = {}
-    stack = [("", str(live_dir))] if live_dir.is_dir() else []
-    while stack:
-        prefix, path = stack.pop()
-        with contextlib.suppress(OSError), os.scandir(path) as entries:
-            for e in entries:
-                if e.is_dir(follow_symlinks=False):
-                    stack.append((f"{prefix}{e.name}/", e.path))
-                else:
-                    found[prefix + e.name] = e.path
-    return found
-
-
-def _same(entry: dict[str, Any], path: str) -> bool:
-    try:
-        if entry.get("type") == "symlink":
-            return os.path.islink(path) and os.readlink(path) == entry.get("linkname")
-        if os.path.islink(path) or not os.path.isfile(path) or os.path.getsize(path) != entry.get("size"):
-            return False
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-        return digest.hexdigest() == entry.get("sha256")
-    except OSError:
-        return False
-
-
-def diff_summary(index: list[dict[str, Any]], live_dir: Path) -> dict[str, list[str]]:
-    """Which paths restoring ``index`` over ``live_dir`` would add, change or remove (files by sha256,
-    symlinks by target; directories are implied). ``index``: a manifest's ``facts["index"]`` or the
-    archive's own index. Reads live_dir, changes nothing."""
-    wanted = {e["name"]: e for e in index if e.get("type", "file") != "dir"}
-    live = _live_entries(Path(live_dir))
-    return {"added": sorted(n for n in wanted if n not in live),
-            "changed": sorted(n for n in wanted if n in live and not _same(wanted[n], live[n])),
-            "removed": sorted(n for n in live if n not in wanted)}
-
-
 class FilesSource:
     kind = "files"
     extension = "tar"
@@ -581,55 +444,10 @@ class FilesSource:
         return {"method": "tar list + sha256 per member", "members": len(observed),
                 "bytes": sum(o["size"] for o in observed.values() if o["type"] == "file")}
 
-    def restore_plan(self, target: str, force: bool) -> list[str]:
-        t = Path(target).absolute()
-        owners = "owners too (running as root)" if os.geteuid() == 0 else "not owners (not running as root)"
-        steps = [f"extract the tar into {t}.partial-<timestamp>: names checked (never absolute, no '..', never "
-                 f"through a link), symlinks kept as links, modes and mtimes restored, {owners}",
-                 f"check every file's sha256 against the archive's {INDEX_NAME}"]
-        if _occupied(t):
-            steps.append(f"move the existing {t} aside to {t}.before-restore-<timestamp>" if force
-                         else f"REFUSE: {t} is not empty (use --force to keep it aside and restore into a new directory)")
-        steps.append(f"rename {t}.partial-<timestamp> to {t}")
-        return steps
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
+        from erp_backup_pipeline.core.sources.files_restore import plan_restore  # lazy: it imports this module
+        return plan_restore(target, force, facts)
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path) -> dict[str, Any]:
-        t = Path(target).absolute()
-        if _occupied(t) and not force:
-            raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside and restore "
-                               "into a new directory")
-        stamp = _stamp()
-        t.parent.mkdir(parents=True, exist_ok=True)
-        partial = Path(tempfile.mkdtemp(prefix=f"{t.name}.partial-{stamp}-", dir=t.parent))  # 0700
-        try:
-            files = _Extractor(partial).run(reader)
-            kept = _make_room(t, force, stamp)
-            try:
-                partial.rename(t)
-            except OSError:
-                if kept is not None:
-                    kept.rename(t)
-                raise
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        return {"target": str(t), "kept_aside": str(kept) if kept else None, "files": files}
-
-
-def _make_room(t: Path, force: bool, stamp: str) -> Path | None:
-    """Clear the way for the restored directory: an empty one goes, a non-empty one is kept aside."""
-    if not (t.exists() or t.is_symlink()):
-        return None
-    if not _occupied(t):
-        t.rmdir()
-        return None
-    if not force:
-        raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside and restore "
-                           "into a new directory")
-    kept = t.with_name(f"{t.name}.before-restore-{stamp}")
-    n = 1
-    while kept.exists() or kept.is_symlink():
-        n += 1
-        kept = t.with_name(f"{t.name}.before-restore-{stamp}-{n}")
-    t.rename(kept)
-    return kept
+        from erp_backup_pipeline.core.sources.files_restore import restore_tree  # lazy: it imports this module
+        return restore_tree(reader, target, force)

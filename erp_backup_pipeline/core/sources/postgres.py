@@ -126,7 +126,7 @@ class PostgresSource:
     def _db_exists(self, conn: psycopg.Connection[Any], name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
-    def restore_plan(self, target: str, force: bool) -> list[str]:
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
         with self.connect(dbname="postgres") as conn:
             exists = self._db_exists(conn, target)
         steps = []

@@ -200,7 +200,7 @@ class RedisSource:
         keys = _KEYS_READ.search(out)
         return {"method": "redis-check-rdb", "keys": int(keys.group(1)) if keys else 0}
 
-    def restore_plan(self, target: str, force: bool) -> list[str]:
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
         if target.startswith(("redis://", "rediss://")):
             shown = _safe_url(target)
             steps = [f"start a throwaway redis-server on 127.0.0.1 with the snapshot, then DUMP/RESTORE every key "

@@ -112,7 +112,7 @@ class SqliteSource:
         return {"method": "PRAGMA integrity_check", "integrity": integrity, "tables": len(counts),
                 "rows": sum(counts.values())}
 
-    def restore_plan(self, target: str, force: bool) -> list[str]:
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
         t = Path(target)
         steps = [f"write the restored database to {t}.partial, run PRAGMA integrity_check"]
         if t.exists():
