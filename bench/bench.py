@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Side-by-side benchmark of the PostgreSQL backup, in ONE run, on a generated ERP-like database.
 
-    .venv/bin/python bench/bench.py [--size-mb 500] [--small-mb 250] [--out bench/out] [--profile]
+    .venv/bin/python bench/bench.py [--size-mb 500] [--small-mb 250] [--out bench/out] [--profile] [--skip-redis]
 
 Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
   (a) floor      ``pg_dump -Fc -Z0 > /dev/null``
@@ -14,17 +14,26 @@ Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
                  that the artifact size of (b) is reachable by configuration, and what it costs in time.
                  Reported as its own row; the targets stay evaluated on the default (c).
 
+Redis cases (a throwaway redis-server 1 M keys of session/cache shape, filled by pipelined writes;
+``--skip-redis`` leaves them out). ``repl-diskless-sync-delay`` is set to 0 on that server first:
+``redis-cli --rdb`` asks for a diskless sync, which otherwise waits 5 s for more replicas; the cases
+compare the dumpers, not that delay.
+  (r0) floor     ``redis-cli -h 127.0.0.1 -p PORT --rdb FILE``; artifact = the RDB file.
+  (r1) pipeline  ``redis_snapshot`` materialized exactly like (c) (child process, moto S3, age, the
+                 default compression); timed around ``materialize``.
+
 Measurements
   wall        perf_counter around the command(s) / around ``materialize``
   peak RSS    (a),(b): ``/usr/bin/time -f %M`` per command (ru_maxrss of a child spawned directly
               from this Python would include this process's RSS: Linux carries the parent's high-water
               mark across vfork+exec). (c): VmHWM of the child Python itself (read from /proc at the
               end); its pg_dump/pg_restore children are sampled from /proc every 50 ms.
-  server CPU  CPU seconds of the PostgreSQL cluster during the case (postmaster + reaped backends).
+  server CPU  CPU seconds of the PostgreSQL cluster during the case (postmaster + reaped backends);
+              for (r0)/(r1) of the redis-server (+ its reaped snapshot child).
   staging     the parent sums the sizes of the files under the staging dir every 50 ms; max reported.
 
 Prints a table, writes ``OUT/results.json`` and ``OUT/results.md``. Exit code 0 even when a
-target fails (it is a report). Everything it starts (PostgreSQL, moto, gpg-agent) is stopped by
+target fails (it is a report). Everything it starts (PostgreSQL, Redis, moto, gpg-agent) is stopped by
 PID or by its own tool, and every temp dir is removed.
 """
 
@@ -69,7 +78,8 @@ def _vm(field: str) -> int:
     return 0
 
 
-def child_main(config_path: str, out_path: str, partition: str, profile_path: str | None) -> int:
+def child_main(config_path: str, out_path: str, partition: str, profile_path: str | None,
+               asset: str = "postgres_dump") -> int:
     import resource
 
     t_imp = time.perf_counter()
@@ -93,7 +103,7 @@ def child_main(config_path: str, out_path: str, partition: str, profile_path: st
     wall_start = time.time()
     t0 = time.perf_counter()
     result = dg.materialize(
-        [build_backup_asset(BACKUP_ASSETS["postgres_dump"]), source_spec(BACKUP_ASSETS["postgres_dump"])],
+        [build_backup_asset(BACKUP_ASSETS[asset]), source_spec(BACKUP_ASSETS[asset])],
         partition_key=partition,
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         instance=(instance := dg.DagsterInstance.ephemeral()),
@@ -342,6 +352,120 @@ def calibrate(server: Any) -> tuple[int, float]:
 
 
 # --------------------------------------------------------------------------------------------
+# Redis generator: sessions and cache of the ERP's web front end
+# --------------------------------------------------------------------------------------------
+
+REDIS_KEYS = 1_000_000
+REDIS_BATCH = 10_000  # commands per pipeline round trip
+R_WORDS = ("Kunde wünscht Änderung der Inschrift Lieferung verschoben Rechnung korrigiert Zahlung erhalten Mahnung "
+           "versendet Angebot angenommen Skonto gewährt Termin vereinbart Material bestellt Aufmaß erfolgt Fundament "
+           "gegossen Montage abgeschlossen Reklamation Nachbesserung Farbe Schrift Gold Bronze vertieft erhaben "
+           "Ornament Kreuz Rose Foto Lieferschein Gutschrift Teilzahlung Rückfrage Genehmigung Steinmetz Werkstatt "
+           "Transport Kran Versetzen Reinigung Versiegelung Politur Probe Muster Zeichnung Entwurf freigegeben").split()
+R_MATERIAL = "Granit Marmor Sandstein Kalkstein Basalt Schiefer Travertin Gneis Quarzit Diabas Muschelkalk Porphyr".split()
+R_PRODUCT = ("Grabstein Grabplatte Einfassung Fensterbank Treppenstufe Arbeitsplatte Bodenplatte Mauerabdeckung "
+             "Urnenstele Findling Pflasterstein Randstein Sockel Vase Laterne").split()
+R_ROLES = ["admin", "buchhaltung", "werkstatt", "vertrieb", "montage", "readonly", "export"]
+R_AGENTS = ["Mozilla/5.0 (Windows NT 10.0; Win64; x64)", "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2)",
+            "erp-desktop/4.2.1", "erp-mobile/2.0 (Android 14)"]
+R_LANG = ["de", "de", "de", "en", "fr"]
+
+
+def fill_redis(client: Any, n: int = REDIS_KEYS, seed: int = 20261125) -> dict[str, Any]:
+    """``n`` keys, pipelined in batches of REDIS_BATCH: 70 % strings of 50-300 bytes (session JSON,
+    cached article JSON, JWT-like refresh tokens; most with a TTL), 20 % small hashes (user prefs,
+    carts), 10 % lists (recently viewed) and sets (roles, watch lists)."""
+    import base64
+    import random
+
+    rng = random.Random(seed)
+    filler = " ".join(rng.choice(R_WORDS) for _ in range(4000))
+    counts = {"string": 0, "hash": 0, "list": 0, "set": 0}
+    string_bytes = 0
+    t0 = time.perf_counter()
+    pipe = client.pipeline(transaction=False)
+    queued = 0
+
+    def pad(head: str, lo: int = 50, hi: int = 300) -> str:
+        """Close the JSON object ``head`` with a note so that it is 50-300 characters long."""
+        want = rng.randint(lo, hi) - len(head) - 11  # ,"note":"" + }
+        if want <= 0:
+            return head + "}"
+        off = rng.randrange(len(filler) - want)
+        return head + ',"note":"' + filler[off:off + want] + '"}'
+
+    for i in range(n):
+        r = rng.random()
+        if r < 0.70:
+            counts["string"] += 1
+            if r < 0.40:  # web session
+                key = f"sess:{rng.getrandbits(128):032x}"
+                value = pad(f'{{"uid":{rng.randint(1, 5000)},"csrf":"{rng.getrandbits(128):032x}","roles":'
+                            f'["{rng.choice(R_ROLES)}"],"ip":"10.{rng.randrange(256)}.{rng.randrange(256)}.'
+                            f'{rng.randrange(256)}","ua":"{rng.choice(R_AGENTS)}","last":{1764000000 + i}')
+                pipe.set(key, value, ex=rng.randint(1800, 86400))
+            elif r < 0.58:  # cached article / price calculation
+                key = f"cache:article:{i}:{rng.choice(R_LANG)}"
+                value = pad(f'{{"sku":"ART-{i % 100000:06d}","name":"{rng.choice(R_MATERIAL)} '
+                            f'{rng.choice(R_PRODUCT)}","price":{rng.randint(500, 300000) / 100},'
+                            f'"stock":{rng.randrange(500)}')
+                if rng.random() < 0.5:
+                    pipe.set(key, value, ex=rng.randint(600, 7200))
+                else:
+                    pipe.set(key, value)
+            else:  # refresh token: JWT-like, mostly random bytes
+                key = f"auth:refresh:{rng.getrandbits(96):024x}"
+                body = base64.urlsafe_b64encode(rng.randbytes(rng.randint(60, 180))).decode().rstrip("=")
+                value = f"eyJhbGciOiJIUzI1NiJ9.{body}.{base64.urlsafe_b64encode(rng.randbytes(32)).decode().rstrip('=')}"
+                pipe.set(key, value, ex=rng.randint(86400, 30 * 86400))
+            string_bytes += len(value.encode())
+        elif r < 0.90:
+            counts["hash"] += 1
+            if r < 0.80:
+                pipe.hset(f"user:{i}:prefs", mapping={
+                    "lang": rng.choice(R_LANG), "theme": rng.choice(["light", "dark"]),
+                    "page_size": rng.choice([25, 50, 100]), "last_report": rng.choice(R_WORDS),
+                    "tz": "Europe/Berlin", "notify": rng.choice(["0", "1"])})
+            else:
+                cart = {f"ART-{rng.randrange(100000):06d}": rng.randint(1, 20) for _ in range(rng.randint(2, 8))}
+                pipe.hset(f"cart:{i}", mapping=cart)
+                pipe.expire(f"cart:{i}", rng.randint(3600, 7 * 86400))
+                queued += 1
+        elif r < 0.95:
+            counts["list"] += 1
+            pipe.rpush(f"recent:{i}", *(f"ART-{rng.randrange(100000):06d}" for _ in range(rng.randint(5, 20))))
+        else:
+            counts["set"] += 1
+            pipe.sadd(f"watch:{i}", *(str(rng.randrange(1, 200000)) for _ in range(rng.randint(3, 15))))
+        queued += 1
+        if queued >= REDIS_BATCH:
+            pipe.execute()
+            queued = 0
+    if queued:
+        pipe.execute()
+    seconds = time.perf_counter() - t0
+    mem = client.info("memory")
+    return {"keys": int(client.dbsize()), "types": counts, "string_avg_bytes": round(string_bytes / max(counts["string"], 1)),
+            "generate_s": round(seconds, 1), "used_memory": int(mem["used_memory"]),
+            "used_memory_human": mem["used_memory_human"]}
+
+
+def redis_cpu(server: Any) -> float:
+    """CPU seconds of the redis-server so far, its reaped children (the snapshot fork) included.
+
+    The server reaps its fork in its cron (10 Hz): first wait (up to 3 s) until it has no child.
+    """
+    import psutil
+
+    proc = psutil.Process(server.proc.pid)
+    deadline = time.monotonic() + 3
+    while proc.children() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    t = proc.cpu_times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+# --------------------------------------------------------------------------------------------
 # measuring helpers
 # --------------------------------------------------------------------------------------------
 
@@ -482,6 +606,7 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         self.pg: Any = None
         self.moto: Any = None
+        self.redis: Any = None
         self.gnupghome: Path | None = None
         self.bindir = ""
 
@@ -528,6 +653,9 @@ class Bench:
             shutil.rmtree(self.gnupghome, ignore_errors=True)
         if self.moto is not None:
             self.moto.stop()
+        if self.redis is not None:
+            self.redis.stop()
+            shutil.rmtree(self.redis.base, ignore_errors=True)
         if self.pg is not None:
             self.pg.stop()
             shutil.rmtree(self.pg.base, ignore_errors=True)
@@ -572,7 +700,8 @@ class Bench:
 
     # ---------------------------------------------------------------- (c)
     def case_c(self, dbname: str, label: str, public_key: str, profile: bool = False,
-               compression: dict[str, Any] | None = None) -> dict[str, Any]:
+               compression: dict[str, Any] | None = None, asset: str = "postgres_dump",
+               sources: dict[str, Any] | None = None) -> dict[str, Any]:
         import boto3
 
         bucket = f"bench-{label}-{int(time.time())}"
@@ -587,9 +716,9 @@ class Bench:
             "encryption": {"codec": "age", "recipients": [public_key]},
             "destinations": [{"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": self.moto.endpoint,
                               "access_key_id": "testing", "secret_access_key": "testing"}],
-            "sources": {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
-                                     "dbname": dbname, "password": self.pg.password, "sslmode": "disable",
-                                     "bin_dir": self.bindir}},
+            "sources": sources or {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
+                                                "dbname": dbname, "password": self.pg.password, "sslmode": "disable",
+                                                "bin_dir": self.bindir}},
         }
         cfg_path = self.tmp / f"config-{label}.yaml"
         cfg_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
@@ -597,10 +726,12 @@ class Bench:
         out_json = self.tmp / f"child-{label}.json"
         (self.out / "logs").mkdir(exist_ok=True)
         log_path = self.out / "logs" / f"child-{label}.log"
-        argv = [sys.executable, str(Path(__file__).resolve()), "--child", str(cfg_path), "--child-out", str(out_json)]
+        argv = [sys.executable, str(Path(__file__).resolve()), "--child", str(cfg_path), "--child-out", str(out_json),
+                "--child-asset", asset]
         if profile:
             argv += ["--child-profile", str(self.out / f"profile-{label}.txt")]
-        cpu0 = server_cpu(self.pg)
+        server_cpu_now = (lambda: redis_cpu(self.redis)) if asset == "redis_snapshot" else (lambda: server_cpu(self.pg))
+        cpu0 = server_cpu_now()
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.tmp),
                                     env={**{k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}, "PYTHONUNBUFFERED": "1"})
@@ -608,7 +739,7 @@ class Bench:
             sampler.start()
             rc = proc.wait()
             sampler.finish()
-        server_s = server_cpu(self.pg) - cpu0
+        server_s = server_cpu_now() - cpu0
         if rc != 0 or not out_json.exists():
             raise RuntimeError(f"child for ({label}) failed with exit {rc}; see {log_path}")
         child = json.loads(out_json.read_text())
@@ -633,12 +764,56 @@ class Bench:
                 "timeline_t_rss_staging": tl}
 
 
+    # ---------------------------------------------------------------- Redis: setup, (r0), (r1)
+    def setup_redis(self) -> dict[str, Any]:
+        from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS
+        from erp_backup_pipeline_tests.servers import start_redis
+
+        if "redis_snapshot" not in BACKUP_ASSETS:
+            raise RuntimeError(f"no asset 'redis_snapshot' in BACKUP_ASSETS ({', '.join(BACKUP_ASSETS)})")
+        t0 = time.perf_counter()
+        self.redis = start_redis(password=None, base=Path(tempfile.mkdtemp(prefix="erp-bench-redis-")))
+        client = self.redis.client()
+        version = client.info("server")["redis_version"]
+        print(f"redis: redis-server {version} pid {self.redis.proc.pid} port {self.redis.port} "
+              f"({time.perf_counter() - t0:.1f} s); filling {REDIS_KEYS:,} keys ...", flush=True)
+        info = fill_redis(client)
+        if info["keys"] != REDIS_KEYS:
+            raise RuntimeError(f"redis holds {info['keys']} keys, expected {REDIS_KEYS}")
+        client.config_set("repl-diskless-sync-delay", 0)
+        info["repl_diskless_sync_delay"] = int(client.config_get("repl-diskless-sync-delay")["repl-diskless-sync-delay"])
+        info["redis_version"] = version
+        print(f"redis: {info['keys']:,} keys {info['types']} (strings avg {info['string_avg_bytes']} bytes) generated "
+              f"in {info['generate_s']} s; INFO memory used_memory_human {info['used_memory_human']}", flush=True)
+        print("redis: CONFIG SET repl-diskless-sync-delay 0 (was 5 s by default) before (r0) and (r1): "
+              "`redis-cli --rdb` asks for a diskless sync, which would first wait that delay", flush=True)
+        return info
+
+    def case_r0(self, label: str) -> dict[str, Any]:
+        rdb = self.tmp / f"r0-{label}.rdb"
+        cpu0 = redis_cpu(self.redis)
+        r = timed(["redis-cli", "-h", "127.0.0.1", "-p", str(self.redis.port), "--rdb", str(rdb)], dict(os.environ))
+        size = rdb.stat().st_size
+        rdb.unlink()
+        return {"wall_s": r["wall_s"], "artifact_bytes": size, "peak_rss_bytes": r["peak_rss_bytes"],
+                "client_cpu_s": r["cpu_s"], "server_cpu_s": redis_cpu(self.redis) - cpu0, "max_staging_bytes": 0}
+
+    def case_r1(self, label: str, public_key: str, profile: bool = False) -> dict[str, Any]:
+        return self.case_c("", label, public_key, profile=profile, asset="redis_snapshot",
+                           sources={"redis": {"host": "127.0.0.1", "port": self.redis.port}})
+
+
 # --------------------------------------------------------------------------------------------
 # report
 # --------------------------------------------------------------------------------------------
 
 
 CASE_KEYS = ("a_big", "b_big", "c_big", "c7_big", "a_small", "c_small")
+REDIS_CASE_KEYS = ("r0", "r1")
+
+
+def step_durations(steps: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{st['step'].rsplit('_', 1)[-1]} {st['duration_s']:.2f} s" for st in steps if "duration_s" in st)
 
 
 def mib(n: int | None) -> str:
@@ -682,15 +857,29 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
       f"({c7['artifact_bytes'] / b['artifact_bytes']:.3f}x)", "(c7) <= (b)", c7["artifact_bytes"] <= b["artifact_bytes"])
     targets.append({"check": "(b)/(c7) wall time", "value": f"{b['wall_s'] / c7['wall_s']:.2f}", "target": "-",
                     "result": "info"})
+    if "r1" in c:  # Redis, 1 M keys
+        r0, r1 = c["r0"], c["r1"]
+        r_rr = r1["wall_s"] / r0["wall_s"]
+        t("(r1)/(r0) wall time, redis 1M keys", f"{r_rr:.2f} ({r1['wall_s']:.2f} s vs {r0['wall_s']:.2f} s)", "<= 1.5",
+          r_rr <= 1.5)
+        targets.append({"check": "(r1) artifact vs (r0) RDB (info)", "value": f"{r1['artifact_bytes']:,} vs "
+                        f"{r0['artifact_bytes']:,} ({r1['artifact_bytes'] / r0['artifact_bytes']:.3f}x; (r1) raw RDB "
+                        f"{int(r1['metadata'].get('raw_bytes', 0)):,})", "target": "-", "result": "info"})
+        targets.append({"check": "(r1) Dagster steps (info)", "value": step_durations(r1["steps"]), "target": "-",
+                        "result": "info"})
 
     rows = []
     names = {"a_big": "(a) floor pg_dump -Z0 >/dev/null", "b_big": "(b) original pg_dump|gzip|gpg|cp",
              "c_big": "(c) postgres_dump -> S3", "c7_big": "(c) level 7", "a_small": "(a) floor",
-             "c_small": "(c) postgres_dump -> S3"}
-    for key in CASE_KEYS:
+             "c_small": "(c) postgres_dump -> S3", "r0": "(r0) redis-cli --rdb FILE",
+             "r1": "(r1) redis_snapshot -> S3"}
+    for key in CASE_KEYS + tuple(k for k in REDIS_CASE_KEYS if k in c):
         cc = c[key]
-        size = "big" if key.endswith("big") else "small"
-        rows.append({"case": names[key], "db": f"{res['databases'][size]['db_bytes'] / MB:.0f} MiB",
+        if key in REDIS_CASE_KEYS:
+            db = f"{res['redis']['used_memory'] / MB:.0f} MiB"
+        else:
+            db = f"{res['databases']['big' if key.endswith('big') else 'small']['db_bytes'] / MB:.0f} MiB"
+        rows.append({"case": names[key], "db": db,
                      "wall_s": round(cc["wall_s"], 2),
                      "artifact_bytes": cc["artifact_bytes"],
                      "peak_rss_mib": round(cc["peak_rss_bytes"] / MB, 1),
@@ -711,7 +900,7 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
         lines.append(f"| {r['case']} | {r['db']} | {r['wall_s']:.2f} | {art} | {r['peak_rss_mib']:.1f} | "
                      f"{r['client_cpu_s']:.1f} | {r['server_cpu_s']:.1f} | {r['max_staging_bytes']:,} |")
     lines += ["", f"Wall times of all {res['repeat']} run(s), the median is shown: " + "; ".join(
-        f"{k} {res['cases'][k]['wall_s_all_runs']}" for k in CASE_KEYS)]
+        f"{k} {res['cases'][k]['wall_s_all_runs']}" for k in CASE_KEYS + REDIS_CASE_KEYS if k in res["cases"])]
     lines += ["", "| check | value | target | result |", "|---|---|---|---|"]
     for t in targets:
         res_s = f"**{t['result']}**" if t["result"] == "FAIL" else t["result"]
@@ -730,6 +919,19 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
               "", "(c) level 7 (`compression: " + json.dumps(res["cases"]["c7_big"]["compression"]) + "`), big, step "
               "durations: " + ", ".join(f"{st['step'].rsplit('_', 1)[-1]} {st['duration_s']:.2f} s"
                                         for st in res["cases"]["c7_big"]["steps"] if "duration_s" in st) + "."]
+    if "r1" in res["cases"]:
+        rd, r1 = res["redis"], res["cases"]["r1"]
+        types = ", ".join(f"{v:,} {k}" for k, v in rd["types"].items())
+        lines += ["", f"Redis {rd['redis_version']}: {rd['keys']:,} keys (by type: {types}"
+                  f"; strings avg {rd['string_avg_bytes']} bytes, most with a TTL), generated by pipelined writes in "
+                  f"{rd['generate_s']} s; `INFO memory` used_memory_human {rd['used_memory_human']}. "
+                  f"`repl-diskless-sync-delay` was set to {rd['repl_diskless_sync_delay']} (default 5 s) before (r0) and "
+                  "(r1), so that `redis-cli --rdb` (a diskless sync) does not wait for more replicas: the cases compare "
+                  "the dumpers, not that delay. Server CPU of (r0)/(r1): the redis-server and its snapshot fork.",
+                  "", "(r1) Dagster step durations: " + step_durations(r1["steps"])
+                  + f"; first step started {next(st['t'] for st in r1['steps'] if st['event'] == 'STEP_START'):.2f} s "
+                  "after `materialize` was called; (r1) subprocesses: " + ", ".join(
+                      f"{k} {mib(v)} MiB" for k, v in r1["subprocess_peak_rss_bytes"].items()) + "."]
     return "\n".join(lines) + "\n"
 
 
@@ -751,6 +953,16 @@ def print_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> No
 # --------------------------------------------------------------------------------------------
 
 
+def run_case(runs: dict[str, list[dict[str, Any]]], key: str, fn: Any, rep: int, repeat: int) -> None:
+    """Run one case once, note the load around it, and keep its result under ``key``."""
+    print(f"[{rep + 1}/{repeat}] running {key} ...", end=" ", flush=True)
+    load0 = os.getloadavg()[0]
+    r = fn()
+    r["loadavg_1m_before_after"] = [load0, os.getloadavg()[0]]
+    runs.setdefault(key, []).append(r)
+    print(f"{r['wall_s']:.2f} s", flush=True)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--size-mb", type=int, default=500)
@@ -763,10 +975,12 @@ def main() -> int:
                    help="afterwards, one extra (c) run on the big database under cProfile (not in the figures)")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
+    p.add_argument("--skip-redis", action="store_true", help="leave out the Redis cases (r0) and (r1)")
     p.add_argument("--child-profile", help=argparse.SUPPRESS)
+    p.add_argument("--child-asset", default="postgres_dump", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        return child_main(args.child, args.child_out, PARTITION, args.child_profile)
+        return child_main(args.child, args.child_out, PARTITION, args.child_profile, args.child_asset)
 
     import pyrage
 
@@ -796,17 +1010,22 @@ def main() -> int:
                                                                     compression=LEVEL7_COMPRESSION)),
                             ("a_small", lambda: bench.case_a(small)),
                             ("c_small", lambda rep=rep: bench.case_c(small, f"small{rep}", public))):
-                print(f"[{rep + 1}/{args.repeat}] running {key} ...", end=" ", flush=True)
-                load0 = os.getloadavg()[0]
-                r = fn()
-                r["loadavg_1m_before_after"] = [load0, os.getloadavg()[0]]
-                runs.setdefault(key, []).append(r)
-                print(f"{r['wall_s']:.2f} s", flush=True)
+                run_case(runs, key, fn, rep, args.repeat)
+        if not args.skip_redis:
+            t_redis = time.perf_counter()
+            results["redis"] = bench.setup_redis()
+            results["machine"]["redis"] = f"redis-server {results['redis']['redis_version']}"
+            for rep in range(args.repeat):
+                for key, fn in (("r0", lambda rep=rep: bench.case_r0(f"{rep}")),
+                                ("r1", lambda rep=rep: bench.case_r1(f"redis{rep}", public))):
+                    run_case(runs, key, fn, rep, args.repeat)
+            results["redis"]["section_s"] = round(time.perf_counter() - t_redis, 1)
+            print(f"redis section took {results['redis']['section_s']} s", flush=True)
         cases: dict[str, Any] = {}
         for key, rs in runs.items():  # the repetition with the median wall time stands for the case
             chosen = dict(sorted(rs, key=lambda r: r["wall_s"])[(len(rs) - 1) // 2])
             chosen["wall_s_all_runs"] = [round(r["wall_s"], 3) for r in rs]
-            if key.startswith("c"):  # c_big, c7_big, c_small
+            if key.startswith("c") or key == "r1":  # c_big, c7_big, c_small, r1
                 chosen["peak_rss_bytes_all_runs"] = [r["peak_rss_bytes"] for r in rs]
                 chosen["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in rs)  # worst case for the RSS target
                 chosen["staging_minus_artifact_all_runs"] = [r["max_staging_bytes"] - r["artifact_bytes"] for r in rs]
@@ -817,6 +1036,11 @@ def main() -> int:
             prof = bench.case_c(dbs["big"]["dbname"], "big-profiled", public, profile=True)
             results["profile_run"] = {"wall_s": prof["wall_s"], "steps": prof["steps"],
                                       "file": str(bench.out / "profile-big-profiled.txt")}
+            if "r1" in cases:
+                print("profiling (r1) (cProfile; not part of the figures) ...", flush=True)
+                prof = bench.case_r1("redis-profiled", public, profile=True)
+                results["profile_run_redis"] = {"wall_s": prof["wall_s"], "steps": prof["steps"],
+                                                "file": str(bench.out / "profile-redis-profiled.txt")}
         rows, targets = build_report(results)
         results["table"] = rows
         results["targets"] = targets
@@ -829,6 +1053,10 @@ def main() -> int:
         print(f"\n(c) big: RSS after imports {mib(cb['rss_after_imports_bytes'])} MiB, peak {mib(cb['peak_rss_bytes'])} "
               f"MiB; steps: " + ", ".join(f"{s['step'].rsplit('_', 1)[-1]} {s['duration_s']:.2f}s"
                                           for s in cb["steps"] if "duration_s" in s))
+        if "r1" in cases:
+            r1 = cases["r1"]
+            print(f"(r1) redis: peak RSS {mib(r1['peak_rss_bytes'])} MiB; steps: " + step_durations(r1["steps"])
+                  + "; subprocesses: " + ", ".join(f"{k} {mib(v)} MiB" for k, v in r1["subprocess_peak_rss_bytes"].items()))
         print(f"bench took {results['bench_seconds']} s; wrote {bench.out / 'results.json'} and {bench.out / 'results.md'}")
     finally:
         bench.teardown()

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-import erp_backup_pipeline.core.sources.files as files
+import erp_backup_pipeline.core.sources.files_capture as files_capture
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.sources.files import INDEX_NAME, FilesSource
@@ -239,7 +239,7 @@ def test_unreadable_files_fail_the_backup_naming_the_first_and_the_count(tmp_pat
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """CI runs as root, where chmod 000 does not stop a read: permission denied is raised by a patched
     open, and the vanished file is really removed between listing and reading."""
-    real_open = files._open_regular
+    real_open = files_capture._open_regular
 
     def failing_open(path: str) -> int:
         if path.endswith("app.yml"):
@@ -248,7 +248,7 @@ def test_unreadable_files_fail_the_backup_naming_the_first_and_the_count(tmp_pat
             os.unlink(path)
         return real_open(path)
 
-    monkeypatch.setattr(files, "_open_regular", failing_open)
+    monkeypatch.setattr(files_capture, "_open_regular", failing_open)
     with pytest.raises(SourceError) as err:
         _dump(_source(host), tmp_path / "work")
     message = str(err.value)
@@ -258,7 +258,7 @@ def test_unreadable_files_fail_the_backup_naming_the_first_and_the_count(tmp_pat
 
 def _growing(always: bool) -> Callable[[int], Iterator[bytes]]:
     """_read_chunks that appends to app.yml after its first chunk: once, or on every read of it."""
-    real = files._read_chunks
+    real = files_capture._read_chunks
     grown = []
 
     def read_chunks(fd: int) -> Iterator[bytes]:
@@ -274,14 +274,14 @@ def _growing(always: bool) -> Callable[[int], Iterator[bytes]]:
 
 def test_a_file_growing_while_read_is_read_again_never_stored_torn(tmp_path: Path, host: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(files, "_read_chunks", _growing(always=False))
+    monkeypatch.setattr(files_capture, "_read_chunks", _growing(always=False))
     source = _source(host)
     raw, facts = _dump(source, tmp_path / "work")
     source.verify(io.BytesIO(raw), tmp_path, facts)
     source.restore(io.BytesIO(raw), str(tmp_path / "back"), False, tmp_path / "work")
     assert (tmp_path / "back" / "erp" / "config" / "app.yml").read_text() == "listen: 8080\nmore: 1\n"
 
-    monkeypatch.setattr(files, "_read_chunks", _growing(always=True))
+    monkeypatch.setattr(files_capture, "_read_chunks", _growing(always=True))
     with pytest.raises(SourceError, match=r"app\.yml: kept changing while being read \(4 reads\); 1 unreadable"):
         _dump(source, tmp_path / "work")
 

@@ -1,7 +1,7 @@
 """Restore side of the ``config_archive`` source: safe extraction, the restore plan, and the live diff.
 
-Owns everything that writes to (or compares with) a restore target, so that files.py keeps the
-capture and verification side:
+Owns everything that writes to (or compares with) a restore target, so that files.py keeps
+verification and files_capture.py the capture side:
 
 - ``restore_tree`` extracts into a NEW directory next to the target (names checked: never absolute,
   no '..', never through a link; symlinks created last), checks every file against the archive's
@@ -12,9 +12,9 @@ capture and verification side:
 - ``diff_summary`` computes that comparison (files by sha256, symlinks by target); it reads the
   live directory and changes nothing.
 
-Archive reading, the index format and the message helpers live in files.py; this module imports
-them (files.py imports this one only inside ``FilesSource.restore``/``restore_plan``). Messages
-name paths, never contents: a ``.env`` holds secrets.
+Archive reading, the index format and the message helpers live in files_common.py, the only
+files_* module this one imports (files.py imports this one). Messages name paths, never contents:
+a ``.env`` holds secrets.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from erp_backup_pipeline.core.sources.files import (
+from erp_backup_pipeline.core.sources.files_common import (
     INDEX_NAME,
     _hash_member,
     _kind,

@@ -2,8 +2,8 @@
 
 The dump speaks the replication protocol as ``redis-cli --rdb`` does (``REPLCONF rdb-only``,
 then ``SYNC``): the server takes a new snapshot and streams it, so the backup host needs no
-access to the data directory and never copies a stale ``dump.rdb``. Verification writes the
-decompressed RDB to the scratch dir and runs ``redis-check-rdb`` on it (it reads only files).
+access to the data directory and never copies a stale ``dump.rdb``. Verification feeds the
+decompressed RDB to ``redis-check-rdb`` through a named pipe while it streams (no scratch copy).
 Restore loads the snapshot into a given empty instance (a throwaway ``redis-server`` on the
 RDB, then DUMP/RESTORE of every key with its TTL, in pipelined batches), or writes it into a
 directory with the command that starts a server on it.
@@ -176,6 +176,9 @@ class RedisSource:
                 reply = self._command(sock, *args)
                 if not reply.startswith(b"+"):
                     raise SourceError(f"{self.where}: authentication failed: {redact(reply[1:].decode('utf-8', 'replace'))}")
+            # diskless: the snapshot streams while the server's fork produces it, and the server's own
+            # dump.rdb is neither written nor needed (it waits repl-diskless-sync-delay first, 5 s by default)
+            self._command(sock, "REPLCONF", "capa", "eof")
             self._command(sock, "REPLCONF", "rdb-only", "1")  # Redis 7: no replication stream after the RDB
             sock.sendall(b"SYNC\r\n")
             sock.settimeout(None if self.timeout is None else max(self.timeout, 300))
@@ -185,16 +188,24 @@ class RedisSource:
             raise
 
     def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
+        """redis-check-rdb reads the snapshot from a named pipe while it streams: no scratch copy."""
         check = find_program("redis-check-rdb", self.bin_dir)
-        fd, name = tempfile.mkstemp(prefix="verify-", suffix=".rdb", dir=workdir)
+        fifo = Path(tempfile.mkdtemp(prefix="verify-", dir=workdir)) / "snapshot.rdb"
+        os.mkfifo(fifo, 0o600)
         try:
-            with os.fdopen(fd, "wb") as fh:
-                copy_stream(reader, fh, CHUNK)
-            done = subprocess.run([check, name], capture_output=True, text=True)
+            with tempfile.TemporaryFile(dir=workdir) as report:
+                proc = subprocess.Popen([check, str(fifo)], stdout=report, stderr=subprocess.STDOUT)
+                try:
+                    with open(fifo, "wb") as fh:
+                        copy_stream(reader, fh, CHUNK)
+                except BrokenPipeError:
+                    pass  # the checker stopped early: its report says why; the caller drains the rest
+                rc = proc.wait()
+                report.seek(0)
+                out = report.read().decode("utf-8", "replace")
         finally:
-            Path(name).unlink(missing_ok=True)
-        out = done.stdout + done.stderr
-        if done.returncode != 0 or "RDB looks OK" not in out:
+            shutil.rmtree(fifo.parent, ignore_errors=True)
+        if rc != 0 or "RDB looks OK" not in out:
             last = [ln for ln in out.splitlines() if ln.strip()][-1:] or ["no output"]
             raise VerifyError(f"redis: redis-check-rdb rejects the snapshot: {last[0].strip()[:200]}")
         keys = _KEYS_READ.search(out)
