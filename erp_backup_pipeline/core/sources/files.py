@@ -43,7 +43,6 @@ def _base(pattern: str) -> str:
     return os.sep.join(parts[:literal]) or os.sep
 
 
-
 def _observe(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
     seen: dict[str, Any] = {"type": _kind(member), "size": member.size if member.isreg() else 0}
     if member.isreg():
@@ -51,7 +50,6 @@ def _observe(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
     elif member.issym():
         seen["linkname"] = member.linkname
     return seen
-
 
 
 class FilesSource:
