@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
@@ -22,44 +21,8 @@ from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.sources import build_source
-from erp_backup_pipeline.core.streams import CHUNK, HashingReader, Progress, widen_pipe
+from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
 from erp_backup_pipeline.errors import BackupError, VerifyError
-
-
-class _PipeReader:
-    """Runs ``produce(writer)`` in a thread and reads what it writes; re-raises its error at EOF."""
-
-    def __init__(self, produce: Callable[[Any], None]) -> None:
-        r, w = os.pipe()
-        widen_pipe(w)
-        self._r = os.fdopen(r, "rb")
-        self._w = os.fdopen(w, "wb")
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(produce,), daemon=True)
-        self._thread.start()
-
-    def _run(self, produce: Callable[[Any], None]) -> None:
-        try:
-            produce(self._w)
-        except BaseException as exc:  # noqa: BLE001 - handed to the reader
-            self._error = exc
-        finally:
-            try:
-                self._w.close()
-            except OSError:
-                pass
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._r.read(n if n and n > 0 else CHUNK)
-        if not data:
-            self._thread.join()
-            if self._error is not None:
-                raise self._error
-        return data
-
-    def close(self) -> None:
-        self._r.close()
-        self._thread.join(timeout=10)
 
 
 def find_entry(settings: Any, source: str, partition: str) -> Entry:
@@ -99,7 +62,7 @@ def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | A
     encryptor = encryptor_from_settings(settings.encryption)
     if encryptor.name != enc_stage["codec"]:
         raise BackupError(f"artifact is encrypted with {enc_stage['codec']}, config says {encryptor.name}")
-    decrypted = _PipeReader(lambda w: encryptor.decrypt(encrypted, w))
+    decrypted = PipeProducer(lambda w: encryptor.decrypt(encrypted, w), "decrypt")
     return HashingReader(compressor(comp_stage["codec"]).reader(decrypted), progress=progress, stage=stage,
                          total=manifest.stage("dump")["bytes"])
 

@@ -154,6 +154,57 @@ def widen_pipe(fd: int) -> None:
         pass  # a smaller system limit only costs speed
 
 
+class PipeProducer:
+    """Runs ``produce(writer)`` in a thread and makes what it writes readable, through an OS pipe.
+
+    The mirror of PipeConsumer: it turns a push-style stage (a decryptor, a tar writer) into a
+    readable. At end of data ``read`` waits for the thread and raises its error, if any;
+    ``close`` ends reading early (a blocked writer then fails with EPIPE) and waits for the thread.
+    """
+
+    def __init__(self, produce: Callable[[Any], None], name: str) -> None:
+        import os
+        import threading
+
+        r, w = os.pipe()
+        widen_pipe(w)
+        self._r: Any = os.fdopen(r, "rb")
+        self._w = os.fdopen(w, "wb", buffering=CHUNK)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(produce,), name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self, produce: Callable[[Any], None]) -> None:
+        try:
+            produce(self._w)
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
+            self.error = exc
+        finally:
+            try:
+                self._w.close()
+            except OSError:
+                pass
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._r.read(n if n and n > 0 else CHUNK) if self._r is not None else b""
+        if not data:
+            self._thread.join()
+            if self.error is not None:
+                raise self.error
+        return data
+
+    def drain(self) -> None:
+        """Read to the end (raising the producer's error), for a caller that stopped early."""
+        while self.read(CHUNK):
+            pass
+
+    def close(self, timeout: float | None = None) -> None:
+        if self._r is not None:
+            self._r.close()
+            self._r = None
+        self._thread.join(timeout)
+
+
 class PipeConsumer:
     """Runs ``consume(reader)`` in a thread and feeds it, through an OS pipe, what ``write`` gets.
 

@@ -18,7 +18,6 @@ Imports files_common only. Messages name paths, never contents: a ``.env`` holds
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
 import glob
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from erp_backup_pipeline.core.sources.files_common import INDEX_NAME, _kind, _reason, shown
-from erp_backup_pipeline.core.streams import CHUNK, widen_pipe
+from erp_backup_pipeline.core.streams import CHUNK, PipeProducer
 from erp_backup_pipeline.errors import BackupError, SourceError
 
 _REREADS = 3  # a file that changes while read is read again at most this often
@@ -241,46 +240,27 @@ class _TarDump:
     """The DumpStream: a thread writes the tar into an OS pipe; ``read`` takes it from the other end."""
 
     def __init__(self, archiver: _Archiver) -> None:
-        r, w = os.pipe()
-        widen_pipe(w)
-        self._r: IO[bytes] | None = os.fdopen(r, "rb")
-        self._w = os.fdopen(w, "wb", buffering=CHUNK)
         self._archiver = archiver
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._produce, name="files-tar", daemon=True)
-        self._thread.start()
+        self._pipe = PipeProducer(self._write, "files-tar")
 
-    def _produce(self) -> None:
+    def _write(self, out: IO[bytes]) -> None:
         try:
-            self._archiver.write(self._w)
-        except BaseException as exc:  # noqa: BLE001 - raised by finish()
-            self._error = exc
-        finally:
-            with contextlib.suppress(OSError):
-                self._w.close()
+            self._archiver.write(out)
+        except BackupError:
+            raise
+        except Exception as exc:  # one line for the operator, whatever broke the tar writer
+            raise SourceError(f"files: writing the tar stream failed ({type(exc).__name__}: {exc})") from None
 
     def read(self, n: int = -1) -> bytes:
-        assert self._r is not None
-        return self._r.read(n if n and n > 0 else CHUNK)
-
-    def _close_reader(self) -> None:
-        if self._r is not None:
-            self._r.close()
-            self._r = None
+        return self._pipe.read(n)
 
     def finish(self) -> dict[str, Any]:
-        if self._r is not None:
-            while self._r.read(CHUNK):  # a caller that stopped early must not leave the writer blocked
-                pass
-        self._thread.join()
-        self._close_reader()
-        if isinstance(self._error, BackupError):
-            raise self._error
-        if self._error is not None:
-            raise SourceError(f"files: writing the tar stream failed ({type(self._error).__name__}: {self._error})")
+        try:
+            self._pipe.drain()  # a caller that stopped early must not leave the writer blocked
+        finally:
+            self._pipe.close()
         return self._archiver.result()
 
     def abort(self) -> None:
         self._archiver.stop.set()
-        self._close_reader()  # a blocked write now fails with EPIPE
-        self._thread.join(timeout=10)
+        self._pipe.close(timeout=10)  # a blocked write now fails with EPIPE
