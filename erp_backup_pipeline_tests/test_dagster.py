@@ -104,7 +104,8 @@ def test_materialize_redis_snapshot(tmp_path: Path, redis_server, age_identity) 
     assert result.success
     [check] = result.get_asset_check_evaluations()
     assert check.passed and check.metadata["keys"].value == 1
-    assert metadata(result)["dagster/uri"].endswith(".rdb.zst.age")
+    md = metadata(result)
+    assert md["dagster/uri"].endswith(".rdb.zst.age") and md["keys/db0"] == 1 and md["keys"] == 1
 
 
 def test_materialize_config_archive_and_restore_with_the_cli(tmp_path: Path, age_identity) -> None:
@@ -122,7 +123,7 @@ def test_materialize_config_archive_and_restore_with_the_cli(tmp_path: Path, age
     result = materialize("config_archive", config)
     assert result.success
     md = metadata(result)
-    assert md["dagster/uri"].endswith(".tar.zst.age")
+    assert md["dagster/uri"].endswith(".tar.zst.age") and md["files"] == 2
     assert "never-print-me" not in repr(result.all_events)
     target = tmp_path / "restored-config"
     done = subprocess.run([sys.executable, "-m", "erp_backup_pipeline.cli", "--config", str(config), "restore", "config",

@@ -83,6 +83,19 @@ def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
     return md
 
 
+def _fact_metadata(facts: dict[str, Any]) -> dict[str, Any]:
+    """What each source counted, as numbers: rows per table, keys per Redis database, files archived."""
+    md: dict[str, Any] = {}
+    for table, count in (facts.get("row_counts") or facts.get("row_estimates") or {}).items():
+        md[f"rows/{table}"] = dg.MetadataValue.int(int(count))
+    for db, count in (facts.get("keyspace") or {}).items():
+        md[f"keys/{db}"] = dg.MetadataValue.int(int(count))
+    for key in ("files", "keys"):
+        if isinstance(facts.get(key), int):
+            md[key] = dg.MetadataValue.int(facts[key])
+    return md
+
+
 def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
     name = info.name
 
@@ -150,8 +163,7 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
             "destinations": dg.MetadataValue.text(", ".join(sorted(m.destinations))),
             **_stage_metadata(capture),
         }
-        for table, count in (m.facts.get("row_counts") or m.facts.get("row_estimates") or {}).items():
-            md[f"rows/{table}"] = dg.MetadataValue.int(int(count))
+        md.update(_fact_metadata(m.facts))
         yield dg.Output(None, metadata=md)
 
     @dg.graph_asset(
