@@ -93,7 +93,8 @@ def test_restore_refuses_a_non_empty_target_and_force_saves_it_aside(tmp_path: P
         assert target.client().dbsize() == 1
         result = restore_backup(settings, "redis_snapshot", "2026-11-25", target.url, force=True)
         aside = Path(result["kept_aside"])
-        assert aside.exists() and b"do not lose me" in aside.read_bytes()
+        assert aside.parent == tmp_path / "staging" and aside.stat().st_mode & 0o777 == 0o600
+        assert b"do not lose me" in aside.read_bytes()
         assert target.client().get("session:alice") == b"token-a"
     finally:
         target.stop()

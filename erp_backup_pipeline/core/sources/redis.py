@@ -268,12 +268,13 @@ class RedisSource:
         return {"target": shown, "kept_aside": kept, "keys": copied}
 
     def _save_aside(self, url: str, workdir: Path) -> str:
-        """Fetch the target's current data as an RDB next to the staging dir, before it is overwritten."""
+        """Fetch the target's current data as an RDB into the staging dir (workdir is a scratch dir in it),
+        before it is overwritten."""
         parsed = urlparse(url)
         aside = RedisSource(host=parsed.hostname or "localhost", port=parsed.port or 6379,
                             username=parsed.username or None, password=parsed.password or None,
                             tls=parsed.scheme == "rediss", bin_dir=self.bin_dir)
-        path = Path(workdir).parent.parent / f"redis-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.rdb"
+        path = Path(workdir).parent / f"redis-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.rdb"
         stream = aside.open_dump(workdir, {})
         with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
             copy_stream(stream, fh, CHUNK)
