@@ -115,7 +115,25 @@ def test_next_backup_sweeps_what_a_killed_run_left(tmp_path: Path, demo_sqlite: 
         p.write_bytes(b"half an artifact")
     two_days_ago = time.time() - 2 * 86400
     os.utime(stale, (two_days_ago, two_days_ago))
+    scratch = tmp_path / "staging" / "sqlite_backup" / "2026-11-20-20261120T010000000Z"
+    scratch.mkdir(parents=True)
+    (scratch / "snapshot.sqlite3").write_bytes(b"a killed run's snapshot")
+    os.utime(scratch, (two_days_ago, two_days_ago))
     lines: list[str] = []
     run_backup(settings, "sqlite_backup", "2026-11-25", lambda text, *_: lines.append(text))
-    assert not stale.exists() and young.exists()
+    assert not stale.exists() and young.exists() and not scratch.exists()
     assert any("left by an interrupted backup" in ln for ln in lines)
+
+
+def test_missing_dump_tool_leaves_no_partial_upload(tmp_path: Path, demo_sqlite: Path, age_identity, pg_server) -> None:
+    """The dump engine fails to start after the uploads were opened: every upload is aborted."""
+    from erp_backup_pipeline_tests.conftest import pg_source
+
+    settings = make_settings(tmp_path, age_identity, sources=pg_source(pg_server, "postgres"))
+    from erp_backup_pipeline.core import pipeline
+
+    capture = pipeline.stage_dump(settings, pipeline.new_capture(settings, "postgres_dump", "2026-11-25"))
+    broken = make_settings(tmp_path, age_identity, sources=pg_source(pg_server, "postgres", bin_dir=str(tmp_path)))
+    with pytest.raises(Exception, match="pg_dump not found"):
+        pipeline.stage_compress(broken, capture)
+    assert [p for p in (tmp_path / "backups").rglob("*") if p.is_file()] == []

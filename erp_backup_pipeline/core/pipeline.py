@@ -26,7 +26,7 @@ import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as pkg_version
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from typing import Any
 from erp_backup_pipeline import __version__
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, put_bytes
+from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
 from erp_backup_pipeline.core.sources import build_source
 from erp_backup_pipeline.core.streams import (
@@ -98,6 +99,12 @@ def new_capture(settings: Any, source: str, partition: str, now: datetime | None
                    stamp=stamp, workdir=str(workdir))
 
 
+def _stale_workdirs(workdir: Path, older_than: timedelta = SWEEP_AGE) -> list[Path]:
+    """Scratch dirs of the same source that no backup has touched for a day: a killed run left them."""
+    cutoff = time.time() - older_than.total_seconds()
+    return [d for d in workdir.parent.iterdir() if d != workdir and d.is_dir() and d.stat().st_mtime <= cutoff]
+
+
 def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
     """Check the source, the tools, the recipients and the destinations; record source facts."""
     with _cleanup_on_failure(capture):
@@ -110,6 +117,9 @@ def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None
             with contextlib.suppress(BackupError):  # an optional destination may be down today
                 for key in dest.sweep_partials():
                     _log(progress, f"{dest.name}: removed {key}, left by an interrupted backup")
+        for stale in _stale_workdirs(Path(capture.workdir)):
+            shutil.rmtree(stale, ignore_errors=True)
+            _log(progress, f"{capture.source}: removed scratch dir {stale.name}, left by an interrupted backup")
         source = build_source(settings, capture.source)
         t0 = time.monotonic()
         facts = source.prepare(Path(capture.workdir))
@@ -195,15 +205,17 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         verifier = PipeConsumer(_verifier(source, codec, Path(capture.workdir), capture.facts, verified), "verify")
         encryptor = PipeConsumer(lambda compressed: enc.encrypt(compressed, fan), "encrypt")
         t0 = time.monotonic()
-        dump = source.open_dump(Path(capture.workdir), capture.facts)
-        raw = HashingReader(dump, progress=progress, stage="dump")
-        out = HashingWriter(Tee(verifier, encryptor))
+        dump = None
         try:
+            dump = source.open_dump(Path(capture.workdir), capture.facts)
+            raw = HashingReader(dump, progress=progress, stage="dump")
+            out = HashingWriter(Tee(verifier, encryptor))
             codec.compress(raw, out)
             learnt = dump.finish() or {}
             encryptor.close()  # raises when every destination failed
         except BaseException:
-            dump.abort()
+            if dump is not None:
+                dump.abort()
             verifier.finish()
             encryptor.finish()
             fan.abort()
