@@ -31,7 +31,7 @@ from erp_backup_pipeline.errors import BackupError, ConfigError
 from erp_backup_pipeline.settings import Settings, load_settings
 
 RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
-                 "config": "config_archive"}
+                 "config": "config_archive", "uploads": "uploads_snapshot"}
 
 
 def _source_name(text: str) -> str:
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--partition", required=True)
     s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name; "
                    "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb; "
-                   "config: a new directory")
+                   "config, uploads: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside")
     s.set_defaults(func=cmd_restore)

@@ -177,16 +177,26 @@ class ConfigFilesSettings(_Model):
     root: Path | None = Field(None, description="archive member names are relative to it; default: common parent")
 
 
+class UploadsSettings(_Model):
+    """The ERP's uploaded documents, backed up incrementally (content stored once)."""
+
+    enabled: bool = True
+    path: Path
+    excludes: list[str] = Field(default_factory=list, description="fnmatch patterns matched against every path component")
+
+
 class SourcesSettings(_Model):
     sqlite: SqliteSourceSettings | None = None
     postgres: PostgresSourceSettings | None = None
     redis: RedisSourceSettings | None = None
     config: ConfigFilesSettings | None = None
+    uploads: UploadsSettings | None = None
 
 
 class Settings(_Model):
     staging_dir: Path = Path("var/staging")
     prefix: str = Field("erp-steinmetz", description="first part of every object key")
+    state_dir: Path = Field(Path("var/state"), description="what incremental backups remember (uploads); 0700")
     compression: CompressionSettings = CompressionSettings()
     encryption: EncryptionSettings
     destinations: list[DestinationSettings] = Field(min_length=1)

@@ -101,7 +101,7 @@ def test_init_creates_private_demo(tmp_path: Path) -> None:
     assert (var / "demo-erp" / "data" / "production.sqlite3").exists()
     cli("backup", "all", "--partition", "2026-11-25", config=var / "erp-backup.yaml")
     artifacts = sorted(p.name.split(".", 1)[1] for p in (var / "backups").rglob("*.age"))
-    assert artifacts == ["sqlite3.zst.age", "tar.zst.age"]
+    assert artifacts == ["sqlite3.zst.age", "tar.zst.age", "tar.zst.age"]  # database, config, uploads
     for p in (var / "backups").rglob("*.age"):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
 

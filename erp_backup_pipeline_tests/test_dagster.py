@@ -52,7 +52,8 @@ def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
     expected = {"sqlite_backup": ("erp_sqlite_database", "0 2 * * *"),
                 "postgres_dump": ("erp_postgres_database", "0 2 * * *"),
                 "redis_snapshot": ("erp_redis", "0 3 * * *"),
-                "config_archive": ("erp_config_files", "0 4 * * *")}
+                "config_archive": ("erp_config_files", "0 4 * * *"),
+                "uploads_snapshot": ("erp_uploads", "0 5 * * *")}
     assert set(BACKUP_ASSETS) == set(expected)
     for name, (upstream, cron) in expected.items():
         assert {name, upstream} <= keys

@@ -81,3 +81,28 @@ def test_config_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
            .replace("DIR", str(out)))
     subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
     assert (out / ".env").read_text() == "A=1\n" and (out / "config" / "app.json").exists()
+
+
+def test_uploads_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
+    """The runbook's line unpacks a day and the artifacts it depends on: every file's content is there."""
+    import json
+
+    up = tmp_path / "uploads"
+    up.mkdir()
+    (up / "a.pdf").write_bytes(b"first day")
+    settings = make_settings(tmp_path, age_identity, sources={"uploads": {"path": str(up)}}, state_dir=str(tmp_path / "st"))
+    first = run_backup(settings, "uploads_snapshot", "2026-11-24")
+    (up / "b.pdf").write_bytes(b"second day")
+    m = run_backup(settings, "uploads_snapshot", "2026-11-25")
+    assert m.facts["depends_on"] == [first.artifact_key]
+    line = "age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"
+    assert line in README.read_text()
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for key in [first.artifact_key, m.artifact_key]:  # older first: the day's snapshot file lands last
+        cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / key))
+               .replace("BLOBS", str(blobs)))
+        subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+    snapshot = json.loads((blobs / ".erp-backup-snapshot.json").read_text())
+    contents = {e["name"]: (blobs / "blobs" / e["sha256"]).read_bytes() for e in snapshot if e["type"] == "file"}
+    assert contents == {"a.pdf": b"first day", "b.pdf": b"second day"}

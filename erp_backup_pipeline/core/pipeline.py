@@ -339,6 +339,9 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             errors = "; ".join(f"{n}: {capture.destinations.get(n, {}).get('error', 'not written')}" for n in missing)
             raise DestinationError(f"{capture.source} {capture.partition}: not backed up on every required "
                                    f"destination ({errors})")
+        committed = getattr(build_source(settings, capture.source), "on_committed", None)
+        if committed is not None:
+            committed(Path(capture.workdir), manifest)
         _log(progress, f"{capture.source} {capture.partition}: manifest written, backup complete")
         return manifest
     finally:

@@ -76,18 +76,34 @@ def _check_plain(reader: HashingReader, manifest: Manifest) -> None:
                           "in the manifest")
 
 
+def _depended_on(settings: Any, m: Manifest) -> dict[str, Entry]:
+    """The earlier artifacts a backup builds on (uploads), each with its catalog entry; VerifyError if one is gone."""
+    keys = m.facts.get("depends_on") or []
+    if not keys:
+        return {}
+    by_key = {e.manifest.artifact_key: e for e in load_catalog(build_destinations(settings), settings.prefix, m.source)}
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise VerifyError(f"{m.source} {m.partition}: depends on {len(missing)} artifact(s) that no destination holds, "
+                          f"first {missing[0]}")
+    return {k: by_key[k] for k in keys}
+
+
 def verify_backup(settings: Any, source: str, partition: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Re-download, check checksums, decrypt, decompress and run the source's own verification."""
+    """Re-download, check checksums, decrypt, decompress and run the source's own verification; for a
+    backup built on earlier ones, check that each of them still exists."""
     entry = find_entry(settings, source, partition)
     m = entry.manifest
     src = build_source(settings, source)
     t0 = time.monotonic()
+    depends = _depended_on(settings, m)
     with fetched(settings, entry) as path, open(path, "rb") as fh:
         reader = plaintext_reader(settings, m, fh, progress, "verify")
         details = src.verify(reader, path.parent, m.facts)
         _check_plain(reader, m)
+    extra = {"depends_on": len(depends)} if depends else {}
     return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
-            "seconds": round(time.monotonic() - t0, 2), **details}
+            "seconds": round(time.monotonic() - t0, 2), **details, **extra}
 
 
 def restore_plan(settings: Any, source: str, partition: str, target: str, force: bool) -> list[str]:
@@ -107,9 +123,19 @@ def restore_backup(settings: Any, source: str, partition: str, target: str, forc
     m = entry.manifest
     src = build_source(settings, source)
     t0 = time.monotonic()
+    depends = _depended_on(settings, m)
+
+    @contextmanager
+    def fetch(key: str) -> Iterator[Any]:
+        older = depends[key].manifest
+        with fetched(settings, depends[key]) as p, open(p, "rb") as f:
+            plain = plaintext_reader(settings, older, f)
+            yield plain
+            _check_plain(plain, older)
+
     with fetched(settings, entry) as path, open(path, "rb") as fh:
         reader = plaintext_reader(settings, m, fh, progress, "restore")
-        result = src.restore(reader, target, force, path.parent)
+        result = src.restore(reader, target, force, path.parent, fetch=fetch)
         _check_plain(reader, m)
     return {"source": source, "partition": partition, "captured_at": m.captured_at,
             "seconds": round(time.monotonic() - t0, 2), **result}

@@ -52,6 +52,10 @@ BACKUP_ASSETS = {
         "config_archive", "files", "erp_config_files", "The ERP's configuration: .env, config dirs, monitoring config.",
         "Nightly PAX tar of the configured paths (modes, owners, symlinks, mtimes kept; excludes applied) with a "
         "sha256 index of every member, zstd-compressed, verified member by member, age-encrypted."),
+    "uploads_snapshot": BackupAssetInfo(
+        "uploads_snapshot", "files", "erp_uploads", "The ERP's uploaded documents.",
+        "Nightly incremental snapshot of the uploads: only content no earlier backup holds is shipped (packed "
+        "into one tar per day), with the complete tree listing; every day restores as a full copy."),
 }
 
 
@@ -90,7 +94,7 @@ def _fact_metadata(facts: dict[str, Any]) -> dict[str, Any]:
         md[f"rows/{table}"] = dg.MetadataValue.int(int(count))
     for db, count in (facts.get("keyspace") or {}).items():
         md[f"keys/{db}"] = dg.MetadataValue.int(int(count))
-    for key in ("files", "keys"):
+    for key in ("files", "keys", "new_blobs", "new_bytes", "unchanged_files"):
         if isinstance(facts.get(key), int):
             md[key] = dg.MetadataValue.int(facts[key])
     return md

@@ -1,7 +1,7 @@
 """Jobs and schedules: one partitioned job per backup asset, scheduled at the original cron time.
 
-The databases are backed up at 02:00, Redis at 03:00 and the configuration at 04:00
-Europe/Berlin (the original strategy's cron lines). A tick
+The databases are backed up at 02:00, Redis at 03:00, the configuration at 04:00 and the
+uploads at 05:00 Europe/Berlin (the original strategy's cron lines). A tick
 backs up the partition of its own date (the capture date, as the original scripts named their
 files). A source that is not configured is skipped with a reason shown on the tick.
 """
@@ -17,7 +17,7 @@ from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 CRON = {"sqlite_backup": "0 2 * * *", "postgres_dump": "0 2 * * *", "redis_snapshot": "0 3 * * *",
-        "config_archive": "0 4 * * *"}
+        "config_archive": "0 4 * * *", "uploads_snapshot": "0 5 * * *"}
 
 
 def job_name(asset: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from erp_backup_pipeline.core.sources.base import DumpStream, Source
@@ -10,6 +11,7 @@ from erp_backup_pipeline.core.sources.files import FilesSource
 from erp_backup_pipeline.core.sources.postgres import PostgresSource
 from erp_backup_pipeline.core.sources.redis import RedisSource
 from erp_backup_pipeline.core.sources.sqlite import SqliteSource
+from erp_backup_pipeline.core.sources.uploads import UploadsSource
 from erp_backup_pipeline.errors import ConfigError
 
 
@@ -34,12 +36,18 @@ def _files(settings: Any) -> Source:
     return FilesSource(cfg.paths, cfg.excludes, cfg.root)
 
 
+def _uploads(settings: Any) -> Source:
+    cfg = settings.sources.uploads
+    return UploadsSource(cfg.path, Path(settings.state_dir) / "uploads_snapshot.json", cfg.excludes)
+
+
 # asset name -> (settings attribute under ``sources``, factory)
 SOURCES: dict[str, tuple[str, Callable[[Any], Source]]] = {
     "sqlite_backup": ("sqlite", _sqlite),
     "postgres_dump": ("postgres", _postgres),
     "redis_snapshot": ("redis", _redis),
     "config_archive": ("config", _files),
+    "uploads_snapshot": ("uploads", _uploads),
 }
 
 

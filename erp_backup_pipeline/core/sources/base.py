@@ -8,8 +8,12 @@
   failure, and may return facts learnt while dumping (a file list, say) for the manifest.
 - ``verify(reader, workdir, facts)`` consumes the decompressed artifact and raises
   VerifyError when it is not a sound backup of what ``prepare`` saw; returns details.
-- ``restore(reader, target, force, workdir)`` loads a decompressed artifact into a NEW target;
-  a live target is refused without ``force`` and then kept aside, never destroyed.
+- ``restore(reader, target, force, workdir, fetch)`` loads a decompressed artifact into a NEW
+  target; a live target is refused without ``force`` and then kept aside, never destroyed.
+  ``fetch(artifact_key)`` opens another artifact's plaintext, for a source whose backups build on
+  earlier ones (uploads).
+- ``on_committed(workdir, manifest)``, optional: called once the manifest is written, for a
+  source that remembers what it backed up (the uploads state).
 """
 
 from __future__ import annotations
@@ -41,4 +45,5 @@ class Source(Protocol):
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
         """Human-readable steps a restore into target would take (for --dry-run); facts are the manifest's."""
 
-    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Any) -> dict[str, Any]: ...
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Any,
+                fetch: Any = None) -> dict[str, Any]: ...

@@ -100,5 +100,6 @@ class FilesSource:
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
         return plan_restore(target, force, facts)
 
-    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path) -> dict[str, Any]:
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
+                fetch: Any = None) -> dict[str, Any]:
         return restore_tree(reader, target, force)

@@ -137,7 +137,8 @@ class PostgresSource:
                   f"pg_restore --exit-on-error --no-owner --dbname={target} (stream: decrypt | decompress)"]
         return steps
 
-    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path) -> dict[str, Any]:
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
+                fetch: Any = None) -> dict[str, Any]:
         kept = None
         with self.connect(dbname="postgres", autocommit=True) as conn:
             if self._db_exists(conn, target):

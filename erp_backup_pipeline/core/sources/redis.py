@@ -224,7 +224,8 @@ class RedisSource:
         return [f"write the snapshot to {Path(target) / 'dump.rdb'} (refuse an existing one without --force)",
                 f"start a server on it: redis-server --dir {target} --dbfilename dump.rdb --port <PORT>"]
 
-    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path) -> dict[str, Any]:
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
+                fetch: Any = None) -> dict[str, Any]:
         if target.startswith(("redis://", "rediss://")):
             return self._restore_into(reader, target, force, Path(workdir))
         directory = Path(target)

@@ -121,7 +121,8 @@ class SqliteSource:
         steps.append(f"rename {t}.partial to {t}")
         return steps
 
-    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path) -> dict[str, Any]:
+    def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
+                fetch: Any = None) -> dict[str, Any]:
         t = Path(target).absolute()
         if t.exists() and not force:
             raise RestoreError(f"restore target {t} exists; use --force to keep it aside and replace it")
