@@ -222,7 +222,8 @@ class RedisSource:
                 steps.insert(0, f"REFUSE if {shown} holds any key (use --force)")
             return steps
         return [f"write the snapshot to {Path(target) / 'dump.rdb'} (refuse an existing one without --force)",
-                f"start a server on it: redis-server --dir {target} --dbfilename dump.rdb --port <PORT>"]
+                f"start a server on it: redis-server --dir {target} --dbfilename dump.rdb --appendonly no "
+                "--port <PORT> (then CONFIG SET appendonly yes if you use AOF)"]
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Any = None) -> dict[str, Any]:
@@ -242,7 +243,7 @@ class RedisSource:
             copy_stream(reader, fh, CHUNK)
         partial.rename(dest)
         return {"target": str(dest), "kept_aside": str(kept) if kept else None,
-                "start": f"redis-server --dir {directory} --dbfilename dump.rdb --port <PORT>"}
+                "start": f"redis-server --dir {directory} --dbfilename dump.rdb --appendonly no --port <PORT>"}
 
     def _restore_into(self, reader: IO[bytes] | Any, url: str, force: bool, workdir: Path) -> dict[str, Any]:
         target = redis.Redis.from_url(url, socket_timeout=self.timeout)
