@@ -15,6 +15,13 @@ from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, make_settings, pg_s
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
+def run_line(line: str, env: dict[str, str] | None = None, **values: str) -> subprocess.CompletedProcess[str]:
+    """Run a README line as written, its placeholders (KEY, ARTIFACT, ...) filled in, under pipefail."""
+    for name, value in values.items():
+        line = line.replace(name, value)
+    return subprocess.run(["bash", "-o", "pipefail", "-c", line], check=True, capture_output=True, text=True, env=env)
+
+
 def test_standard_tools_are_installed() -> None:
     for tool in ("age", "zstd", "pg_restore", "sqlite3", "redis-check-rdb"):
         assert shutil.which(tool), f"{tool} is missing: `make test` installs it"
@@ -29,9 +36,8 @@ def test_postgres_pipeline_from_the_readme(tmp_path: Path, pg_server, erp_db, ag
     target = erp_db + "_manual"
     with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{target}" OWNER erp_user')
-    cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(artifact))
-           .replace("TARGET", f"'host=127.0.0.1 port={pg_server.port} user=erp_user dbname={target}'"))
-    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, env={"PGPASSWORD": ERP_PASSWORD, "PATH": "/usr/bin:/bin"})
+    run_line(line, env={"PGPASSWORD": ERP_PASSWORD, "PATH": "/usr/bin:/bin"}, KEY=str(age_identity[0]),
+             ARTIFACT=str(artifact), TARGET=f"'host=127.0.0.1 port={pg_server.port} user=erp_user dbname={target}'")
     with psycopg.connect(pg_server.dsn(target, "erp_user", ERP_PASSWORD)) as conn:
         assert conn.execute("SELECT count(*) FROM invoice_lines").fetchone()[0] == 6000
 
@@ -42,9 +48,8 @@ def test_sqlite_pipeline_from_the_readme(tmp_path: Path, demo_sqlite: Path, age_
     line = "age -d -i KEY ARTIFACT | zstd -d -o RESTORED && sqlite3 RESTORED 'PRAGMA integrity_check'"
     assert line in README.read_text()
     restored = tmp_path / "manual.sqlite3"
-    cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / m.artifact_key))
-           .replace("RESTORED", str(restored)))
-    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, capture_output=True, text=True)
+    out = run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key),
+                   RESTORED=str(restored))
     assert out.stdout.strip() == "ok"
     with sqlite3.connect(restored) as conn:
         assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 200
@@ -60,9 +65,7 @@ def test_redis_pipeline_from_the_readme(tmp_path: Path, redis_server, age_identi
     assert line in README.read_text()
     out = tmp_path / "manual-redis"
     out.mkdir()
-    cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / m.artifact_key))
-           .replace("DIR", str(out)))
-    done = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True, capture_output=True, text=True)
+    done = run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key), DIR=str(out))
     assert "RDB looks OK" in done.stdout
     assert b"restored by hand" in (out / "dump.rdb").read_bytes()
 
@@ -77,9 +80,7 @@ def test_config_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
     line = "mkdir DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"
     assert line in README.read_text()
     out = tmp_path / "manual-config"
-    cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / m.artifact_key))
-           .replace("DIR", str(out)))
-    subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+    run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key), DIR=str(out))
     assert (out / ".env").read_text() == "A=1\n" and (out / "config" / "app.json").exists()
 
 
@@ -100,9 +101,7 @@ def test_uploads_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
     blobs = tmp_path / "blobs"
     blobs.mkdir()
     for key in [first.artifact_key, m.artifact_key]:  # older first: the day's snapshot file lands last
-        cmd = (line.replace("KEY", str(age_identity[0])).replace("ARTIFACT", str(tmp_path / "backups" / key))
-               .replace("BLOBS", str(blobs)))
-        subprocess.run(["bash", "-o", "pipefail", "-c", cmd], check=True)
+        run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / key), BLOBS=str(blobs))
     snapshot = json.loads((blobs / ".erp-backup-snapshot.json").read_text())
     contents = {e["name"]: (blobs / "blobs" / e["sha256"]).read_bytes() for e in snapshot if e["type"] == "file"}
     assert contents == {"a.pdf": b"first day", "b.pdf": b"second day"}

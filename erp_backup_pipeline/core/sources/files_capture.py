@@ -107,7 +107,11 @@ class _Unreadable(Exception):
 
 
 class _Archiver:
-    """Walks the configured paths, writes the tar, and collects the index and the unreadable paths."""
+    """Walks the configured paths, writes the tar, and collects the index and the unreadable paths.
+
+    Subclasses change what ``_add`` stores per path and the name of the index written last."""
+
+    index_name = INDEX_NAME
 
     def __init__(self, patterns: list[str], root: str, excludes: Sequence[str], workdir: Path) -> None:
         self.patterns, self.root, self.excludes, self.workdir = patterns, root, list(excludes), workdir
@@ -151,12 +155,12 @@ class _Archiver:
             for path, name in self.candidates():
                 if self.stop.is_set():
                     raise SourceError("files: dump aborted")
-                if name == INDEX_NAME:
-                    self.problems.append((path, f"uses the reserved name {INDEX_NAME}"))
+                if name == self.index_name:
+                    self.problems.append((path, f"uses the reserved name {self.index_name}"))
                     continue
                 self._add(tar, path, name)
             data = json.dumps(self.index, sort_keys=True).encode()
-            info = tarfile.TarInfo(INDEX_NAME)
+            info = tarfile.TarInfo(self.index_name)
             info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
             tar.addfile(info, io.BytesIO(data))
 

@@ -22,14 +22,12 @@ builds the tree beside the target before moving it into place. Paths never reach
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -71,6 +69,8 @@ def save_state(path: Path, state: dict[str, Any]) -> None:
 class _IncrementalArchiver(_Archiver):
     """The config archiver's walk and careful reading, storing only content no artifact holds yet."""
 
+    index_name = SNAPSHOT_NAME
+
     def __init__(self, root: str, excludes: list[str], workdir: Path, state: dict[str, Any]) -> None:
         super().__init__([root], root, excludes, workdir)
         self.state = state
@@ -78,18 +78,7 @@ class _IncrementalArchiver(_Archiver):
         self.new_bytes = 0
         self.reused = 0
 
-    def write(self, out: IO[bytes]) -> None:
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, errors="surrogateescape") as tar:
-            for path, name in self.candidates():
-                if self.stop.is_set():
-                    raise SourceError("uploads: dump aborted")
-                self._entry(tar, path, name)
-            data = json.dumps(self.index, sort_keys=True).encode()
-            info = tarfile.TarInfo(SNAPSHOT_NAME)
-            info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
-            tar.addfile(info, io.BytesIO(data))
-
-    def _entry(self, tar: tarfile.TarFile, path: str, name: str) -> None:
+    def _add(self, tar: tarfile.TarFile, path: str, name: str) -> None:
         try:
             st = os.lstat(path)
             entry: dict[str, Any] = {"name": name, "mode": stat.S_IMODE(st.st_mode), "uid": st.st_uid,
