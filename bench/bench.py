@@ -2,6 +2,7 @@
 """Side-by-side benchmark of the PostgreSQL backup, in ONE run, on a generated ERP-like database.
 
     .venv/bin/python bench/bench.py [--size-mb 500] [--small-mb 250] [--out bench/out] [--profile] [--skip-redis]
+                                    [--skip-uploads]
 
 Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
   (a) floor      ``pg_dump -Fc -Z0 > /dev/null``
@@ -21,6 +22,22 @@ compare the dumpers, not that delay.
   (r0) floor     ``redis-cli -h 127.0.0.1 -p PORT --rdb FILE``; artifact = the RDB file.
   (r1) pipeline  ``redis_snapshot`` materialized exactly like (c) (child process, moto S3, age, the
                  default compression); timed around ``materialize``.
+
+Uploads cases (``--skip-uploads`` leaves them out): a generated tree of 10,000 files (seeded: ~9,900
+PDF-like files of 1-50 KB, mostly random bytes with some PDF text, and ~135 JPEG-like scans of
+1-10 MB; ~1 GB in ~350 nested directories, mtimes in the past). One scenario per repetition, with
+a fresh ``state_dir``, bucket and rsync destination:
+  (u1) pipeline  first ``uploads_snapshot`` backup, materialized exactly like (c) (child process, moto S3,
+                 age, the default compression); shipped bytes = the artifact's ``encrypted_bytes``.
+  (u2) pipeline  the same again, tree unchanged (same ``state_dir``: the backup is incremental).
+  (u3) pipeline  the same again after 100 files (1 %) were changed (half appended to, half rewritten
+                 in place); changed bytes = the sizes of those files.
+  (s1) original  ``rsync -a --stats SRC/ DST/day1/`` (a local directory: the original strategy's method)
+  (s2) original  ``rsync -a --stats --link-dest=DST/day1 SRC/ DST/day2/``, tree unchanged
+  (s3) original  ``rsync -a --stats --link-dest=DST/day2 SRC/ DST/day3/`` after the same 1 % change
+                 For rsync, shipped bytes = its "Total transferred file size" (checked against the
+                 sizes of the files in DST/dayN that are not hard links). (s1)-(s2) run after (u2),
+                 (s3) after (u3); the tree is in the page cache for all of them.
 
 Measurements
   wall        perf_counter around the command(s) / around ``materialize``
@@ -43,6 +60,8 @@ import argparse
 import json
 import os
 import platform
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -63,6 +82,10 @@ TIME_BIN = "/usr/bin/time"
 MB = 1 << 20
 DEFAULT_COMPRESSION = {"codec": "zstd", "level": 3, "threads": 2}  # the product's default (speed)
 LEVEL7_COMPRESSION = {"codec": "zstd", "level": 7, "threads": 2}  # case (c7): size, by configuration
+UPLOAD_FILES = 10_000
+UPLOAD_SCANS = 135  # 1-10 MB each; the rest are 1-50 KB PDF-like files
+UPLOAD_CHANGED = 100  # 1 % of the files, changed between (u2) and (u3)
+UPLOAD_SEED = 20261125
 
 # --------------------------------------------------------------------------------------------
 # child mode: run the Dagster materialize and report its own figures as JSON
@@ -466,6 +489,92 @@ def redis_cpu(server: Any) -> float:
 
 
 # --------------------------------------------------------------------------------------------
+# uploads tree generator: the ERP's documents (invoices as PDF, scanned delivery notes)
+# --------------------------------------------------------------------------------------------
+
+PDF_WORDS = (b"/Type /Page /Parent 2 0 R /MediaBox [0 0 595.28 841.89] /Resources << /Font << /F1 5 0 R /F2 6 0 R >> "
+             b"/ProcSet [/PDF /Text /ImageC] >> /Contents 7 0 R /Filter /FlateDecode /Length /Subtype /Type1 "
+             b"/BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding BT /F1 9 Tf 56.7 760 Td (Rechnung) Tj ET "
+             b"(Steinmetz Natursteine GmbH) (Grabstein Granit poliert) (Inschrift vertieft vergoldet) (Netto) "
+             b"(MwSt 19 %) (Brutto) (Zahlbar innerhalb 14 Tagen ohne Abzug) (IBAN DE89 3704 0044 0532 0130 00) "
+             b"/XObject /Im1 /Width 1240 /Height 1754 /ColorSpace /DeviceRGB /BitsPerComponent 8").split()
+
+
+def _pdf_like(rng: random.Random, size: int, text: bytes, n: int) -> bytes:
+    """A PDF-shaped file: header, compressed-looking (random) stream bytes, then PDF text and a trailer.
+
+    About a quarter is text, so the file compresses a little, as real PDFs do, not 100x."""
+    head = b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n" \
+        + f"7 0 obj\n<< /Length {size} /Filter /FlateDecode >>\nstream\n".encode()
+    tail = f"\ntrailer\n<< /Size {n % 97 + 8} /Root 1 0 R /ID [<{rng.getrandbits(128):032x}>] >>\n%%EOF\n".encode()
+    text_len = size // 4
+    off = rng.randrange(len(text) - text_len)
+    body = rng.randbytes(max(size - len(head) - len(tail) - text_len - 11, 0))
+    data = head + body + b"\nendstream\n" + text[off:off + text_len] + tail
+    return data[:size]
+
+
+def generate_uploads_tree(root: Path, seed: int = UPLOAD_SEED) -> dict[str, Any]:
+    """UPLOAD_FILES files in ~350 leaf directories (invoices by month, offers, customer folders, scans by
+    quarter), seeded; returns counts, bytes and the sorted file list."""
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    years = range(2013, 2027)
+    small_dirs = [f"rechnungen/{y}/{m:02d}" for y in years for m in range(1, 13)]
+    small_dirs += [f"angebote/{y}" for y in years] + [f"lieferscheine/{y}" for y in years]
+    small_dirs += [f"kunden/K{k:08d}/korrespondenz" for k in sorted(rng.sample(range(1, 40000), 100))]
+    scan_dirs = [f"scans/{y}/Q{q}" for y in years for q in range(1, 5)]
+    text = b" ".join(rng.choice(PDF_WORDS) for _ in range(40000))
+    assert len(text) > 4 * 50 * 1024
+    t_lo, t_hi = datetime(2013, 1, 1, tzinfo=UTC).timestamp(), datetime(2026, 11, 1, tzinfo=UTC).timestamp()
+    for d in small_dirs + scan_dirs:
+        (root / d).mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    total = scans = 0
+    for n in range(UPLOAD_FILES):
+        if n < UPLOAD_SCANS:
+            d = rng.choice(scan_dirs)
+            size = rng.randint(1 * MB, 10 * MB)
+            data = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + rng.randbytes(size - 13)
+            path = root / d / f"scan-{n:05d}.jpg"
+            scans += 1
+        else:
+            d = rng.choice(small_dirs)
+            size = rng.randint(1024, 50 * 1024)
+            data = _pdf_like(rng, size, text, n)
+            path = root / d / f"{d.split('/')[0][:2].upper()}-{n:06d}.pdf"
+        path.write_bytes(data)
+        mt = rng.uniform(t_lo, t_hi)
+        os.utime(path, (mt, mt))
+        files.append(path)
+        total += len(data)
+    dirs = sum(1 for _ in root.rglob("*") if _.is_dir())
+    return {"files": len(files), "dirs": dirs, "bytes": total, "scan_files": scans, "seed": seed,
+            "generate_s": round(time.perf_counter() - t0, 1), "file_list": sorted(files)}
+
+
+def modify_uploads_tree(files: list[Path], n: int = UPLOAD_CHANGED, seed: int = UPLOAD_SEED) -> dict[str, Any]:
+    """Change ``n`` files picked by the seed: every other one gets 200-4096 bytes appended, the rest get
+    512 bytes rewritten in place (same size and inode, new mtime). Changed bytes = their sizes after."""
+    rng = random.Random(seed + 1)
+    chosen = rng.sample(files, n)
+    appended = 0
+    for i, p in enumerate(chosen):
+        if i % 2 == 0:
+            with open(p, "ab") as fh:
+                fh.write(rng.randbytes(rng.randint(200, 4096)))
+            appended += 1
+        else:
+            size = p.stat().st_size
+            with open(p, "r+b") as fh:
+                fh.seek(rng.randrange(max(size - 512, 1)))
+                fh.write(rng.randbytes(512))
+    sizes = [p.stat().st_size for p in chosen]
+    return {"files": n, "appended": appended, "rewritten": n - appended, "changed_bytes": sum(sizes),
+            "largest_changed_bytes": max(sizes), "changed_scans": sum(p.suffix == ".jpg" for p in chosen)}
+
+
+# --------------------------------------------------------------------------------------------
 # measuring helpers
 # --------------------------------------------------------------------------------------------
 
@@ -701,13 +810,18 @@ class Bench:
     # ---------------------------------------------------------------- (c)
     def case_c(self, dbname: str, label: str, public_key: str, profile: bool = False,
                compression: dict[str, Any] | None = None, asset: str = "postgres_dump",
-               sources: dict[str, Any] | None = None) -> dict[str, Any]:
+               sources: dict[str, Any] | None = None, bucket: str | None = None,
+               extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
         import boto3
 
-        bucket = f"bench-{label}-{int(time.time())}"
         s3 = boto3.client("s3", endpoint_url=self.moto.endpoint, region_name="eu-central-1",
                           aws_access_key_id="testing", aws_secret_access_key="testing")
-        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        if bucket is None:  # a fresh bucket; a given one is created on first use (the uploads scenario shares one)
+            bucket = f"bench-{label}-{int(time.time())}"
+        known = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+        if bucket not in known:
+            s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        keys_before = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
         staging = self.tmp / f"staging-{label}"
         config = {
             "staging_dir": str(staging),
@@ -719,6 +833,7 @@ class Bench:
             "sources": sources or {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
                                                 "dbname": dbname, "password": self.pg.password, "sslmode": "disable",
                                                 "bin_dir": self.bindir}},
+            **(extra_config or {}),
         }
         cfg_path = self.tmp / f"config-{label}.yaml"
         cfg_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
@@ -730,7 +845,8 @@ class Bench:
                 "--child-asset", asset]
         if profile:
             argv += ["--child-profile", str(self.out / f"profile-{label}.txt")]
-        server_cpu_now = (lambda: redis_cpu(self.redis)) if asset == "redis_snapshot" else (lambda: server_cpu(self.pg))
+        server_cpu_now = {"redis_snapshot": lambda: redis_cpu(self.redis),
+                          "postgres_dump": lambda: server_cpu(self.pg)}.get(asset, lambda: 0.0)  # uploads: no server
         cpu0 = server_cpu_now()
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=str(self.tmp),
@@ -745,7 +861,7 @@ class Bench:
         child = json.loads(out_json.read_text())
         if not child["success"]:
             raise RuntimeError(f"materialize for ({label}) failed: {child['errors']}; see {log_path}")
-        objects = s3.list_objects_v2(Bucket=bucket).get("Contents", [])
+        objects = [o for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []) if o["Key"] not in keys_before]
         artifact = [o for o in objects if not o["Key"].endswith(".json")]
         md = child["metadata"]
         s3_bytes = sum(o["Size"] for o in artifact)
@@ -762,6 +878,76 @@ class Bench:
                 "subprocess_peak_rss_bytes": sampler.peak_by_name(), "import_s": child["import_s"],
                 "metadata": md, "steps": child["steps"], "compression": config["compression"],
                 "timeline_t_rss_staging": tl}
+
+
+    # ---------------------------------------------------------------- uploads: (u1)-(u3), rsync (s1)-(s3)
+    def case_u(self, label: str, public_key: str, tree: Path, state_dir: Path, bucket: str) -> dict[str, Any]:
+        r = self.case_c("", label, public_key, asset="uploads_snapshot", sources={"uploads": {"path": str(tree)}},
+                        bucket=bucket, extra_config={"state_dir": str(state_dir)})
+        state = state_dir / "uploads_snapshot.json"
+        r["state_file_bytes"] = state.stat().st_size if state.exists() else 0
+        return r
+
+    def case_s(self, tree: Path, dest: Path, day: str, link_dest: str | None) -> dict[str, Any]:
+        target = dest / day
+        argv = ["rsync", "-a", "--stats"] + ([f"--link-dest={dest / link_dest}"] if link_dest else []) \
+            + [f"{tree}/", f"{target}/"]
+        stats_path = self.tmp / f"rsync-{day}.stats"
+        with open(stats_path, "w") as fh:
+            r = timed(argv, dict(os.environ), stdout=fh)
+        stats = stats_path.read_text()
+
+        def stat_int(label: str) -> int:
+            m = re.search(rf"^{re.escape(label)}: ([\d,]+)", stats, re.M)
+            if m is None:
+                raise RuntimeError(f"rsync --stats printed no '{label}':\n{stats}")
+            return int(m.group(1).replace(",", ""))
+
+        new_bytes = new_files = linked = 0  # files of this day that are not hard links to an earlier day
+        for root, _dirs, files in os.walk(target):
+            for f in files:
+                st = os.lstat(os.path.join(root, f))
+                if st.st_nlink == 1:
+                    new_bytes += st.st_size
+                    new_files += 1
+                else:
+                    linked += 1
+        transferred = stat_int("Total transferred file size")
+        return {"wall_s": r["wall_s"], "artifact_bytes": transferred, "peak_rss_bytes": r["peak_rss_bytes"],
+                "client_cpu_s": r["cpu_s"], "server_cpu_s": 0.0, "max_staging_bytes": 0,
+                "rsync_files_transferred": stat_int("Number of regular files transferred"),
+                "new_unlinked_bytes": new_bytes, "new_unlinked_files": new_files, "hardlinked_files": linked,
+                "argv": " ".join(argv[:-2] + ["SRC/", f"DST/{day}/"]).replace(str(dest), "DST")}
+
+    def uploads_scenario(self, runs: dict[str, list[dict[str, Any]]], public_key: str, rep: int,
+                         repeat: int) -> dict[str, Any]:
+        """(u1), (u2), (s1), (s2); change 1 % of the files; (u3), (s3). Fresh tree, state, bucket, DST."""
+        base = self.tmp / f"uploads-{rep}"
+        tree, state_dir, dest = base / "tree", base / "state", base / "rsync-dest"
+        tree.mkdir(parents=True)
+        dest.mkdir()
+        info = generate_uploads_tree(tree)
+        files = info.pop("file_list")
+        print(f"uploads: generated {info['files']:,} files ({info['scan_files']} scans of 1-10 MB), "
+              f"{info['bytes']:,} bytes ({info['bytes'] / MB:.0f} MiB) in {info['dirs']} directories in "
+              f"{info['generate_s']} s", flush=True)
+        bucket = f"bench-uploads-{rep}-{int(time.time())}"
+        for key, fn in (("u1", lambda: self.case_u(f"uploads{rep}-u1", public_key, tree, state_dir, bucket)),
+                        ("u2", lambda: self.case_u(f"uploads{rep}-u2", public_key, tree, state_dir, bucket)),
+                        ("s1", lambda: self.case_s(tree, dest, "day1", None)),
+                        ("s2", lambda: self.case_s(tree, dest, "day2", "day1"))):
+            run_case(runs, key, fn, rep, repeat)
+        info["changed"] = modify_uploads_tree(files)
+        ch = info["changed"]
+        print(f"uploads: changed {ch['files']} files ({ch['appended']} appended to, {ch['rewritten']} rewritten in "
+              f"place; {ch['changed_scans']} of them scans): {ch['changed_bytes']:,} bytes", flush=True)
+        for key, fn in (("u3", lambda: self.case_u(f"uploads{rep}-u3", public_key, tree, state_dir, bucket)),
+                        ("s3", lambda: self.case_s(tree, dest, "day3", "day2"))):
+            run_case(runs, key, fn, rep, repeat)
+            runs[key][-1]["changed_bytes"] = ch["changed_bytes"]
+        if not self.args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        return info
 
 
     # ---------------------------------------------------------------- Redis: setup, (r0), (r1)
@@ -810,6 +996,7 @@ class Bench:
 
 CASE_KEYS = ("a_big", "b_big", "c_big", "c7_big", "a_small", "c_small")
 REDIS_CASE_KEYS = ("r0", "r1")
+UPLOAD_CASE_KEYS = ("u1", "u2", "u3", "s1", "s2", "s3")
 
 
 def step_durations(steps: list[dict[str, Any]]) -> str:
@@ -867,16 +1054,38 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
                         f"{int(r1['metadata'].get('raw_bytes', 0)):,})", "target": "-", "result": "info"})
         targets.append({"check": "(r1) Dagster steps (info)", "value": step_durations(r1["steps"]), "target": "-",
                         "result": "info"})
+    if "u1" in c:  # uploads, 10,000 files, ~1 GB
+        u1, u2, u3, s1, s2, s3 = (c[k] for k in UPLOAD_CASE_KEYS)
+        changed = u3["changed_bytes"]
+        r_bytes = u2["artifact_bytes"] / u1["artifact_bytes"]
+        t("(u2) shipped / (u1) shipped", f"{100 * r_bytes:.3f} % ({u2['artifact_bytes']:,} vs "
+          f"{u1['artifact_bytes']:,} bytes)", "< 1 %", r_bytes < 0.01)
+        r_time = u2["wall_s"] / u1["wall_s"]
+        t("(u2) time / (u1) time", f"{100 * r_time:.1f} % ({u2['wall_s']:.2f} s vs {u1['wall_s']:.2f} s)", "<= 10 %",
+          r_time <= 0.10)
+        t("(u3) shipped vs changed bytes", f"{u3['artifact_bytes']:,} vs {changed:,} "
+          f"({u3['artifact_bytes'] / changed:.2f}x)", "<= 2 x changed", u3["artifact_bytes"] <= 2 * changed)
+        for n, (name, u, s) in enumerate((("first", u1, s1), ("unchanged", u2, s2), ("1 % changed", u3, s3)), 1):
+            targets.append({"check": f"(u{n}) vs (s{n}) rsync --link-dest, {name} (info)",
+                            "value": f"{u['wall_s']:.2f} s vs {s['wall_s']:.2f} s; {u['artifact_bytes']:,} vs "
+                                     f"{s['artifact_bytes']:,} bytes", "target": "-", "result": "info"})
+        targets.append({"check": "(u2) Dagster steps (info)", "value": step_durations(u2["steps"]), "target": "-",
+                        "result": "info"})
 
     rows = []
     names = {"a_big": "(a) floor pg_dump -Z0 >/dev/null", "b_big": "(b) original pg_dump|gzip|gpg|cp",
              "c_big": "(c) postgres_dump -> S3", "c7_big": "(c) level 7", "a_small": "(a) floor",
              "c_small": "(c) postgres_dump -> S3", "r0": "(r0) redis-cli --rdb FILE",
-             "r1": "(r1) redis_snapshot -> S3"}
-    for key in CASE_KEYS + tuple(k for k in REDIS_CASE_KEYS if k in c):
+             "r1": "(r1) redis_snapshot -> S3", "u1": "(u1) uploads_snapshot first -> S3",
+             "u2": "(u2) uploads_snapshot unchanged", "u3": "(u3) uploads_snapshot 1 % changed",
+             "s1": "(s1) rsync -a day1", "s2": "(s2) rsync --link-dest, unchanged",
+             "s3": "(s3) rsync --link-dest, 1 % changed"}
+    for key in CASE_KEYS + tuple(k for k in REDIS_CASE_KEYS + UPLOAD_CASE_KEYS if k in c):
         cc = c[key]
         if key in REDIS_CASE_KEYS:
             db = f"{res['redis']['used_memory'] / MB:.0f} MiB"
+        elif key in UPLOAD_CASE_KEYS:
+            db = f"{res['uploads']['bytes'] / MB:.0f} MiB"
         else:
             db = f"{res['databases']['big' if key.endswith('big') else 'small']['db_bytes'] / MB:.0f} MiB"
         rows.append({"case": names[key], "db": db,
@@ -900,7 +1109,8 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
         lines.append(f"| {r['case']} | {r['db']} | {r['wall_s']:.2f} | {art} | {r['peak_rss_mib']:.1f} | "
                      f"{r['client_cpu_s']:.1f} | {r['server_cpu_s']:.1f} | {r['max_staging_bytes']:,} |")
     lines += ["", f"Wall times of all {res['repeat']} run(s), the median is shown: " + "; ".join(
-        f"{k} {res['cases'][k]['wall_s_all_runs']}" for k in CASE_KEYS + REDIS_CASE_KEYS if k in res["cases"])]
+        f"{k} {res['cases'][k]['wall_s_all_runs']}" for k in CASE_KEYS + REDIS_CASE_KEYS + UPLOAD_CASE_KEYS
+        if k in res["cases"])]
     lines += ["", "| check | value | target | result |", "|---|---|---|---|"]
     for t in targets:
         res_s = f"**{t['result']}**" if t["result"] == "FAIL" else t["result"]
@@ -932,6 +1142,30 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
                   + f"; first step started {next(st['t'] for st in r1['steps'] if st['event'] == 'STEP_START'):.2f} s "
                   "after `materialize` was called; (r1) subprocesses: " + ", ".join(
                       f"{k} {mib(v)} MiB" for k, v in r1["subprocess_peak_rss_bytes"].items()) + "."]
+    if "u1" in res["cases"]:
+        up, cs = res["uploads"], res["cases"]
+        ch = up["changed"]
+        lines += ["", f"Uploads: a generated tree (seed {up['seed']}) of {up['files']:,} files, {up['bytes']:,} bytes "
+                  f"({up['bytes'] / MB:.0f} MiB) in {up['dirs']} directories: {up['scan_files']} JPEG-like scans of "
+                  f"1-10 MB, the rest PDF-like files of 1-50 KB (mostly random bytes, a quarter PDF text); generated "
+                  f"in {up['generate_s']} s. Between (u2)/(s2) and (u3)/(s3), {ch['files']} files were changed "
+                  f"({ch['appended']} appended to, {ch['rewritten']} rewritten in place, {ch['changed_scans']} of them "
+                  f"scans): {ch['changed_bytes']:,} bytes. Shipped bytes: (u) the artifact's `encrypted_bytes`; "
+                  "(s) rsync's \"Total transferred file size\" into a local directory (not encrypted, not "
+                  "compressed, not off-site). The uploads section took " + f"{up['section_s']} s.", ""]
+        for k in ("u1", "u2", "u3"):
+            md = cs[k]["metadata"]
+            lines.append(f"- ({k}) files {md.get('files')}, unchanged_files {md.get('unchanged_files')}, new_blobs "
+                         f"{md.get('new_blobs')}, new_bytes {md.get('new_bytes')}, raw (tar) bytes "
+                         f"{md.get('raw_bytes')}; state file {cs[k]['state_file_bytes']:,} bytes; steps: "
+                         + step_durations(cs[k]["steps"]) + f"; first step started "
+                         f"{next(st['t'] for st in cs[k]['steps'] if st['event'] == 'STEP_START'):.2f} s after "
+                         "`materialize` was called.")
+        for k in ("s1", "s2", "s3"):
+            sc = cs[k]
+            lines.append(f"- ({k}) `{sc['argv']}`: {sc['rsync_files_transferred']:,} files transferred; files not "
+                         f"hard-linked to an earlier day {sc['new_unlinked_files']:,} ({sc['new_unlinked_bytes']:,} "
+                         f"bytes), hard-linked {sc['hardlinked_files']:,}.")
     return "\n".join(lines) + "\n"
 
 
@@ -976,6 +1210,8 @@ def main() -> int:
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--child-out", help=argparse.SUPPRESS)
     p.add_argument("--skip-redis", action="store_true", help="leave out the Redis cases (r0) and (r1)")
+    p.add_argument("--skip-uploads", action="store_true",
+                   help="leave out the uploads cases (u1)-(u3) and their rsync baseline (s1)-(s3)")
     p.add_argument("--child-profile", help=argparse.SUPPRESS)
     p.add_argument("--child-asset", default="postgres_dump", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -1021,6 +1257,14 @@ def main() -> int:
                     run_case(runs, key, fn, rep, args.repeat)
             results["redis"]["section_s"] = round(time.perf_counter() - t_redis, 1)
             print(f"redis section took {results['redis']['section_s']} s", flush=True)
+        if not args.skip_uploads:
+            if shutil.which("rsync") is None:
+                sys.exit("rsync (Debian package 'rsync') is needed for the uploads baseline; or use --skip-uploads")
+            t_up = time.perf_counter()
+            for rep in range(args.repeat):
+                results["uploads"] = bench.uploads_scenario(runs, public, rep, args.repeat)
+            results["uploads"]["section_s"] = round(time.perf_counter() - t_up, 1)
+            print(f"uploads section took {results['uploads']['section_s']} s", flush=True)
         cases: dict[str, Any] = {}
         for key, rs in runs.items():  # the repetition with the median wall time stands for the case
             chosen = dict(sorted(rs, key=lambda r: r["wall_s"])[(len(rs) - 1) // 2])
@@ -1057,6 +1301,9 @@ def main() -> int:
             r1 = cases["r1"]
             print(f"(r1) redis: peak RSS {mib(r1['peak_rss_bytes'])} MiB; steps: " + step_durations(r1["steps"])
                   + "; subprocesses: " + ", ".join(f"{k} {mib(v)} MiB" for k, v in r1["subprocess_peak_rss_bytes"].items()))
+        if "u2" in cases:
+            print("(u2) uploads unchanged: steps: " + step_durations(cases["u2"]["steps"]) + "; first step started "
+                  f"{next(s['t'] for s in cases['u2']['steps'] if s['event'] == 'STEP_START'):.2f} s after materialize")
         print(f"bench took {results['bench_seconds']} s; wrote {bench.out / 'results.json'} and {bench.out / 'results.md'}")
     finally:
         bench.teardown()
