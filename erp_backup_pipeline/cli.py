@@ -147,7 +147,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with progress_reporter() as report:
-        result = verify_backup(settings, _source_name(args.source), args.partition, report)
+        read_data = 0 if args.read_data else args.read_data_sample
+        result = verify_backup(settings, _source_name(args.source), args.partition, report, read_data)
     print(json.dumps(result, indent=2) if args.json else
           f"OK {result['source']} {result['partition']} captured {result['captured_at']}: "
           f"checksums match, decrypts, decompresses, {result['method']} passes ({result['seconds']} s)")
@@ -199,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="re-download, check checksums, decrypt, decompress and verify a backup")
     s.add_argument("source")
     s.add_argument("--partition", required=True)
+    s.add_argument("--read-data", action="store_true",
+                   help="uploads: also read back every earlier artifact the snapshot depends on")
+    s.add_argument("--read-data-sample", type=int, metavar="K",
+                   help="uploads: read back K randomly chosen earlier artifacts it depends on")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
 

@@ -127,7 +127,15 @@ def test_verify_checks_the_artifacts_a_snapshot_builds_on(tmp_path: Path, upload
     m1 = backup(settings, "2026-11-23")
     backup(settings, "2026-11-24")
     result = verify_backup(settings, "uploads_snapshot", "2026-11-24")
-    assert result["ok"] and result["depends_on"] == 1
+    assert result["ok"] and result["depends_on"] == 1 and "depends_on_read" not in result
+    assert verify_backup(settings, "uploads_snapshot", "2026-11-24", read_data=0)["depends_on_read"] == 1
+    older = tmp_path / "backups" / m1.artifact_key
+    data = bytearray(older.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    older.write_bytes(bytes(data))
+    assert verify_backup(settings, "uploads_snapshot", "2026-11-24")["ok"]  # existence alone: still fine
+    with pytest.raises(VerifyError, match="checksum mismatch"):
+        verify_backup(settings, "uploads_snapshot", "2026-11-24", read_data=1)  # reading it back is not
     (tmp_path / "backups" / m1.artifact_key).unlink()
     (tmp_path / "backups" / m1.key).unlink()
     [entry] = load_catalog(build_destinations(settings), settings.prefix)

@@ -8,6 +8,7 @@ so a damaged download never reaches a database.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -89,9 +90,17 @@ def _depended_on(settings: Any, m: Manifest) -> dict[str, Entry]:
     return {k: by_key[k] for k in keys}
 
 
-def verify_backup(settings: Any, source: str, partition: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Re-download, check checksums, decrypt, decompress and run the source's own verification; for a
-    backup built on earlier ones, check that each of them still exists."""
+def _read_back(settings: Any, entry: Entry) -> None:
+    """Download an artifact, check its sha256, decrypt and decompress it, and compare with its dump."""
+    with fetched(settings, entry) as path, open(path, "rb") as fh:
+        _check_plain(plaintext_reader(settings, entry.manifest, fh), entry.manifest)
+
+
+def verify_backup(settings: Any, source: str, partition: str, progress: Progress | None = None,
+                  read_data: int | None = None) -> dict[str, Any]:
+    """Re-download, check checksums, decrypt, decompress and run the source's own verification. For a
+    backup built on earlier ones (uploads), check that each of them still exists, and with ``read_data``
+    also read them back: 0 = all of them, K = a random sample of K."""
     entry = find_entry(settings, source, partition)
     m = entry.manifest
     src = build_source(settings, source)
@@ -101,7 +110,13 @@ def verify_backup(settings: Any, source: str, partition: str, progress: Progress
         reader = plaintext_reader(settings, m, fh, progress, "verify")
         details = src.verify(reader, path.parent, m.facts)
         _check_plain(reader, m)
-    extra = {"depends_on": len(depends)} if depends else {}
+    extra: dict[str, Any] = {"depends_on": len(depends)} if depends else {}
+    if depends and read_data is not None:
+        keys = sorted(depends)
+        chosen = keys if read_data == 0 else random.sample(keys, min(read_data, len(keys)))
+        for key in chosen:
+            _read_back(settings, depends[key])
+        extra["depends_on_read"] = len(chosen)
     return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
             "seconds": round(time.monotonic() - t0, 2), **details, **extra}
 
