@@ -132,12 +132,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        print(f"{'source':<14} {'partition':<11} {'captured_at':<26} {'raw':>10} {'artifact':>10} "
+        print(f"{'source':<16} {'partition':<11} {'captured_at':<26} {'raw':>10} {'artifact':>10} "
               f"{'sha256':<14} {'verified':<8} destinations")
         for r in rows:
             flag = "yes" if r["verified"] else "NO"
             where = ",".join(r["destinations"]) + ("" if r["complete"] else " (INCOMPLETE)")
-            print(f"{r['source']:<14} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
+            print(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
                   f"{human_bytes(r['artifact_bytes']):>10} {r['sha256'][:12]:<14} {flag:<8} {where}")
     for err in errors:
         print(f"erp-backup: warning: {redact(err)}", file=sys.stderr)
