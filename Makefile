@@ -27,6 +27,7 @@ run: install system-deps
 
 lint: install-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 test: install-test system-deps lint
 	$(BIN)/dagster definitions validate -m $(MODULE)

@@ -67,7 +67,7 @@ class EncryptionSettings(_Model):
     recipients: list[str] = Field(default_factory=list, description="age public keys (age1...)")
     recipients_file: Path | None = None
     identity_file: Path | None = Field(None, description="age identity; needed only to verify and restore")
-    gpg: GpgSettings = GpgSettings()
+    gpg: GpgSettings = Field(default_factory=GpgSettings)
 
     def age_recipients(self) -> list[str]:
         found = list(self.recipients)
@@ -197,7 +197,7 @@ class Settings(_Model):
     staging_dir: Path = Path("var/staging")
     prefix: str = Field("erp-steinmetz", description="first part of every object key")
     state_dir: Path = Field(Path("var/state"), description="what incremental backups remember (uploads); 0700")
-    compression: CompressionSettings = CompressionSettings()
+    compression: CompressionSettings = Field(default_factory=CompressionSettings)
     encryption: EncryptionSettings
     destinations: list[DestinationSettings] = Field(min_length=1)
     sources: SourcesSettings = SourcesSettings()

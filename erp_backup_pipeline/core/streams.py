@@ -6,6 +6,7 @@ figures are exact even when several stages run in one pass.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ class StageStats:
     seconds: float = 0.0
     _hash: Any = field(default_factory=hashlib.sha256, repr=False)
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: builtins.bytes) -> None:  # the field ``bytes`` shadows the type here
         self.bytes += len(chunk)
         self._hash.update(chunk)
 
@@ -39,7 +40,7 @@ class StageStats:
 class HashingReader:
     """File-like reader that counts and hashes what passes through, and times its reads."""
 
-    def __init__(self, raw: IO[bytes], stats: StageStats | None = None,
+    def __init__(self, raw: IO[bytes] | Any, stats: StageStats | None = None,
                  progress: Progress | None = None, stage: str = "", total: int | None = None) -> None:
         self.raw = raw
         self.stats = stats or StageStats()

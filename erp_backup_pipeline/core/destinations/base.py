@@ -20,6 +20,7 @@ Every method documents what it guarantees; one contract test suite runs against 
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 from collections.abc import Iterator
 from datetime import timedelta
@@ -65,7 +66,7 @@ class Destination(Protocol):
     def check(self) -> None:
         """Fail early (DestinationError, one line) when the destination cannot be used."""
 
-    def sweep_partials(self, older_than: timedelta = ...) -> list[str]: ...
+    def sweep_partials(self, older_than: timedelta = ...) -> builtins.list[str]: ...
 
 
 def put_bytes(dest: Destination, key: str, data: bytes) -> str:

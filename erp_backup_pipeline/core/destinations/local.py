@@ -7,6 +7,7 @@ ones a killed process left behind.
 
 from __future__ import annotations
 
+import builtins
 import errno
 import os
 import secrets
@@ -163,7 +164,7 @@ class LocalDestination:
         except FileNotFoundError:
             pass
 
-    def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> list[str]:
+    def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> builtins.list[str]:  # list: the method above
         """Remove partial files a killed writer left, untouched for ``older_than``; returns their keys."""
         cutoff = time.time() - older_than.total_seconds()
         removed = []

@@ -11,6 +11,7 @@ CompleteMultipartUpload succeeds; a failed or interrupted writer aborts its uplo
 from __future__ import annotations
 
 import base64
+import builtins
 import functools
 import hashlib
 from collections.abc import Iterator
@@ -248,7 +249,7 @@ class S3Destination:
     def delete(self, key: str) -> None:
         self.call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
 
-    def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> list[str]:
+    def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> builtins.list[str]:  # list: the method above
         """Abort multipart uploads under our prefix that were started ``older_than`` ago or earlier."""
         cutoff = datetime.now(UTC) - older_than
         resp = self.call("list uploads", "", self.client.list_multipart_uploads, Bucket=self.bucket,

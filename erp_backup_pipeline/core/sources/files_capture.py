@@ -205,7 +205,7 @@ class _Archiver:
             if attempt:
                 time.sleep(_SETTLE_PAUSE)
             fd = _open_regular(path)
-            spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY, dir=self.workdir)
+            spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_MEMORY, dir=str(self.workdir))
             try:
                 before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode):

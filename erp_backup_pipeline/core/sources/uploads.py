@@ -227,8 +227,8 @@ def _read(reader: IO[bytes] | Any, store: Path | None,
                     raise VerifyError(f"uploads: unexpected member {shown(member.name)} in the artifact")
                 digest = member.name[len(BLOB_DIR):]
                 keep = store is not None and (wanted is None or digest in wanted)
-                sink = open(os.open(store / digest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") if keep \
-                    else None
+                sink = open(os.open(store / digest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") \
+                    if keep and store is not None else None
                 try:
                     h = hashlib.sha256()
                     while chunk := data.read(CHUNK):
