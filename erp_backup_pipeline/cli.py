@@ -173,6 +173,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from erp_backup_pipeline.orchestration.metrics import serve  # the one command that needs Dagster
+
+    print(f"serving Prometheus metrics of $DAGSTER_HOME's instance on http://{args.host}:{args.port}/metrics")
+    serve(args.port, args.host)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="erp-backup", description="Backup and restore of the SteinmetZ ERP.")
     p.add_argument("--config", help="config file (default: $ERP_BACKUP_CONFIG or ./erp-backup.yaml)")
@@ -206,6 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uploads: read back K randomly chosen earlier artifacts it depends on")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("metrics", help="Prometheus metrics from the Dagster instance")
+    msub = s.add_subparsers(dest="metrics_command", required=True)
+    m = msub.add_parser("serve", help="serve /metrics (the instance of $DAGSTER_HOME)")
+    m.add_argument("--port", type=int, default=9188)
+    m.add_argument("--host", default="127.0.0.1")
+    m.set_defaults(func=cmd_metrics)
 
     s = sub.add_parser("restore", help="restore a backup into a NEW file or database")
     s.add_argument("kind", choices=sorted(RESTORE_KINDS))
