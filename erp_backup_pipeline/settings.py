@@ -193,6 +193,10 @@ class SourcesSettings(_Model):
     uploads: UploadsSettings | None = None
 
 
+class ChecksSettings(_Model):
+    size_anomaly_ratio: float = Field(0.5, gt=0, le=1, description="warn below this share of the recent median")
+
+
 class Settings(_Model):
     staging_dir: Path = Path("var/staging")
     prefix: str = Field("erp-steinmetz", description="first part of every object key")
@@ -200,7 +204,8 @@ class Settings(_Model):
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     encryption: EncryptionSettings
     destinations: list[DestinationSettings] = Field(min_length=1)
-    sources: SourcesSettings = SourcesSettings()
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    checks: ChecksSettings = Field(default_factory=ChecksSettings)
 
     @field_validator("prefix")
     @classmethod

@@ -40,6 +40,11 @@ def materialize(name: str, config: Path, partition: str = "2026-11-25") -> dg.Ex
                           raise_on_error=False)
 
 
+def check(result: dg.ExecuteInProcessResult, name: str = "integrity") -> Any:
+    [found] = [e for e in result.get_asset_check_evaluations() if e.check_name == name]
+    return found
+
+
 def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     [event] = result.get_asset_materialization_events()
     return {k: v.value for k, v in event.materialization.metadata.items()}
@@ -81,8 +86,7 @@ def test_materialize_sqlite_to_local_and_s3(tmp_path: Path, demo_sqlite, age_ide
          "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}])
     result = materialize("sqlite_backup", config)
     assert result.success
-    [check] = result.get_asset_check_evaluations()
-    assert check.check_name == "integrity" and check.passed
+    assert check(result).passed and check(result, "size_anomaly").passed
     md = metadata(result)
     for key in ("raw_bytes", "compressed_bytes", "encrypted_bytes", "rows/invoices"):
         assert isinstance(md[key], int) and md[key] > 0
@@ -103,8 +107,7 @@ def test_materialize_redis_snapshot(tmp_path: Path, redis_server, age_identity) 
     config = write_config(tmp_path, age_identity, sources=redis_source(redis_server))
     result = materialize("redis_snapshot", config)
     assert result.success
-    [check] = result.get_asset_check_evaluations()
-    assert check.passed and check.metadata["keys"].value == 1
+    assert check(result).passed and check(result).metadata["keys"].value == 1
     md = metadata(result)
     assert md["dagster/uri"].endswith(".rdb.zst.age") and md["keys/db0"] == 1 and md["keys"] == 1
 
@@ -182,8 +185,8 @@ def test_corrupt_compressed_stream_fails_the_blocking_check_and_ships_nothing(
     monkeypatch.setattr(ZstdCodec, "compress", flipping_compress)
     result = materialize("sqlite_backup", config, "2026-11-25")
     assert not result.success
-    [check] = result.get_asset_check_evaluations()
-    assert not check.passed and check.severity == dg.AssetCheckSeverity.ERROR
+    integrity = check(result)
+    assert not integrity.passed and integrity.severity == dg.AssetCheckSeverity.ERROR
     assert result.get_asset_materialization_events() == []
     entries = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
     assert [e.manifest.partition for e in entries] == ["2026-11-24"]

@@ -12,7 +12,9 @@ from typing import Any
 
 import dagster as dg
 
-from erp_backup_pipeline.core import pipeline
+from erp_backup_pipeline.core import anomaly, pipeline
+from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.streams import format_progress
@@ -100,6 +102,23 @@ def _fact_metadata(facts: dict[str, Any]) -> dict[str, Any]:
     return md
 
 
+def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> dg.AssetCheckResult:
+    """Non-blocking: a suspiciously small backup warns (and alerts), it does not fail the run."""
+    settings = backup_settings.load()
+    errors: list[str] = []
+    entries = load_catalog(build_destinations(settings), settings.prefix, name, errors=errors)
+    previous = anomaly.history(entries, name, m.partition)
+    current = anomaly.measured_size(m)
+    reason = anomaly.size_anomaly(current, previous, settings.checks.size_anomaly_ratio)
+    md: dict[str, Any] = {"measured_bytes": dg.MetadataValue.int(current),
+          "previous_partitions": dg.MetadataValue.int(len(previous[-anomaly.WINDOW:]))}
+    median = anomaly.recent_median(previous)
+    if median is not None:
+        md["median_bytes"] = dg.MetadataValue.float(float(median))
+    return dg.AssetCheckResult(asset_key=name, check_name="size_anomaly", passed=reason is None,
+                               severity=dg.AssetCheckSeverity.WARN, description=reason, metadata=md)
+
+
 def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
     name = info.name
 
@@ -148,11 +167,12 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
                                      result.destinations.items()})
         return result
 
-    @dg.op(name=f"{name}_manifest", out=dg.Out(dg.Nothing),
-           description="Write the manifest beside the artifact (the commit point).")
+    @dg.op(name=f"{name}_manifest", out={"result": dg.Out(dg.Nothing), "size_anomaly": dg.Out(dg.Nothing)},
+           description="Write the manifest beside the artifact (the commit point); compare its size with the last days.")
     def manifest(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                  capture: pipeline.Capture):  # type: ignore[no-untyped-def]
         m = _run_stage(context, pipeline.stage_manifest, backup_settings, capture)
+        yield _size_check(name, backup_settings, m)
         dump_bytes = m.stage("dump")["bytes"]
         comp_bytes = m.stage("compress")["bytes"]
         md: dict[str, Any] = {
@@ -168,7 +188,7 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
             **_stage_metadata(capture),
         }
         md.update(_fact_metadata(m.facts))
-        yield dg.Output(None, metadata=md)
+        yield dg.Output(None, "result", metadata=md)
 
     @dg.graph_asset(
         name=name,
@@ -176,7 +196,10 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
         backfill_policy=dg.BackfillPolicy.multi_run(1),
         check_specs=[dg.AssetCheckSpec("integrity", asset=name, blocking=True,
                                        description="The artifact decompresses to the exact dump and passes the "
-                                                   "source's own check.")],
+                                                   "source's own check."),
+                     dg.AssetCheckSpec("size_anomaly", asset=name,
+                                       description="Warns when the dump is less than half (checks.size_anomaly_ratio) "
+                                                   "of the median of the previous 7 partitions.")],
         ins={"source": dg.AssetIn(info.upstream, dagster_type=dg.Nothing)},
         group_name=GROUP,
         kinds={info.kind},
@@ -186,7 +209,8 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
     )
     def backup_asset(source):  # type: ignore[no-untyped-def]
         checked, integrity = verify(compress(dump(source)))
-        return {"result": manifest(ship(encrypt(checked))), f"{name}_integrity": integrity}
+        result, size = manifest(ship(encrypt(checked)))
+        return {"result": result, f"{name}_integrity": integrity, f"{name}_size_anomaly": size}
 
     return backup_asset
 
