@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -230,3 +230,29 @@ def test_schedule_requests_its_own_date_and_skips_unconfigured_sources(tmp_path:
                                    repository_def=local_defs.get_repository_def()) as ctx:
         data = local_defs.resolve_schedule_def("postgres_dump_nightly").evaluate_tick(ctx)
     assert not data.run_requests and "postgres_dump is not configured" in (data.skip_message or "")
+
+
+def test_freshness_check_fails_without_the_newest_partition_and_passes_with_it(tmp_path: Path, demo_sqlite,
+                                                                              age_identity) -> None:
+    from erp_backup_pipeline.orchestration.freshness import deadline_cron
+
+    assert deadline_cron("sqlite_backup") == "0 3 * * *" and deadline_cron("uploads_snapshot") == "0 6 * * *"
+    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
+    local = build_definitions(str(config))
+    key = dg.AssetCheckKey(dg.AssetKey("sqlite_backup"), "freshness_check")
+    assert key in local.resolve_asset_graph().asset_check_keys
+    assert local.resolve_sensor_def("backup_freshness_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    fresh_job = dg.Definitions.merge(local, dg.Definitions(jobs=[dg.define_asset_job(
+        "freshness", selection=dg.AssetSelection.checks(key))])).resolve_job_def("freshness")
+    instance = dg.DagsterInstance.ephemeral()
+    [stale] = fresh_job.execute_in_process(instance=instance, raise_on_error=False).get_asset_check_evaluations()
+    assert not stale.passed
+    today = datetime.now(ZoneInfo("Europe/Berlin")).date()
+    for day in (today - timedelta(days=1), today):  # whichever the deadline makes the newest, both exist
+        run = local.resolve_job_def("sqlite_backup_job").execute_in_process(partition_key=day.isoformat(),
+                                                                            instance=instance)
+        # the backup run evaluates its own checks; freshness is the sensor's business
+        assert run.success and {e.check_name for e in run.get_asset_check_evaluations()} == {"integrity",
+                                                                                            "size_anomaly"}
+    [fresh] = fresh_job.execute_in_process(instance=instance, raise_on_error=False).get_asset_check_evaluations()
+    assert fresh.passed

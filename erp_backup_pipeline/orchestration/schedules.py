@@ -25,8 +25,10 @@ def job_name(asset: str) -> str:
 
 
 def build_job(asset: str) -> Any:
+    own_checks = [dg.AssetCheckKey(dg.AssetKey(asset), name) for name in ("integrity", "size_anomaly")]
+    # the asset and the checks it runs itself; its freshness check belongs to the freshness sensor
     return dg.define_asset_job(job_name(asset), selection=dg.AssetSelection.assets(asset).without_checks()
-                               | dg.AssetSelection.checks_for_assets(asset),
+                               | dg.AssetSelection.checks(*own_checks),
                                partitions_def=daily_partitions, executor_def=dg.in_process_executor,
                                tags={"erp_backup/source": asset})
 
