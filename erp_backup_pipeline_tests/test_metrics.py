@@ -53,10 +53,14 @@ def test_exporter_reports_success_size_duration_and_failures(tmp_path: Path, dem
     [event] = [instance.get_latest_materialization_event(dg.AssetKey("sqlite_backup"))]
     assert got[("backup_size_bytes", "sqlite_backup")] == event.asset_materialization.metadata["encrypted_bytes"].value
     assert 0 < got[("backup_duration_seconds", "sqlite_backup")] < 60
+    assert before <= got[("backup_last_verified_timestamp_seconds", "sqlite_backup")] <= time.time()
     (tmp_path / "broken").mkdir()
     broken = write_config(tmp_path / "broken", age_identity, sources={"sqlite": {"path": str(tmp_path / "gone.db")}})
     assert not run_job(broken, instance, "2026-11-26")
-    assert samples(instance)[("backup_failures_total", "sqlite_backup")] == 1
+    after_failure = samples(instance)
+    assert after_failure[("backup_failures_total", "sqlite_backup")] == 1
+    assert after_failure[("backup_last_verified_timestamp_seconds", "sqlite_backup")] == \
+        got[("backup_last_verified_timestamp_seconds", "sqlite_backup")]
 
 
 def _wait_json(url: str, ready: Any, timeout: float = 30) -> Any:
@@ -103,3 +107,15 @@ def test_a_real_prometheus_scrapes_the_exporter(tmp_path: Path, demo_sqlite, age
     finally:
         stop_process(prometheus)
         stop_process(exporter)
+
+
+def test_grafana_dashboard_has_the_original_panels_on_exported_metrics() -> None:
+    dashboard = json.loads((RULES.parent / "grafana" / "erp-backups.json").read_text())
+    panels = {p["title"]: p["targets"][0]["expr"] for p in dashboard["panels"]}
+    assert panels["Last Successful Backup"] == "time() - backup_last_success_timestamp_seconds"  # the original three
+    assert panels["Backup Size Trend"] == "backup_size_bytes"
+    assert panels["Backup Failure Rate"] == "rate(backup_failures_total[24h])"
+    exported = {"backup_last_success_timestamp_seconds", "backup_size_bytes", "backup_failures_total",
+                "backup_last_verified_timestamp_seconds", "backup_duration_seconds"}
+    for expr in panels.values():
+        assert any(name in expr for name in exported), expr

@@ -1,7 +1,8 @@
 """Prometheus metrics read from the Dagster instance at scrape time: the original strategy's names.
 
 ``backup_last_success_timestamp_seconds``, ``backup_duration_seconds``, ``backup_size_bytes`` and
-``backup_failures_total``, each with the label ``type`` (``sqlite``, ``postgresql``, ``redis``,
+``backup_failures_total``, plus ``backup_last_verified_timestamp_seconds`` (the newest passing
+integrity check), each with the label ``type`` (``sqlite``, ``postgresql``, ``redis``,
 ``config``, ``uploads``: the original's values where it had them) and ``asset``. Values come from
 the instance's event log and run storage, so a restart of the exporter loses nothing and the
 figures match the UI: the newest materialization (its time, its run's duration, the shipped
@@ -37,6 +38,8 @@ class BackupCollector(Collector):
                                      labels=labels)
         size = GaugeMetricFamily("backup_size_bytes", "Bytes of the newest shipped (encrypted) artifact", labels=labels)
         failures = CounterMetricFamily("backup_failures_total", "Failed backup runs", labels=labels)
+        verified = GaugeMetricFamily("backup_last_verified_timestamp_seconds",
+                                     "Unix time of the newest passing integrity check", labels=labels)
         for asset in self.assets:
             values = [TYPE_LABEL.get(asset, asset), asset]
             event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
@@ -51,7 +54,19 @@ class BackupCollector(Collector):
             failed = self.instance.get_runs_count(dg.RunsFilter(job_name=job_name(asset),
                                                                 statuses=[dg.DagsterRunStatus.FAILURE]))
             failures.add_metric(values, failed)
-        yield from (last, duration, size, failures)
+            passed_at = self._last_passed(asset, "integrity")
+            if passed_at is not None:
+                verified.add_metric(values, passed_at)
+        yield from (last, duration, size, failures, verified)
+
+    def _last_passed(self, asset: str, check: str) -> float | None:
+        """Time of the newest evaluation of the check that passed (the newest one may have failed)."""
+        records = self.instance.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=50)
+        for record in records:  # newest first; planned (not yet evaluated) records carry no result
+            if isinstance(record.evaluation, dg.AssetCheckEvaluation) and record.evaluation.passed and record.event:
+                return float(record.event.timestamp)
+        return None
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:
