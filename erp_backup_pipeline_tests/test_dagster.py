@@ -256,3 +256,6 @@ def test_freshness_check_fails_without_the_newest_partition_and_passes_with_it(t
                                                                                             "size_anomaly"}
     [fresh] = fresh_job.execute_in_process(instance=instance, raise_on_error=False).get_asset_check_evaluations()
     assert fresh.passed
+    # postgres is not configured here: no freshness check that could only ever fail
+    checks = {k for k in local.resolve_asset_graph().asset_check_keys if k.name == "freshness_check"}
+    assert checks == {key}
