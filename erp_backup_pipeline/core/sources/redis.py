@@ -239,8 +239,14 @@ class RedisSource:
             kept = dest.with_name(f"dump.rdb.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
             dest.rename(kept)
         partial = directory / ".dump.rdb.partial"
-        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
-            copy_stream(reader, fh, CHUNK)
+        try:
+            with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                copy_stream(reader, fh, CHUNK)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            if kept is not None:
+                kept.rename(dest)
+            raise
         partial.rename(dest)
         return {"target": str(dest), "kept_aside": str(kept) if kept else None,
                 "start": f"redis-server --dir {directory} --dbfilename dump.rdb --appendonly no --port <PORT>"}
