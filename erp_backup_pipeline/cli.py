@@ -26,7 +26,7 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
-from erp_backup_pipeline.core.streams import format_progress, human_bytes
+from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import BackupError, ConfigError
 from erp_backup_pipeline.settings import Settings, load_settings
 
@@ -49,8 +49,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _progress(stage: str, done: int, total: int | None, seconds: float) -> None:
     """Plain progress lines on stderr (every 5 s), for logs and pipes."""
-    line = stage if not done and total is None and not seconds else format_progress(stage, done, total, seconds)
-    print(redact(line), file=sys.stderr, flush=True)
+    print(redact(progress_text(stage, done, total, seconds)), file=sys.stderr, flush=True)
 
 
 class _Bar:

@@ -138,6 +138,10 @@ def _verifier(source: Any, codec: Any, workdir: Path, facts: dict[str, Any], sta
     return consume
 
 
+def _no_destination(what: str, results: dict[str, dict[str, Any]]) -> DestinationError:
+    return DestinationError(f"{what}: " + "; ".join(f"{n}: {r['error']}" for n, r in results.items() if not r["ok"]))
+
+
 class _FanOut:
     """Writes each chunk to every destination's writer; a failing destination is dropped, not fatal."""
 
@@ -157,8 +161,7 @@ class _FanOut:
                 del self.writers[name]
                 self.results[name] = {"ok": False, "error": str(exc)}
         if not self.writers:
-            raise DestinationError("every destination failed: " + "; ".join(
-                f"{n}: {r['error']}" for n, r in self.results.items()))
+            raise _no_destination("every destination failed", self.results)
         return len(b)
 
     def flush(self) -> None:
@@ -178,8 +181,7 @@ def _open_writers(settings: Any, key: str) -> _FanOut:
         except BackupError as exc:
             results[dest.name] = {"ok": False, "error": str(exc)}
     if not writers:
-        raise DestinationError("no destination can take the artifact: "
-                               + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
+        raise _no_destination("no destination can take the artifact", results)
     return _FanOut(writers, results)
 
 
@@ -231,8 +233,7 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
             except BackupError as exc:
                 fan.results[name] = {"ok": False, "error": str(exc)}
         if not pending:
-            raise DestinationError("every destination failed: " + "; ".join(
-                f"{n}: {r['error']}" for n, r in fan.results.items()))
+            raise _no_destination("every destination failed", fan.results)
         wall = time.monotonic() - t0
         compress_seconds = max(wall - raw.stats.seconds - out.stats.seconds, 0.0)
         chain = [
@@ -296,7 +297,7 @@ def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None
                 results[dest.name] = {"ok": False, "error": str(exc)}
         ok = [n for n, r in results.items() if r["ok"]]
         if not ok:
-            raise DestinationError("every destination failed: " + "; ".join(f"{n}: {r['error']}" for n, r in results.items()))
+            raise _no_destination("every destination failed", results)
         wall = time.monotonic() - t0
         _log(progress, f"{capture.source}: shipped to {', '.join(ok)} in {wall:.1f} s")
         artifact = {**capture.artifact, "uri": results[ok[0]]["uri"], "ship_seconds": round(wall, 3)}

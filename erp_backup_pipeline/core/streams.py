@@ -108,6 +108,11 @@ def copy_stream(src: IO[bytes] | Any, dst: IO[bytes] | Any, chunk: int = CHUNK) 
         total += len(data)
 
 
+def progress_text(stage: str, done: int, total: int | None, seconds: float) -> str:
+    """A progress report as one line: a plain message (no bytes yet) or bytes done and rate."""
+    return stage if not done and total is None and not seconds else format_progress(stage, done, total, seconds)
+
+
 def human_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

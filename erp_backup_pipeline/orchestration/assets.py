@@ -17,7 +17,7 @@ from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
-from erp_backup_pipeline.core.streams import format_progress
+from erp_backup_pipeline.core.streams import progress_text
 from erp_backup_pipeline.errors import BackupError, VerifyError
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
@@ -63,8 +63,7 @@ BACKUP_ASSETS = {
 
 def _progress(context: dg.OpExecutionContext) -> Callable[[str, int, int | None, float], None]:
     def report(stage: str, done: int, total: int | None, seconds: float) -> None:
-        text = stage if not done and total is None and not seconds else format_progress(stage, done, total, seconds)
-        context.log.info(redact(text))
+        context.log.info(redact(progress_text(stage, done, total, seconds)))
     return report
 
 

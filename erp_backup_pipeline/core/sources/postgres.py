@@ -18,7 +18,7 @@ from typing import IO, Any
 import psycopg
 from psycopg import sql
 
-from erp_backup_pipeline.core.runner import Process, find_program, redact
+from erp_backup_pipeline.core.runner import Process, find_program, redact, run
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -87,9 +87,7 @@ class PostgresSource:
                 " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
                 " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
                 " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1").fetchall()
-        tool = Process([pg_dump, "--version"], stdout=-1)
-        tool_version = tool.stdout.read().decode().strip()
-        tool.wait()
+        tool_version = run([pg_dump, "--version"], timeout=30).stdout.decode().strip()
         return {"engine": f"PostgreSQL {version}", "pg_dump": tool_version,
                 "row_estimates": {name: int(est) for name, est in rows}, "database": self.dbname}
 

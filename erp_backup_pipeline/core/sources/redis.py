@@ -28,7 +28,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from erp_backup_pipeline.core.runner import find_program, redact
+from erp_backup_pipeline.core.runner import Process, find_program, redact
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -194,15 +194,15 @@ class RedisSource:
         os.mkfifo(fifo, 0o600)
         try:
             with tempfile.TemporaryFile(dir=workdir) as report:
-                proc = subprocess.Popen([check, str(fifo)], stdout=report, stderr=subprocess.STDOUT)
+                proc = Process([check, str(fifo)], stdout=report)
                 try:
                     with open(fifo, "wb") as fh:
                         copy_stream(reader, fh, CHUNK)
                 except BrokenPipeError:
                     pass  # the checker stopped early: its report says why; the caller drains the rest
-                rc = proc.wait()
+                rc = proc.wait(check=False)
                 report.seek(0)
-                out = report.read().decode("utf-8", "replace")
+                out = report.read().decode("utf-8", "replace") + proc.stderr_text()
         finally:
             shutil.rmtree(fifo.parent, ignore_errors=True)
         if rc != 0 or "RDB looks OK" not in out:
