@@ -181,7 +181,7 @@ class RedisServer:
             stop_process(self.proc)
 
 
-def start_redis(password: str | None = None, base: Path | None = None) -> RedisServer:
+def start_redis(password: str | None = None, base: Path | None = None, *, appendonly: bool = False) -> RedisServer:
     """A redis-server on a free loopback port, data dir in a temp dir (SYNC writes its snapshot there)."""
     import redis
 
@@ -189,7 +189,7 @@ def start_redis(password: str | None = None, base: Path | None = None) -> RedisS
     base.mkdir(parents=True, exist_ok=True)
     server = RedisServer(base=base, port=free_port(), password=password)
     argv = ["redis-server", "--port", str(server.port), "--bind", "127.0.0.1", "--dir", str(base),
-            "--save", "", "--appendonly", "no", "--logfile", str(base / "redis.log"),
+            "--save", "", "--appendonly", "yes" if appendonly else "no", "--logfile", str(base / "redis.log"),
             "--repl-diskless-sync-delay", "0"]  # production keeps its 5 s; tests need not wait
     if password:
         argv += ["--requirepass", password]

@@ -173,3 +173,48 @@ def test_server_dying_mid_snapshot_fails_cleanly(tmp_path: Path, redis_server) -
         while stream.read(65536):
             pass
         stream.finish()
+
+
+def _aof_written(server: Any) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        info = server.client().info("persistence")
+        if info["aof_enabled"] and not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("AOF rewrite did not finish within 20 s")
+
+
+def test_a_redis_with_aof_on_round_trips_into_aof_backed_servers(tmp_path: Path, age_identity) -> None:
+    """The AOF set is not archived (README, Redis): SYNC's snapshot holds the same keys, taken for this backup.
+
+    What an AOF installation needs is a restore that ends in an AOF-backed server keeping every key across a
+    restart, both ways the README gives: into a running AOF instance, and the directory plus the documented
+    ``--appendonly no`` start and ``CONFIG SET appendonly yes``.
+    """
+    source = start_redis(None, tmp_path / "aof-source", appendonly=True)
+    servers = [source]
+    try:
+        fill(source)
+        settings = make_settings(tmp_path, age_identity, sources=redis_source(source))
+        run_backup(settings, "redis_snapshot", "2026-11-25")
+
+        live = start_redis(None, tmp_path / "aof-live", appendonly=True)
+        servers.append(live)
+        restore_backup(settings, "redis_snapshot", "2026-11-25", live.url)
+        live.stop()
+        servers.append(relive := start_redis(None, tmp_path / "aof-live", appendonly=True))
+        assert snapshot(relive) == snapshot(source)
+
+        out = tmp_path / "aof-dir"
+        restore_backup(settings, "redis_snapshot", "2026-11-25", str(out))
+        servers.append(first := start_redis(None, out))  # the documented start: --appendonly no
+        first.client().config_set("appendonly", "yes")
+        _aof_written(first)
+        first.stop()
+        assert list((out / "appendonlydir").iterdir())
+        servers.append(aof := start_redis(None, out, appendonly=True))
+        assert snapshot(aof) == snapshot(source)
+    finally:
+        for server in servers:
+            server.stop()
