@@ -8,7 +8,8 @@
     ├── DestinationError         a destination cannot be written or read (bucket, disk full)
     │   └── ArtifactNotFound     the requested object does not exist
     ├── VerifyError              an artifact failed verification (checksum, integrity)
-    └── RestoreError             a restore was refused or failed (target not empty, ...)
+    ├── RestoreError             a restore was refused or failed (target not empty, ...)
+    └── AlertError               an alert could not be delivered (webhook answered 500, SMTP down)
 
 Messages never contain secrets: the runner redacts registered secret values from the
 output of external programs, and no code path formats a secret into a message.
@@ -54,4 +55,8 @@ class VerifyError(BackupError):
 
 
 class RestoreError(BackupError):
+    pass
+
+
+class AlertError(BackupError):
     pass

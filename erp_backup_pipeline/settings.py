@@ -14,6 +14,7 @@ import difflib
 import os
 import re
 import stat
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -152,6 +153,8 @@ class PostgresSourceSettings(_WithPassword):
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
     bin_dir: Path | None = Field(None, description="directory holding pg_dump/pg_restore; default: PATH")
     connect_timeout: int = Field(10, ge=1)
+    exact_row_counts: bool = Field(True, description="count every table's rows in the dump's own snapshot (restore drills "
+                                                     "compare against them); off: planner estimates only")
     owner: str = "team:erp-ops"
 
 
@@ -195,6 +198,90 @@ class SourcesSettings(_Model):
 
 class ChecksSettings(_Model):
     size_anomaly_ratio: float = Field(0.5, gt=0, le=1, description="warn below this share of the recent median")
+    restore_drill: bool = Field(True, description="restore each new backup into a scratch target right after it is written")
+    drill_sample: int = Field(3, ge=0, le=100, description="older partitions per source the weekly verify_backups drills")
+
+
+class WebhookSettings(_Model):
+    """An HTTP endpoint that receives each alert as a JSON POST."""
+
+    url: SecretStr = Field(description="the endpoint; a secret, since webhook URLs (Slack's, ...) carry a token")
+    format: Literal["json", "slack"] = Field("json", description="json: every alert field plus 'text'; "
+                                                                 "slack: an incoming-webhook payload {'text': ...}")
+    timeout: float = Field(10.0, gt=0, description="seconds to connect and to wait for the answer")
+    name: str | None = Field(None, description="shown in errors ('webhook <name>') instead of the URL; default: its host")
+
+    def display_name(self) -> str:
+        """'webhook <name>', or 'webhook <host>': what errors show, since the URL itself is a secret."""
+        return f"webhook {self.name or urllib.parse.urlsplit(self.url.get_secret_value()).hostname or '?'}"
+
+    def secret_parts(self) -> list[str]:
+        """The URL, and the parts of it that carry the token (path and query, a password), for redaction."""
+        url = self.url.get_secret_value()
+        parts = urllib.parse.urlsplit(url)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        found = [url]
+        if len(tail.strip("/")) >= 8:  # a token-bearing path (Slack: /services/T.../B.../...), not '/' or '/hook'
+            found.append(tail)
+        if parts.password:
+            found.append(parts.password)
+        return found
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        parts = urllib.parse.urlsplit(v.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class EmailSettings(_Model):
+    """An SMTP server that mails each alert to the recipients."""
+
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = Field("none", description="ssl: TLS from the start (usually port 465)")
+    username: str | None = Field(None, description="log in when set")
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = Field(None, description="CA certificates to trust for starttls/ssl; default: the system's")
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    timeout: float = Field(10.0, gt=0, description="seconds for each SMTP exchange")
+
+    def secret_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return read_secret_file(self.password_file, "alerts.email.password_file")
+        return None
+
+    @model_validator(mode="after")
+    def _login(self) -> EmailSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs username")
+        return self
+
+
+class AlertsSettings(_Model):
+    """Where failed backups and failed checks are reported (besides the Dagster UI)."""
+
+    ui_url: str = Field("http://127.0.0.1:3000", description="Dagster UI base; run links are {ui_url}/runs/{run_id}")
+    log: bool = Field(True, description="write a log line per alert")
+    lookback_hours: float = Field(24.0, ge=0, description="on first start, how far back to look for failures")
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    email: EmailSettings | None = None
+
+    @field_validator("ui_url")
+    @classmethod
+    def _ui_url(cls, v: str) -> str:
+        parts = urllib.parse.urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
 
 
 class Settings(_Model):
@@ -206,6 +293,7 @@ class Settings(_Model):
     destinations: list[DestinationSettings] = Field(min_length=1)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
 
     @field_validator("prefix")
     @classmethod
@@ -241,6 +329,14 @@ class Settings(_Model):
                     key = None
                 if key:
                     found.append(key)
+        found += [part for hook in self.alerts.webhooks for part in hook.secret_parts()]
+        if self.alerts.email is not None:
+            try:
+                pw = self.alerts.email.secret_password()
+            except ConfigError:
+                pw = None
+            if pw:
+                found.append(pw)
         return found
 
 

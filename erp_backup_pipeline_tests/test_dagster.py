@@ -252,8 +252,8 @@ def test_freshness_check_fails_without_the_newest_partition_and_passes_with_it(t
         run = local.resolve_job_def("sqlite_backup_job").execute_in_process(partition_key=day.isoformat(),
                                                                             instance=instance)
         # the backup run evaluates its own checks; freshness is the sensor's business
-        assert run.success and {e.check_name for e in run.get_asset_check_evaluations()} == {"integrity",
-                                                                                            "size_anomaly"}
+        assert run.success and {e.check_name for e in run.get_asset_check_evaluations()} == {
+            "integrity", "size_anomaly", "restore_drill"}
     [fresh] = fresh_job.execute_in_process(instance=instance, raise_on_error=False).get_asset_check_evaluations()
     assert fresh.passed
     # postgres is not configured here: no freshness check that could only ever fail

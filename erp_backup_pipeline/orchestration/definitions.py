@@ -5,32 +5,36 @@ import dagster as dg
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
+from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline.orchestration.schedules import build_job, build_schedule
 from erp_backup_pipeline.settings import load_settings
 
 
-def _configured(config_path: str | None) -> set[str]:
-    """The sources the config file enables; all of them when it cannot be read at load time."""
+def _configured(config_path: str | None) -> tuple[set[str], bool]:
+    """The sources the config file enables and whether nightly runs drill; all sources and True when the
+    file cannot be read at load time."""
     try:
-        return set(enabled_sources(load_settings(config_path)))
+        settings = load_settings(config_path)
+        return set(enabled_sources(settings)), settings.checks.restore_drill
     except BackupError:
-        return set(BACKUP_ASSETS)
+        return set(BACKUP_ASSETS), True
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
     assets = [build_backup_asset(info) for info in BACKUP_ASSETS.values()]
     sources = [source_spec(info) for info in BACKUP_ASSETS.values()]
-    jobs = {name: build_job(name) for name in BACKUP_ASSETS}
     # an installation backs up PostgreSQL or SQLite, not both: no freshness alarm for a source it does not have
-    configured = _configured(config_path)
+    configured, nightly_drill = _configured(config_path)
+    jobs = {name: build_job(name, drill=nightly_drill) for name in BACKUP_ASSETS}
     freshness_checks, freshness_sensor = build_freshness([a for a in assets if a.key.to_user_string() in configured])
+    verify_job = build_verify_job([name for name in BACKUP_ASSETS if name in configured])
     return dg.Definitions(
         assets=[*sources, *assets],
-        asset_checks=freshness_checks,
-        jobs=list(jobs.values()),
-        schedules=[build_schedule(name, job) for name, job in jobs.items()],
+        asset_checks=[*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS)],
+        jobs=[*jobs.values(), verify_job],
+        schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job)],
         sensors=[freshness_sensor],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,

@@ -22,7 +22,8 @@ def _sqlite(settings: Any) -> Source:
 def _postgres(settings: Any) -> Source:
     pg = settings.sources.postgres
     return PostgresSource(host=pg.host, port=pg.port, user=pg.user, dbname=pg.dbname, password=pg.secret_password(),
-                          sslmode=pg.sslmode, bin_dir=pg.bin_dir, connect_timeout=pg.connect_timeout)
+                          sslmode=pg.sslmode, bin_dir=pg.bin_dir, connect_timeout=pg.connect_timeout,
+                          exact_row_counts=pg.exact_row_counts)
 
 
 def _redis(settings: Any) -> Source:

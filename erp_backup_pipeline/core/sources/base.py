@@ -12,13 +12,20 @@
   target; a live target is refused without ``force`` and then kept aside, never destroyed.
   ``fetch(artifact_key)`` opens another artifact's plaintext, for a source whose backups build on
   earlier ones (uploads).
+- ``drill(restore, workdir, facts, verify)``: the restore drill. Calls ``restore(target)`` once with a
+  scratch target of its kind under workdir (a new database gets a fresh name and is dropped
+  afterwards), then compares what the target holds with the manifest's ``facts``/``verify``
+  (rows per table, keys, every file's checksum) and raises VerifyError naming the first mismatch.
 - ``on_committed(workdir, manifest)``, optional: called once the manifest is written, for a
   source that remembers what it backed up (the uploads state).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, Any, Protocol
+
+from erp_backup_pipeline.errors import VerifyError
 
 
 class DumpStream(Protocol):
@@ -47,3 +54,18 @@ class Source(Protocol):
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Any,
                 fetch: Any = None) -> dict[str, Any]: ...
+
+    def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Any, facts: dict[str, Any],
+              verify: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def compare_counts(what: str, expected: dict[str, int] | None, found: dict[str, int]) -> dict[str, Any]:
+    """Row counts of a restored database against the manifest's; VerifyError naming the first differences."""
+    if expected is None:
+        return {"tables": len(found), "rows": sum(found.values()), "compared": "nothing recorded to compare"}
+    wrong = [f"{t}: {found.get(t, 'missing')} rows, manifest {n}" for t, n in sorted(expected.items()) if found.get(t) != n]
+    wrong += [f"{t}: not in the manifest" for t in sorted(set(found) - set(expected))]
+    if wrong:
+        raise VerifyError(f"{what}: restored database differs from the manifest in {len(wrong)} table(s): "
+                          + "; ".join(wrong[:3]))
+    return {"tables": len(found), "rows": sum(found.values()), "compared": "rows per table"}

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from erp_backup_pipeline.core.sources.files_capture import _MAGIC, _Archiver, _expand, _member_name, _TarDump
 from erp_backup_pipeline.core.sources.files_common import INDEX_NAME, _hash_member, _kind, _mismatch, _read_archive, shown
-from erp_backup_pipeline.core.sources.files_restore import plan_restore, restore_tree
+from erp_backup_pipeline.core.sources.files_restore import diff_summary, plan_restore, restore_tree
 from erp_backup_pipeline.errors import SourceError, VerifyError
 
 __all__ = ["DEFAULT_EXCLUDES", "INDEX_NAME", "FilesSource"]
@@ -103,3 +103,20 @@ class FilesSource:
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Any = None) -> dict[str, Any]:
         return restore_tree(reader, target, force)
+
+    def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
+              verify: dict[str, Any]) -> dict[str, Any]:
+        """Restore into a scratch directory and compare every path with the manifest's file list (sha256)."""
+        target = Path(workdir) / "tree"
+        restore(str(target))
+        index = facts.get("index")
+        if index is None:
+            raise VerifyError("files: the manifest holds no file list to compare with")
+        diff = diff_summary(index, target)
+        diff["removed"] = [n for n in diff["removed"] if n != INDEX_NAME]
+        wrong = [f"{len(v)} {k} (first {shown(v[0])})" for k, v in diff.items() if v]
+        if wrong:
+            raise VerifyError("files: restored tree differs from the manifest: " + ", ".join(wrong))
+        files = [e for e in index if e.get("type", "file") == "file"]
+        return {"files": len(files), "bytes": sum(int(e.get("size", 0)) for e in files),
+                "compared": "every path and sha256 against the manifest"}

@@ -9,8 +9,12 @@ Restore creates a NEW database and runs ``pg_restore --exit-on-error`` into it.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import secrets
 import tempfile
+import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -19,25 +23,77 @@ import psycopg
 from psycopg import sql
 
 from erp_backup_pipeline.core.runner import Process, find_program, redact, run
+from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
 _TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 
 
+_TABLES = ("SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
+           " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+           " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+           " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2")
+
+
+def count_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Exact rows per table (``schema.table``, quoted as the manifest names them), in the connection's snapshot."""
+    counts = {}
+    for nsp, rel, name in conn.execute(_TABLES).fetchall():
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(nsp, rel))
+        counts[name] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
+    return counts
+
+
 class _PgDumpStream:
-    def __init__(self, proc: Process) -> None:
+    """pg_dump's stdout. With a snapshot connection, the rows are counted in the very snapshot pg_dump
+    dumps (``pg_export_snapshot`` + ``pg_dump --snapshot``), in a thread while it runs; the exporting
+    transaction stays open until ``finish``."""
+
+    def __init__(self, proc: Process, snapshot_conn: psycopg.Connection[Any] | None = None) -> None:
         self._proc = proc
+        self._conn = snapshot_conn
+        self._counts: dict[str, int] = {}
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if snapshot_conn is not None:
+            self._thread = threading.Thread(target=self._count, name="pg-row-counts", daemon=True)
+            self._thread.start()
+
+    def _count(self) -> None:
+        try:
+            assert self._conn is not None
+            self._counts = count_rows(self._conn)
+        except BaseException as exc:  # reported by finish()
+            self._error = exc
 
     def read(self, n: int = -1) -> bytes:
         return self._proc.stdout.read(n if n and n > 0 else CHUNK)
 
-    def finish(self) -> None:
+    def finish(self) -> dict[str, Any] | None:
         self._proc.stdout.close()
-        self._proc.wait()
+        try:
+            self._proc.wait()
+        finally:
+            self._close()
+        if self._error is not None:
+            raise SourceError(f"postgres: counting rows in the dump's snapshot failed: {_pg_reason(self._error)}")
+        return {"row_counts": self._counts} if self._thread is not None else None
+
+    def _close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
 
     def abort(self) -> None:
         self._proc.kill()
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.cancel()
+        self._close()
 
 
 class PostgresSource:
@@ -45,12 +101,14 @@ class PostgresSource:
     extension = "pgdump"
 
     def __init__(self, *, host: str, port: int, user: str, dbname: str, password: str | None = None,
-                 sslmode: str = "prefer", bin_dir: Path | None = None, connect_timeout: int = 10) -> None:
+                 sslmode: str = "prefer", bin_dir: Path | None = None, connect_timeout: int = 10,
+                 exact_row_counts: bool = True) -> None:
         self.host, self.port, self.user, self.dbname = host, port, user, dbname
         self._password = password
         self.sslmode = sslmode
         self.bin_dir = bin_dir
         self.connect_timeout = connect_timeout
+        self.exact_row_counts = exact_row_counts
 
     @property
     def where(self) -> str:
@@ -93,7 +151,17 @@ class PostgresSource:
 
     def open_dump(self, workdir: Path, facts: dict[str, Any]) -> _PgDumpStream:
         argv = [find_program("pg_dump", self.bin_dir), "--format=custom", "--compress=0"] + self._conn_args()
-        return _PgDumpStream(Process(argv, env=self.env(), stdout=-1))
+        if not self.exact_row_counts:
+            return _PgDumpStream(Process(argv, env=self.env(), stdout=-1))
+        conn = self.connect(autocommit=True)
+        try:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            snapshot = conn.execute("SELECT pg_export_snapshot()").fetchone()[0]  # type: ignore[index]
+            proc = Process(argv + [f"--snapshot={snapshot}"], env=self.env(), stdout=-1)
+        except BaseException:
+            conn.close()
+            raise
+        return _PgDumpStream(proc, conn)
 
     def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
         argv = [find_program("pg_restore", self.bin_dir), "--list"]
@@ -163,6 +231,25 @@ class PostgresSource:
                     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(kept), sql.Identifier(target)))
             raise
         return {"target": target, "kept_aside": kept}
+
+    def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
+              verify: dict[str, Any]) -> dict[str, Any]:
+        """Restore into a new database on the configured server, count its rows, drop it."""
+        target = f"erp_backup_drill_{secrets.token_hex(4)}"
+        try:
+            restore(target)
+            with self.connect(dbname=target) as conn:
+                counts = count_rows(conn)
+        finally:
+            with self.connect(dbname="postgres", autocommit=True) as conn:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target)))
+        expected = facts.get("row_counts")
+        if expected is None:  # exact_row_counts off: the tables at least must all be there
+            missing = sorted(set(facts.get("row_estimates", {})) - set(counts))
+            if missing:
+                raise VerifyError(f"postgres: restored database lacks {len(missing)} table(s): {', '.join(missing[:3])}")
+        result = compare_counts("postgres", expected, counts)
+        return {**result, "database": target, "dropped": True}
 
 
 def _pg_reason(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -34,6 +35,7 @@ from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
 _KEYS_READ = re.compile(r"\[info\] (\d+) keys read")
 _EOF_MARK_LEN = 40
+_LOADED = re.compile(r"keys loaded: (\d+), keys expired: (\d+)")
 
 
 def _reason(exc: BaseException) -> str:
@@ -251,6 +253,35 @@ class RedisSource:
         return {"target": str(dest), "kept_aside": str(kept) if kept else None,
                 "start": f"redis-server --dir {directory} --dbfilename dump.rdb --appendonly no --port <PORT>"}
 
+    def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
+              verify: dict[str, Any]) -> dict[str, Any]:
+        """Restore into a directory, start a throwaway redis-server on it, count what it loaded.
+
+        Keys whose TTL ran out since the backup are dropped by Redis while loading; its log line
+        ``keys loaded: N, keys expired: M`` accounts for them, so loaded + expired must equal the keys
+        redis-check-rdb counted in the artifact when it was written.
+        """
+        directory = Path(workdir) / "redis"
+        restore(str(directory))
+        log = directory / "redis.log"
+        server = _TempServer(directory, find_program("redis-server", self.bin_dir), logfile=log)
+        try:
+            keyspace = {name: int(info["keys"]) for name, info in server.client.info("keyspace").items()
+                        if isinstance(info, dict)}
+        finally:
+            server.stop()
+        loaded = _LOADED.search(log.read_text(errors="replace"))
+        if loaded is None:
+            raise VerifyError("redis: the throwaway redis-server did not report how many keys it loaded")
+        n_loaded, n_expired = int(loaded.group(1)), int(loaded.group(2))
+        if n_loaded != sum(keyspace.values()):
+            raise VerifyError(f"redis: server reports {n_loaded} keys loaded but holds {sum(keyspace.values())}")
+        expected = verify.get("keys")
+        if expected is not None and n_loaded + n_expired != expected:
+            raise VerifyError(f"redis: restored {n_loaded} keys (+{n_expired} expired since), the artifact held {expected}")
+        return {"keys": n_loaded, "expired_since_backup": n_expired, "databases": len(keyspace),
+                "compared": "keys loaded + expired = keys in the artifact"}
+
     def _restore_into(self, reader: IO[bytes] | Any, url: str, force: bool, workdir: Path) -> dict[str, Any]:
         target = redis.Redis.from_url(url, socket_timeout=self.timeout)
         shown = _safe_url(url)
@@ -301,13 +332,14 @@ def _safe_url(url: str) -> str:
 class _TempServer:
     """A throwaway redis-server on loopback that loads ``dump.rdb`` from ``directory``; stopped by PID."""
 
-    def __init__(self, directory: Path, binary: str) -> None:
+    def __init__(self, directory: Path, binary: str, logfile: Path | None = None) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
+        log = ["--logfile", str(logfile)] if logfile is not None else []
         self.proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
                                       "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no",
-                                      "--protected-mode", "yes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                      "--protected-mode", "yes", *log], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
         deadline = time.monotonic() + 60
         while True:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -148,3 +150,12 @@ class SqliteSource:
         partial.rename(t)
         return {"target": str(t), "kept_aside": str(kept) if kept else None, "tables": len(counts),
                 "rows": sum(counts.values()), "integrity": integrity}
+
+    def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
+              verify: dict[str, Any]) -> dict[str, Any]:
+        target = Path(workdir) / "drill.sqlite3"
+        restore(str(target))
+        integrity, counts = check_file(target)
+        if integrity != "ok":
+            raise VerifyError(f"sqlite: restored database fails integrity_check: {integrity}")
+        return compare_counts("sqlite", facts.get("row_counts"), counts)

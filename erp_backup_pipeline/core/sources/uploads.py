@@ -164,6 +164,25 @@ class UploadsSource:
         # so a later backup never points at an artifact that retention may have removed
         save_state(self.state_file, {"files": files, "blobs": blobs})
 
+    def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
+              verify: dict[str, Any]) -> dict[str, Any]:
+        """Build the day's full tree (every file's content checked by sha256 on the way) in a scratch
+        directory, then count its files and bytes against the manifest."""
+        target = Path(workdir) / "tree"
+        restore(str(target))
+        files = total = 0
+        for dirpath, _, names in os.walk(target):
+            for name in names:
+                st = os.lstat(os.path.join(dirpath, name))
+                if stat.S_ISREG(st.st_mode):
+                    files += 1
+                    total += st.st_size
+        if (files, total) != (facts.get("files"), facts.get("bytes")):
+            raise VerifyError(f"uploads: restored tree holds {files} files / {total} bytes, the manifest "
+                              f"{facts.get('files')} / {facts.get('bytes')}")
+        return {"files": files, "bytes": total, "depends_on": len(facts.get("depends_on", [])),
+                "compared": "every file's sha256 while built; file count and bytes against the manifest"}
+
     def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
         blobs, snapshot = _read(reader, None)
         missing = [e["name"] for e in snapshot if e["type"] == "file" and not e["holder"] and e["sha256"] not in blobs]
