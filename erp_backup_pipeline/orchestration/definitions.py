@@ -4,6 +4,7 @@ import dagster as dg
 
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
+from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
@@ -30,12 +31,14 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     jobs = {name: build_job(name, drill=nightly_drill) for name in BACKUP_ASSETS}
     freshness_checks, freshness_sensor = build_freshness([a for a in assets if a.key.to_user_string() in configured])
     verify_job = build_verify_job([name for name in BACKUP_ASSETS if name in configured])
+    checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS)]
+    check_keys = sorted({key for a in [*assets, *checks] for key in a.check_keys}, key=str)
     return dg.Definitions(
         assets=[*sources, *assets],
-        asset_checks=[*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS)],
+        asset_checks=checks,
         jobs=[*jobs.values(), verify_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job)],
-        sensors=[freshness_sensor],
+        sensors=[freshness_sensor, build_alert_sensor(check_keys)],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,
     )
