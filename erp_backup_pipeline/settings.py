@@ -284,6 +284,24 @@ class AlertsSettings(_Model):
         return v.rstrip("/")
 
 
+class MetricsSettings(_Model):
+    """Optional: push every finished run's figures to a Prometheus Pushgateway (``erp-backup metrics serve``
+    exports the same series for scraping)."""
+
+    pushgateway_url: str | None = Field(None, description="e.g. http://pushgateway:9091; unset: no push")
+    push_job: str = Field("erp_backup", description="the Pushgateway's job label")
+
+    @field_validator("pushgateway_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = urllib.parse.urlsplit(v)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
 class Settings(_Model):
     staging_dir: Path = Path("var/staging")
     prefix: str = Field("erp-steinmetz", description="first part of every object key")
@@ -294,6 +312,7 @@ class Settings(_Model):
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @field_validator("prefix")
     @classmethod

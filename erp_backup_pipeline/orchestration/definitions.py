@@ -8,6 +8,7 @@ from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
+from erp_backup_pipeline.orchestration.push import build_push_sensor
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline.orchestration.schedules import build_job, build_schedule
 from erp_backup_pipeline.settings import load_settings
@@ -38,7 +39,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         asset_checks=checks,
         jobs=[*jobs.values(), verify_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job)],
-        sensors=[freshness_sensor, build_alert_sensor(check_keys)],
+        sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor()],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,
     )
