@@ -1,6 +1,6 @@
 """``erp-backup``: the command line, a thin layer over the core.
 
-Commands: init, keygen, backup, list, verify, restore. Errors are one line on stderr and a
+Commands: init, keygen, backup, list, verify, drill, restore, metrics. Errors are one line on stderr and a
 non-zero exit; secrets are redacted from everything printed.
 """
 
@@ -21,13 +21,14 @@ from rich.console import Console
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
-from erp_backup_pipeline.errors import BackupError, ConfigError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError
 from erp_backup_pipeline.settings import Settings, load_settings
 
 RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
@@ -154,6 +155,35 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+DRILL_FIELDS = {"source", "partition", "captured_at", "ok", "restore_seconds", "seconds", "compared"}
+
+
+def _newest_partition(settings: Settings, source: str) -> str:
+    """The newest partition of the source in the catalog whose backup passed verification (the one a restore takes)."""
+    entries = load_catalog(build_destinations(settings), settings.prefix, source)
+    partitions = [e.manifest.partition for e in entries if e.manifest.verify.get("ok")]
+    if not partitions:
+        raise ArtifactNotFound(f"no backup of {source} in the catalog")
+    return max(partitions)
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    source = _source_name(args.source)
+    partition = args.partition or _newest_partition(settings, source)
+    try:
+        with progress_reporter() as report:
+            result = restore_drill(settings, source, partition, report)
+    except BackupError as exc:
+        print(f"erp-backup: error: drill {source} {partition}: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    counts = " ".join(f"{k}={v}" for k, v in result.items()
+                      if k not in DRILL_FIELDS and isinstance(v, int) and not isinstance(v, bool))
+    print(f"OK {source} {partition} captured {result['captured_at']}: restored in {result['restore_seconds']} s "
+          f"(drill {result['seconds']} s); compared {result.get('compared', 'nothing')}" + (f": {counts}" if counts else ""))
+    return 0
+
+
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = _settings(args)
     source = _source_name(args.kind)
@@ -213,6 +243,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uploads: read back K randomly chosen earlier artifacts it depends on")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("drill", help="restore a backup into a scratch target and compare it with its manifest")
+    s.add_argument("source")
+    s.add_argument("--partition", help="YYYY-MM-DD (default: the newest verified one in the catalog)")
+    s.set_defaults(func=cmd_drill)
 
     s = sub.add_parser("metrics", help="Prometheus metrics from the Dagster instance")
     msub = s.add_subparsers(dest="metrics_command", required=True)

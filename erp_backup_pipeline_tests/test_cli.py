@@ -69,6 +69,39 @@ def test_backup_list_verify_restore(tmp_path: Path, config: Path) -> None:
     assert "Traceback" not in refused.stderr
 
 
+def test_drill_restores_the_newest_backup_into_a_scratch_target(tmp_path: Path, config: Path, demo_sqlite: Path) -> None:
+    import sqlite3
+
+    empty = cli("drill", "sqlite", config=config, check=False)
+    assert empty.returncode == 1 and empty.stderr.strip() == "erp-backup: error: no backup of sqlite_backup in the catalog"
+    cli("backup", "sqlite", "--partition", "2026-11-24", config=config)
+    cli("backup", "sqlite", "--partition", "2026-11-25", config=config)
+    with sqlite3.connect(demo_sqlite) as db:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                           "AND name NOT LIKE 'sqlite_%'")]
+        rows = sum(db.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables)
+    out = cli("drill", "sqlite", config=config).stdout  # no --partition: the newest one
+    assert re.fullmatch(rf"OK sqlite_backup 2026-11-25 captured \S+: restored in [0-9.]+ s \(drill [0-9.]+ s\); "
+                        rf"compared rows per table: tables={len(tables)} rows={rows}\n", out), out
+    assert float(re.search(r"restored in ([0-9.]+) s", out).group(1)) > 0  # type: ignore[union-attr]
+    assert cli("drill", "sqlite_backup", "--partition", "2026-11-24", config=config).stdout.startswith(
+        "OK sqlite_backup 2026-11-24 ")
+    staging = tmp_path / "staging"
+    assert not [p for p in staging.iterdir() if p.name.startswith(("drill-", "restore-"))]
+
+
+def test_drill_of_a_damaged_artifact_fails_in_one_line(tmp_path: Path, config: Path) -> None:
+    cli("backup", "sqlite", "--partition", "2026-11-25", config=config)
+    [artifact] = (tmp_path / "backups").rglob("*.sqlite3.zst.age")
+    artifact.write_bytes(artifact.read_bytes()[:-10] + b"0123456789")
+    failed = cli("drill", "sqlite", config=config, check=False)
+    assert failed.returncode == 1 and failed.stdout == "" and "Traceback" not in failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]  # after any progress lines
+    assert failed.stderr.count("erp-backup: error") == 1
+    assert line.startswith("erp-backup: error: drill sqlite_backup 2026-11-25: no intact copy of the artifact: ")
+    assert "checksum mismatch" in line
+
+
 def test_errors_are_one_line_without_traceback(tmp_path: Path, config: Path) -> None:
     missing = cli("verify", "sqlite", "--partition", "2020-01-01", config=config, check=False)
     assert missing.returncode == 1

@@ -54,13 +54,31 @@ def test_exporter_reports_success_size_duration_and_failures(tmp_path: Path, dem
     assert got[("backup_size_bytes", "sqlite_backup")] == event.asset_materialization.metadata["encrypted_bytes"].value
     assert 0 < got[("backup_duration_seconds", "sqlite_backup")] < 60
     assert before <= got[("backup_last_verified_timestamp_seconds", "sqlite_backup")] <= time.time()
+    [drill] = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("sqlite_backup"), "restore_drill"), limit=5)  # the nightly job drilled
+    assert drill.evaluation.passed
+    assert got[("backup_restore_seconds", "sqlite_backup")] == drill.evaluation.metadata["restore_seconds"].value > 0
+    assert before <= got[("backup_last_restore_drill_timestamp_seconds", "sqlite_backup")] <= time.time()
+    [artifact] = (tmp_path / "backups").rglob("*.sqlite3.zst.age")  # a failing drill does not reset the gauges
+    artifact.write_bytes(artifact.read_bytes()[:-10] + b"0123456789")
+    verify = build_definitions(str(config)).resolve_job_def("verify_backups")
+    assert verify.execute_in_process(tags={"dagster/partition": "2026-11-25"}, instance=instance).success
+    newest = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("sqlite_backup"), "restore_drill"), limit=1)[0]
+    assert newest.evaluation is not None and not newest.evaluation.passed
     (tmp_path / "broken").mkdir()
     broken = write_config(tmp_path / "broken", age_identity, sources={"sqlite": {"path": str(tmp_path / "gone.db")}})
     assert not run_job(broken, instance, "2026-11-26")
     after_failure = samples(instance)
     assert after_failure[("backup_failures_total", "sqlite_backup")] == 1
-    assert after_failure[("backup_last_verified_timestamp_seconds", "sqlite_backup")] == \
-        got[("backup_last_verified_timestamp_seconds", "sqlite_backup")]
+    # a materialization launched from the UI (Dagster's implicit asset job, with an asset selection) counts too
+    ui_job = build_definitions(str(broken)).resolve_implicit_global_asset_job_def()
+    assert not ui_job.execute_in_process(partition_key="2026-11-26", instance=instance, raise_on_error=False,
+                                         asset_selection=[dg.AssetKey("sqlite_backup")]).success
+    assert samples(instance)[("backup_failures_total", "sqlite_backup")] == 2
+    for name in ("backup_last_verified_timestamp_seconds", "backup_restore_seconds",
+                 "backup_last_restore_drill_timestamp_seconds"):
+        assert after_failure[(name, "sqlite_backup")] == got[(name, "sqlite_backup")], name
 
 
 def _wait_json(url: str, ready: Any, timeout: float = 30) -> Any:
@@ -98,12 +116,15 @@ def test_a_real_prometheus_scrapes_the_exporter(tmp_path: Path, demo_sqlite, age
     try:
         text = _wait_json(f"http://127.0.0.1:{port}/metrics", lambda t: "backup_size_bytes{" in t)
         assert 'backup_last_success_timestamp_seconds{asset="sqlite_backup",type="sqlite"}' in text
+        assert 'backup_restore_seconds{asset="sqlite_backup",type="sqlite"}' in text
+        assert 'backup_last_restore_drill_timestamp_seconds{asset="sqlite_backup",type="sqlite"}' in text
         query = f"http://127.0.0.1:{prom_port}/api/v1/query?query=backup_size_bytes"
         answer = json.loads(_wait_json(query, lambda t: '"result":[{' in t))
         [series] = answer["data"]["result"]
         assert series["metric"]["type"] == "sqlite" and float(series["value"][1]) > 0
         rules = json.loads(_wait_json(f"http://127.0.0.1:{prom_port}/api/v1/rules", lambda t: "BackupTooOld" in t))
-        assert {r["name"] for g in rules["data"]["groups"] for r in g["rules"]} >= {"BackupTooOld", "BackupFailing"}
+        assert {r["name"] for g in rules["data"]["groups"] for r in g["rules"]} >= {
+            "BackupTooOld", "BackupFailing", "BackupRestoreTooSlow", "BackupRestoreNotDrilled"}
     finally:
         stop_process(prometheus)
         stop_process(exporter)
@@ -115,7 +136,15 @@ def test_grafana_dashboard_has_the_original_panels_on_exported_metrics() -> None
     assert panels["Last Successful Backup"] == "time() - backup_last_success_timestamp_seconds"  # the original three
     assert panels["Backup Size Trend"] == "backup_size_bytes"
     assert panels["Backup Failure Rate"] == "rate(backup_failures_total[24h])"
+    assert panels["Restore time (last drill)"] == "backup_restore_seconds"
+    assert panels["Last Restore Drill"] == "time() - backup_last_restore_drill_timestamp_seconds"
+    [restore] = [p for p in dashboard["panels"] if p["title"] == "Restore time (last drill)"]
+    defaults = restore["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "s" and defaults["custom"]["thresholdsStyle"]["mode"] == "line"
+    assert 14400 in [step["value"] for step in defaults["thresholds"]["steps"]]  # the original strategy's 4 h RTO
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     exported = {"backup_last_success_timestamp_seconds", "backup_size_bytes", "backup_failures_total",
-                "backup_last_verified_timestamp_seconds", "backup_duration_seconds"}
+                "backup_last_verified_timestamp_seconds", "backup_duration_seconds", "backup_restore_seconds",
+                "backup_last_restore_drill_timestamp_seconds"}
     for expr in panels.values():
         assert any(name in expr for name in exported), expr

@@ -13,7 +13,7 @@ init_args=(--var var)
 if [ -n "${PGDATABASE:-}" ]; then init_args+=(--postgres); fi
 "$bin/erp-backup" init "${init_args[@]}"
 mkdir -p "$DAGSTER_HOME"
-cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 today=$(TZ=Europe/Berlin date +%F)
 names=$("$bin/python" -c 'import sys

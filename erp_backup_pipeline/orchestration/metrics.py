@@ -2,11 +2,15 @@
 
 ``backup_last_success_timestamp_seconds``, ``backup_duration_seconds``, ``backup_size_bytes`` and
 ``backup_failures_total``, plus ``backup_last_verified_timestamp_seconds`` (the newest passing
-integrity check), each with the label ``type`` (``sqlite``, ``postgresql``, ``redis``,
+integrity check), ``backup_restore_seconds`` (the measured RTO: the ``restore_seconds`` of the
+newest passing ``restore_drill`` check) and ``backup_last_restore_drill_timestamp_seconds`` (the
+time of that drill), each with the label ``type`` (``sqlite``, ``postgresql``, ``redis``,
 ``config``, ``uploads``: the original's values where it had them) and ``asset``. Values come from
 the instance's event log and run storage, so a restart of the exporter loses nothing and the
 figures match the UI: the newest materialization (its time, its run's duration, the shipped
-artifact's bytes) and the number of failed runs of the asset's job.
+artifact's bytes), the number of failed runs that backed the asset up (its job's, and the UI's
+materializations and backfills), and the newest passing
+evaluation of each check (a newer failing one does not reset them; the alert rules watch their age).
 """
 
 from collections.abc import Iterator
@@ -17,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS
+from erp_backup_pipeline.orchestration.drills import CHECK as DRILL_CHECK
 from erp_backup_pipeline.orchestration.schedules import job_name
 
 TYPE_LABEL = {"sqlite_backup": "sqlite", "postgres_dump": "postgresql", "redis_snapshot": "redis",
@@ -29,6 +34,7 @@ class BackupCollector(Collector):
     def __init__(self, instance: dg.DagsterInstance, assets: list[str] | None = None) -> None:
         self.instance = instance
         self.assets = assets or list(BACKUP_ASSETS)
+        self._jobs = {job_name(a): a for a in BACKUP_ASSETS}
 
     def collect(self) -> Iterator[Any]:
         labels = ["type", "asset"]
@@ -40,6 +46,12 @@ class BackupCollector(Collector):
         failures = CounterMetricFamily("backup_failures_total", "Failed backup runs", labels=labels)
         verified = GaugeMetricFamily("backup_last_verified_timestamp_seconds",
                                      "Unix time of the newest passing integrity check", labels=labels)
+        restore = GaugeMetricFamily("backup_restore_seconds",
+                                    "Restore seconds (download, decrypt, decompress, load) of the newest passing "
+                                    "restore drill: the measured RTO", labels=labels)
+        drilled = GaugeMetricFamily("backup_last_restore_drill_timestamp_seconds",
+                                    "Unix time of the newest passing restore drill", labels=labels)
+        failed = self._failed_runs()
         for asset in self.assets:
             values = [TYPE_LABEL.get(asset, asset), asset]
             event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
@@ -51,21 +63,39 @@ class BackupCollector(Collector):
                 shipped = event.asset_materialization.metadata.get("encrypted_bytes")
                 if shipped is not None:
                     size.add_metric(values, float(shipped.value))  # type: ignore[arg-type]
-            failed = self.instance.get_runs_count(dg.RunsFilter(job_name=job_name(asset),
-                                                                statuses=[dg.DagsterRunStatus.FAILURE]))
-            failures.add_metric(values, failed)
-            passed_at = self._last_passed(asset, "integrity")
-            if passed_at is not None:
-                verified.add_metric(values, passed_at)
-        yield from (last, duration, size, failures, verified)
+            failures.add_metric(values, failed.get(asset, 0))
+            passed = self._last_passed(asset, "integrity")
+            if passed is not None:
+                verified.add_metric(values, passed[0])
+            passed = self._last_passed(asset, DRILL_CHECK)
+            if passed is not None:
+                at, evaluation = passed
+                drilled.add_metric(values, at)
+                seconds = evaluation.metadata.get("restore_seconds")
+                if seconds is not None and isinstance(seconds.value, (int, float)):
+                    restore.add_metric(values, float(seconds.value))
+        yield from (last, duration, size, failures, verified, restore, drilled)
 
-    def _last_passed(self, asset: str, check: str) -> float | None:
-        """Time of the newest evaluation of the check that passed (the newest one may have failed)."""
+    def _failed_runs(self) -> dict[str, int]:
+        """Failed runs that were backing up each asset: its nightly job's, and the UI's materializations
+        and backfills (Dagster's implicit asset job), found by the run's asset selection."""
+        counts: dict[str, int] = {}
+        for record in self.instance.get_run_records(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE])):
+            run = record.dagster_run
+            assets = {k.to_user_string() for k in (run.asset_selection or [])}
+            if not assets and run.job_name in self._jobs:
+                assets = {self._jobs[run.job_name]}
+            for asset in assets:
+                counts[asset] = counts.get(asset, 0) + 1
+        return counts
+
+    def _last_passed(self, asset: str, check: str) -> tuple[float, dg.AssetCheckEvaluation] | None:
+        """The newest evaluation of the check that passed (the newest one may have failed) and its time."""
         records = self.instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(dg.AssetKey(asset), check), limit=50)
         for record in records:  # newest first; planned (not yet evaluated) records carry no result
             if isinstance(record.evaluation, dg.AssetCheckEvaluation) and record.evaluation.passed and record.event:
-                return float(record.event.timestamp)
+                return float(record.event.timestamp), record.evaluation
         return None
 
 
