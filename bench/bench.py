@@ -14,6 +14,8 @@ Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
   (c7) pipeline  the same as (c) on the big database, with ``{codec: zstd, level: 7, threads: 2}``: shows
                  that the artifact size of (b) is reachable by configuration, and what it costs in time.
                  Reported as its own row; the targets stay evaluated on the default (c).
+  (cn) pipeline  the same as (c) with ``sources.postgres.exact_row_counts: false``: what counting every
+                 table's rows in pg_dump's snapshot (for the restore drill) costs.
 
 Redis cases (a throwaway redis-server 1 M keys of session/cache shape, filled by pipelined writes;
 ``--skip-redis`` leaves them out). ``repl-diskless-sync-delay`` is set to 0 on that server first:
@@ -811,7 +813,7 @@ class Bench:
     def case_c(self, dbname: str, label: str, public_key: str, profile: bool = False,
                compression: dict[str, Any] | None = None, asset: str = "postgres_dump",
                sources: dict[str, Any] | None = None, bucket: str | None = None,
-               extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra_config: dict[str, Any] | None = None, pg_extra: dict[str, Any] | None = None) -> dict[str, Any]:
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=self.moto.endpoint, region_name="eu-central-1",
@@ -832,7 +834,7 @@ class Bench:
                               "access_key_id": "testing", "secret_access_key": "testing"}],
             "sources": sources or {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
                                                 "dbname": dbname, "password": self.pg.password, "sslmode": "disable",
-                                                "bin_dir": self.bindir}},
+                                                "bin_dir": self.bindir, **(pg_extra or {})}},
             **(extra_config or {}),
         }
         cfg_path = self.tmp / f"config-{label}.yaml"
@@ -994,7 +996,7 @@ class Bench:
 # --------------------------------------------------------------------------------------------
 
 
-CASE_KEYS = ("a_big", "b_big", "c_big", "c7_big", "a_small", "c_small")
+CASE_KEYS = ("a_big", "b_big", "c_big", "c7_big", "cn_big", "a_small", "c_small")
 REDIS_CASE_KEYS = ("r0", "r1")
 UPLOAD_CASE_KEYS = ("u1", "u2", "u3", "s1", "s2", "s3")
 
@@ -1044,6 +1046,11 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
       f"({c7['artifact_bytes'] / b['artifact_bytes']:.3f}x)", "(c7) <= (b)", c7["artifact_bytes"] <= b["artifact_bytes"])
     targets.append({"check": "(b)/(c7) wall time", "value": f"{b['wall_s'] / c7['wall_s']:.2f}", "target": "-",
                     "result": "info"})
+    cn = c["cn_big"]  # (cn): without counting rows in the dump's snapshot (sources.postgres.exact_row_counts)
+    targets.append({"check": "(c)/(cn) cost of exact row counts", "value": f"{cb['wall_s'] / cn['wall_s']:.2f} "
+                    f"({cb['wall_s']:.2f} s vs {cn['wall_s']:.2f} s)", "target": "-", "result": "info"})
+    targets.append({"check": "(b)/(cn) wall time", "value": f"{b['wall_s'] / cn['wall_s']:.2f}", "target": "-",
+                    "result": "info"})
     if "r1" in c:  # Redis, 1 M keys
         r0, r1 = c["r0"], c["r1"]
         r_rr = r1["wall_s"] / r0["wall_s"]
@@ -1074,7 +1081,8 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
 
     rows = []
     names = {"a_big": "(a) floor pg_dump -Z0 >/dev/null", "b_big": "(b) original pg_dump|gzip|gpg|cp",
-             "c_big": "(c) postgres_dump -> S3", "c7_big": "(c) level 7", "a_small": "(a) floor",
+             "c_big": "(c) postgres_dump -> S3", "c7_big": "(c) level 7", "cn_big": "(cn) no exact row counts",
+             "a_small": "(a) floor",
              "c_small": "(c) postgres_dump -> S3", "r0": "(r0) redis-cli --rdb FILE",
              "r1": "(r1) redis_snapshot -> S3", "u1": "(u1) uploads_snapshot first -> S3",
              "u2": "(u2) uploads_snapshot unchanged", "u3": "(u3) uploads_snapshot 1 % changed",
@@ -1244,6 +1252,8 @@ def main() -> int:
                             ("c_big", lambda rep=rep: bench.case_c(big, f"big{rep}", public)),
                             ("c7_big", lambda rep=rep: bench.case_c(big, f"big-l7-{rep}", public,
                                                                     compression=LEVEL7_COMPRESSION)),
+                            ("cn_big", lambda rep=rep: bench.case_c(big, f"big-nocount-{rep}", public,
+                                                                    pg_extra={"exact_row_counts": False})),
                             ("a_small", lambda: bench.case_a(small)),
                             ("c_small", lambda rep=rep: bench.case_c(small, f"small{rep}", public))):
                 run_case(runs, key, fn, rep, args.repeat)
