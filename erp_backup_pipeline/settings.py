@@ -284,6 +284,67 @@ class AlertsSettings(_Model):
         return v.rstrip("/")
 
 
+class PitrPosixRepo(_Model):
+    type: Literal["posix"]
+    path: Path = Field(description="the pgBackRest repository directory (owned by os_user)")
+
+
+class PitrS3Repo(_Model):
+    type: Literal["s3"]
+    bucket: str
+    endpoint: str = Field(description="host[:port] of the S3 endpoint; pgBackRest always speaks TLS")
+    region: str = "eu-central-1"
+    path: str = Field("/pgbackrest", description="prefix inside the bucket")
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    secret_access_key_file: Path | None = None
+    uri_style: Literal["host", "path"] = "host"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    def secret_key(self) -> str | None:
+        if self.secret_access_key is not None:
+            return self.secret_access_key.get_secret_value()
+        if self.secret_access_key_file is not None:
+            return read_secret_file(self.secret_access_key_file, "pitr.repo.secret_access_key_file")
+        return None
+
+
+PitrRepo = Annotated[Union[PitrPosixRepo, PitrS3Repo], Field(discriminator="type")]
+
+
+class PitrSettings(_Model):
+    """PostgreSQL point-in-time recovery through pgBackRest: physical backups plus continuous WAL archiving.
+
+    The project writes pgBackRest's configuration from this section (``erp-backup pg setup``) and runs it
+    as ``os_user`` (the data directory's owner), with ``runuser`` when started as root."""
+
+    enabled: bool = True
+    stanza: str = Field("erp", pattern=r"^[A-Za-z0-9_-]+$")
+    pg_data: Path = Field(description="the cluster's data directory, on this host")
+    pg_port: int = Field(5432, ge=1, le=65535)
+    pg_socket_path: Path = Path("/var/run/postgresql")
+    pg_user: str = Field("postgres", description="database superuser pgBackRest connects as")
+    os_user: str = Field("postgres", description="OS user that runs pgbackrest (the data directory's owner)")
+    pg_bin_dir: Path | None = Field(None, description="pg_ctl/postgres for restored clusters; default: pg_config --bindir")
+    bin: Path | None = Field(None, description="the pgbackrest program; default: PATH")
+    work_dir: Path | None = Field(None, description="generated pgbackrest.conf, logs, locks; default: <state_dir>/pgbackrest")
+    repo: PitrRepo
+    cipher_pass: SecretStr | None = Field(None, description="repository encryption (aes-256-cbc) passphrase")
+    cipher_pass_file: Path | None = None
+    compress_level: int = Field(3, ge=1, le=19, description="zstd level")
+    process_max: int = Field(2, ge=1, le=64)
+    archive_timeout: int = Field(60, ge=1, description="seconds: the RPO bound for a quiet database")
+    retention_full_days: int = Field(7, ge=1, description="keep full backups (and the WAL they need) this many days")
+
+    def secret_cipher_pass(self) -> str | None:
+        if self.cipher_pass is not None:
+            return self.cipher_pass.get_secret_value()
+        if self.cipher_pass_file is not None:
+            return read_secret_file(self.cipher_pass_file, "pitr.cipher_pass_file")
+        return None
+
+
 class MetricsSettings(_Model):
     """Optional: push every finished run's figures to a Prometheus Pushgateway (``erp-backup metrics serve``
     exports the same series for scraping)."""
@@ -313,6 +374,7 @@ class Settings(_Model):
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    pitr: PitrSettings | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -340,6 +402,15 @@ class Settings(_Model):
                     pw = None
                 if pw:
                     found.append(pw)
+        if self.pitr is not None:
+            for fn in (self.pitr.secret_cipher_pass,
+                       self.pitr.repo.secret_key if isinstance(self.pitr.repo, PitrS3Repo) else (lambda: None)):
+                try:
+                    value = fn()
+                except ConfigError:
+                    value = None
+                if value:
+                    found.append(value)
         for dest in self.destinations:
             if isinstance(dest, S3DestinationSettings):
                 try:

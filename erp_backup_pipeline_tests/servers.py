@@ -56,6 +56,7 @@ class PostgresServer:
     port: int
     password: str
     pid: int = 0
+    extra_conf: str = ""  # appended to postgresql.conf (archiving settings, say)
 
     @property
     def data(self) -> Path:
@@ -89,7 +90,7 @@ class PostgresServer:
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{self.sockdir}'\n"
                        "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nshared_buffers = 128MB\n"
-                       "max_wal_size = 2GB\n")
+                       "max_wal_size = 2GB\n" + self.extra_conf)
         subprocess.run(_as_pg_user([str(bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"),
                                     "-w", "-t", "60", "start"]), check=True, capture_output=True)
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
@@ -114,9 +115,9 @@ class PostgresServer:
         self.pid = int((self.data / "postmaster.pid").read_text().split()[0])
 
 
-def start_postgres(password: str = "pg-super-secret-1") -> PostgresServer:
-    base = Path(tempfile.mkdtemp(prefix="erp-backup-pg-"))
-    server = PostgresServer(base=base, port=free_port(), password=password)
+def start_postgres(password: str = "pg-super-secret-1", extra_conf: str = "", base: Path | None = None) -> PostgresServer:
+    base = base or Path(tempfile.mkdtemp(prefix="erp-backup-pg-"))
+    server = PostgresServer(base=base, port=free_port(), password=password, extra_conf=extra_conf)
     try:
         server.start()
     except BaseException:

@@ -1,0 +1,123 @@
+"""pgBackRest's configuration, written from our settings, and the lines an operator adds to postgresql.conf.
+
+The file holds the repository's cipher passphrase and S3 key, so it is written 0600 for the OS user
+that runs pgbackrest (PostgreSQL's archive_command runs as that user too). The postgresql.conf lines
+are what current PostgreSQL needs (no ``recovery.conf``: restores use ``recovery.signal``).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from erp_backup_pipeline.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where pgBackRest's own files live (under ``pitr.work_dir``)."""
+
+    work_dir: Path
+
+    @property
+    def config(self) -> Path:
+        return self.work_dir / "pgbackrest.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.work_dir / "log"
+
+    @property
+    def lock(self) -> Path:
+        return self.work_dir / "lock"
+
+    @property
+    def spool(self) -> Path:
+        return self.work_dir / "spool"
+
+
+def layout(settings: Any) -> Layout:
+    pitr = settings.pitr
+    return Layout(Path(pitr.work_dir) if pitr.work_dir else Path(settings.state_dir) / "pgbackrest")
+
+
+def render(settings: Any) -> str:
+    """The text of pgbackrest.conf for ``settings.pitr`` (secrets included: write it 0600)."""
+    pitr = settings.pitr
+    where = layout(settings)
+    repo = pitr.repo
+    lines = ["[global]"]
+    if repo.type == "posix":
+        lines += ["repo1-type=posix", f"repo1-path={repo.path}"]
+    else:
+        key_id = repo.access_key_id.get_secret_value() if repo.access_key_id else None
+        secret = repo.secret_key()
+        if not key_id or not secret:
+            raise ConfigError("pitr.repo: an s3 repository needs access_key_id and secret_access_key")
+        host, _, port = repo.endpoint.partition(":")
+        lines += ["repo1-type=s3", f"repo1-path={repo.path}", f"repo1-s3-bucket={repo.bucket}",
+                  f"repo1-s3-endpoint={host}", f"repo1-s3-region={repo.region}", f"repo1-s3-key={key_id}",
+                  f"repo1-s3-key-secret={secret}", f"repo1-s3-uri-style={repo.uri_style}",
+                  f"repo1-storage-verify-tls={'y' if repo.verify_tls else 'n'}"]
+        if port:
+            lines.append(f"repo1-storage-port={port}")
+        if repo.ca_file:
+            lines.append(f"repo1-storage-ca-file={repo.ca_file}")
+    cipher = pitr.secret_cipher_pass()
+    if cipher:
+        lines += ["repo1-cipher-type=aes-256-cbc", f"repo1-cipher-pass={cipher}"]
+    lines += ["repo1-retention-full-type=time", f"repo1-retention-full={pitr.retention_full_days}",
+              "compress-type=zst", f"compress-level={pitr.compress_level}", f"process-max={pitr.process_max}",
+              "start-fast=y", "archive-check=y", f"log-path={where.log}", f"lock-path={where.lock}",
+              f"spool-path={where.spool}", "log-level-console=warn", "log-level-file=info", "",
+              f"[{pitr.stanza}]", f"pg1-path={pitr.pg_data}", f"pg1-port={pitr.pg_port}",
+              f"pg1-socket-path={pitr.pg_socket_path}", f"pg1-user={pitr.pg_user}", ""]
+    return "\n".join(lines)
+
+
+def postgresql_lines(settings: Any, program: str = "pgbackrest") -> list[str]:
+    """What postgresql.conf needs for continuous archiving into this stanza."""
+    pitr = settings.pitr
+    conf = layout(settings).config
+    return ["wal_level = replica", "archive_mode = on",
+            f"archive_command = '{program} --config={conf} --stanza={pitr.stanza} archive-push %p'",
+            f"archive_timeout = {pitr.archive_timeout}",
+            "max_wal_senders = 3  # at least 1 (pgBackRest's check)"]
+
+
+def write(settings: Any) -> Path:
+    """Write pgbackrest.conf and create the log/lock/spool dirs (0700, owned by pitr.os_user when root)."""
+    pitr = settings.pitr
+    where = layout(settings)
+    owner = _owner(pitr.os_user)
+    for d in (where.work_dir, where.log, where.lock, where.spool):
+        d.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _chown(d, owner)
+    if pitr.repo.type == "posix":
+        Path(pitr.repo.path).mkdir(parents=True, exist_ok=True, mode=0o750)
+        _chown(Path(pitr.repo.path), owner)
+    tmp = where.config.with_suffix(".conf.partial")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(fd, "w") as fh:
+        fh.write(render(settings))
+    _chown(tmp, owner)
+    tmp.replace(where.config)
+    return where.config
+
+
+def _owner(user: str) -> tuple[int, int] | None:
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise ConfigError(f"pitr.os_user: no such user {user!r} on this host") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown(path: Path, owner: tuple[int, int] | None) -> None:
+    if owner is not None:
+        os.chown(path, *owner)

@@ -1,0 +1,131 @@
+"""Point-in-time recovery on pgBackRest, end to end against a real archiving cluster."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from erp_backup_pipeline.core.pitr import config, recover
+from erp_backup_pipeline.errors import RestoreError, VerifyError
+from erp_backup_pipeline_tests.pitr_cluster import CIPHER, PitrCluster, pitr_cluster  # noqa: F401
+from erp_backup_pipeline_tests.servers import free_port
+
+
+def scratch(c: PitrCluster) -> Path:
+    path = Path(tempfile.mkdtemp(prefix="pitr-restore-", dir=c.base))
+    path.chmod(0o755)
+    return path
+
+
+def test_restore_to_a_time_between_two_inserts(pitr_cluster: PitrCluster) -> None:  # noqa: F811
+    c = pitr_cluster
+    c.engine.check()
+    c.sql("CREATE TABLE invoices (id serial PRIMARY KEY, note text, at timestamptz DEFAULT now())")
+    full = c.engine.backup("full")
+    assert full["type"] == "full" and full["archive"]["start"] <= full["archive"]["stop"]
+    c.sql("INSERT INTO invoices(note) SELECT 't1-' || g FROM generate_series(1, 100) g")
+    incr = c.engine.backup("incr")
+    assert incr["type"] == "incr" and incr["prior"] == full["label"]
+    time.sleep(1.2)
+    target = datetime.now(UTC)
+    time.sleep(1.2)
+    c.sql("INSERT INTO invoices(note) SELECT 't2-' || g FROM generate_series(1, 50) g")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()  # waits until the switched segment is archived
+    c.engine.verify()
+    assert c.engine.continuity(full["archive"]["start"]).segments >= 2
+
+    datadir = scratch(c) / "data"
+    plan = recover.plan_restore(c.settings, datadir, target_time=target)
+    assert plan.label == incr["label"] and plan.target["type"] == "time"
+    port = free_port()
+    result = recover.restore(c.settings, plan, port)
+    try:
+        assert result["timeline"] == 2  # promoted onto a new timeline
+        notes = recover.psql(c.settings, datadir, port, "SELECT string_agg(DISTINCT left(note, 2), ',') FROM invoices")
+        count = recover.psql(c.settings, datadir, port, "SELECT count(*) FROM invoices")
+        assert (notes, count) == ("t1", "100")
+        auto = (datadir / "postgresql.auto.conf").read_text()
+        assert "recovery_target_time" in auto and "archive_mode = off" in auto
+        assert (datadir / "recovery.signal").exists() is False  # removed by PostgreSQL at promotion
+        assert not (datadir / "recovery.conf").exists()
+    finally:
+        recover.stop(c.settings, datadir)
+
+
+def test_latest_has_every_committed_row_and_lsn_targets_work(pitr_cluster: PitrCluster) -> None:  # noqa: F811
+    c = pitr_cluster
+    c.sql("CREATE TABLE t (id int)")
+    c.engine.backup("full")
+    c.sql("INSERT INTO t SELECT generate_series(1, 10)")
+    [(lsn,)] = c.sql("SELECT pg_current_wal_insert_lsn()::text")  # after the commit record (async commit here)
+    c.sql("INSERT INTO t SELECT generate_series(11, 25)")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    for target, expected in (({}, "25"), ({"target_lsn": lsn}, "10")):
+        datadir = scratch(c) / "data"
+        port = free_port()
+        recover.restore(c.settings, recover.plan_restore(c.settings, datadir, **target), port)
+        try:
+            assert recover.psql(c.settings, datadir, port, "SELECT count(*) FROM t") == expected
+        finally:
+            recover.stop(c.settings, datadir)
+
+
+def test_a_deleted_wal_segment_breaks_continuity_and_a_damaged_backup_fails_verify(
+        pitr_cluster: PitrCluster) -> None:  # noqa: F811
+    c = pitr_cluster
+    full = c.engine.backup("full")
+    for _ in range(3):
+        c.sql("CREATE TABLE IF NOT EXISTS x (i int); INSERT INTO x VALUES (1)")
+        c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    wal = c.engine.wal_segments()
+    middle = wal[len(wal) // 2]
+    [victim] = [p for p in (c.base / "repo" / "archive").rglob(f"{middle}-*")]
+    victim.unlink()
+    with pytest.raises(VerifyError, match=rf"WAL: segment {middle} is missing from the archive"):
+        c.engine.continuity(full["archive"]["start"])
+    some_file = next(p for p in (c.base / "repo" / "backup").rglob("*.zst") if p.stat().st_size > 64)
+    data = bytearray(some_file.read_bytes())
+    data[40] ^= 0xFF
+    some_file.write_bytes(bytes(data))
+    with pytest.raises(VerifyError, match=r"pgbackrest verify: .*(invalid|error)"):
+        c.engine.verify()
+
+
+def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_path: Path) -> None:  # noqa: F811
+    c = pitr_cluster
+    target_dir = c.base / "restore-here"
+    with pytest.raises(RestoreError, match="has no backup yet"):
+        recover.plan_restore(c.settings, target_dir)
+    c.engine.backup("full")
+    busy = c.base / "busy"
+    busy.mkdir()
+    (busy / "PG_VERSION").write_text("15")
+    with pytest.raises(RestoreError, match=r"data directory .*busy is not empty; restore into a new directory"):
+        recover.plan_restore(c.settings, busy)
+    with pytest.raises(RestoreError, match=r"a PostgreSQL is running on it"):
+        recover.plan_restore(c.settings, c.server.data)
+    with pytest.raises(RestoreError, match="is before the end of the oldest backup"):
+        recover.plan_restore(c.settings, target_dir, target_time=datetime(2020, 1, 1, tzinfo=UTC))
+    with pytest.raises(RestoreError, match="is in the future"):
+        recover.plan_restore(c.settings, target_dir, target_time=datetime(2099, 1, 1, tzinfo=UTC))
+    with pytest.raises(RestoreError, match="needs a time zone"):
+        recover.plan_restore(c.settings, target_dir, target_time=datetime(2026, 1, 1))
+    assert not target_dir.exists()
+
+
+def test_the_generated_config_holds_the_secret_only_in_a_0600_file(pitr_cluster: PitrCluster) -> None:  # noqa: F811
+    c = pitr_cluster
+    conf = config.layout(c.settings).config
+    assert conf.stat().st_mode & 0o777 == 0o600 and conf.owner() == "postgres"
+    text = conf.read_text()
+    assert f"repo1-cipher-pass={CIPHER}" in text and "repo1-retention-full=7" in text and "compress-type=zst" in text
+    lines = config.postgresql_lines(c.settings)
+    assert any(ln.startswith("archive_command = 'pgbackrest --config=") and "archive-push %p" in ln for ln in lines)
+    assert not any("recovery.conf" in ln for ln in lines)
