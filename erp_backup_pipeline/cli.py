@@ -1,6 +1,6 @@
 """``erp-backup``: the command line, a thin layer over the core.
 
-Commands: init, keygen, backup, list, verify, drill, restore, metrics. Errors are one line on stderr and a
+Commands: init, keygen, backup, list, verify, drill, restore, pg setup (cli_pitr), metrics. Errors are one line on stderr and a
 non-zero exit; secrets are redacted from everything printed.
 """
 
@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
+from erp_backup_pipeline import cli_pitr
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.destinations import build_destinations
@@ -186,6 +187,12 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if cli_pitr.is_pitr(args):
+        if args.kind != "postgres":
+            raise ConfigError("--target-time, --target-lsn and --latest are for postgres only")
+        return cli_pitr.cmd_restore_pitr(settings, args)
+    if not args.partition:
+        raise ConfigError("--partition is required (or, for postgres, --target-time/--target-lsn/--latest)")
     source = _source_name(args.kind)
     steps = restore_plan(settings, source, args.partition, args.to, args.force)
     print("restore plan:")
@@ -256,10 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--host", default="127.0.0.1")
     m.set_defaults(func=cmd_metrics)
 
-    s = sub.add_parser("restore", help="restore a backup into a NEW file or database")
+    s = sub.add_parser("pg", help="PostgreSQL point-in-time recovery (pgBackRest)")
+    pg = s.add_subparsers(dest="pg_command", required=True)
+    g = pg.add_parser("setup", help="write pgBackRest's config, print postgresql.conf lines, stanza-create and check")
+    g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_settings(a)))
+
+    s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
     s.add_argument("kind", choices=sorted(RESTORE_KINDS))
-    s.add_argument("--partition", required=True)
-    s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name; "
+    s.add_argument("--partition", help="YYYY-MM-DD (required, except for postgres point-in-time restores)")
+    cli_pitr.add_restore_arguments(s)
+    s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name, or with "
+                   "--target-time/--target-lsn/--latest a new data directory; "
                    "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")

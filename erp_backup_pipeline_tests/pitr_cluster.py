@@ -39,11 +39,15 @@ class PitrCluster:
             return cur.fetchall() if cur.description else []
 
 
+def pitr_section(base: Path, **pitr: Any) -> dict[str, Any]:
+    """The config file's ``pitr`` section for a cluster under ``base``."""
+    return {"stanza": "erp", "pg_data": str(base / "pg" / "data"), "pg_socket_path": str(base / "pg" / "sock"),
+            "work_dir": str(base / "pgbr"), "repo": {"type": "posix", "path": str(base / "repo")},
+            "cipher_pass": CIPHER, **pitr}
+
+
 def pitr_settings(tmp_path: Path, age_identity: tuple[Path, str], base: Path, **pitr: Any) -> Settings:
-    return make_settings(tmp_path, age_identity, pitr={
-        "stanza": "erp", "pg_data": str(base / "pg" / "data"), "pg_socket_path": str(base / "pg" / "sock"),
-        "work_dir": str(base / "pgbr"), "repo": {"type": "posix", "path": str(base / "repo")},
-        "cipher_pass": CIPHER, **pitr})
+    return make_settings(tmp_path, age_identity, pitr=pitr_section(base, **pitr))
 
 
 @pytest.fixture

@@ -129,3 +129,82 @@ def test_the_generated_config_holds_the_secret_only_in_a_0600_file(pitr_cluster:
     lines = config.postgresql_lines(c.settings)
     assert any(ln.startswith("archive_command = 'pgbackrest --config=") and "archive-push %p" in ln for ln in lines)
     assert not any("recovery.conf" in ln for ln in lines)
+
+
+def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster: PitrCluster, tmp_path: Path,
+                                                                   age_identity) -> None:  # noqa: F811
+    import dagster as dg
+
+    from erp_backup_pipeline.orchestration.definitions import build_definitions
+    from erp_backup_pipeline_tests.pitr_cluster import pitr_section
+    from erp_backup_pipeline_tests.test_dagster import write_config
+
+    c = pitr_cluster
+    config = write_config(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port))
+    defs = build_definitions(str(config))
+    instance = dg.DagsterInstance.ephemeral()
+    full = defs.resolve_job_def("postgres_full_job").execute_in_process(partition_key="2026-11-25", instance=instance)
+    c.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i")
+    incr = defs.resolve_job_def("postgres_incremental_job").execute_in_process(partition_key="2026-11-25-13:00",
+                                                                               instance=instance)
+    for result, kind in ((full, "full"), (incr, "incr")):
+        assert result.success
+        [event] = result.get_asset_materialization_events()
+        md = {k: v.value for k, v in event.materialization.metadata.items()}
+        assert md["type"] == kind and md["label"].endswith("F" if kind == "full" else "I")
+        assert md["database_bytes"] > 0 and md["repository_bytes"] > 0 and md["duration_seconds"] >= 0
+        assert md["stop_lsn"] >= md["start_lsn"] and md["wal_start"] <= md["wal_stop"]
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        assert checks["pgbackrest_verify"].passed and checks["wal_continuity"].passed
+    assert {e.check_name: e.partition for e in incr.get_asset_check_evaluations()} == {
+        "pgbackrest_verify": "2026-11-25-13:00", "wal_continuity": "2026-11-25-13:00"}
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+
+    resources = {"backup_settings": BackupSettingsResource(config_path=str(config))}
+    tick = datetime(2026, 11, 26, 14, 0, tzinfo=ZoneInfo("UTC"))
+    with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources,
+                                   repository_def=defs.get_repository_def()) as ctx:
+        [hourly] = defs.resolve_schedule_def("postgres_incremental_schedule").evaluate_tick(ctx).run_requests
+    assert hourly.partition_key == "2026-11-26-14:00"
+
+
+def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: PitrCluster, tmp_path: Path,
+                                                               age_identity) -> None:  # noqa: F811
+    from erp_backup_pipeline_tests.pitr_cluster import pitr_section
+    from erp_backup_pipeline_tests.test_cli import cli
+    from erp_backup_pipeline_tests.test_dagster import write_config
+
+    c = pitr_cluster
+    config = write_config(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port))
+    setup = cli("pg", "setup", config=config)
+    assert "archive_command = 'pgbackrest --config=" in setup.stdout and "check: the cluster archives" in setup.stdout
+    assert CIPHER not in setup.stdout + setup.stderr
+    c.sql("CREATE TABLE orders (id int)")
+    full = c.engine.backup("full")
+    c.sql("INSERT INTO orders SELECT generate_series(1, 7)")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    time.sleep(1.1)
+    target = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
+    time.sleep(1.1)
+    c.sql("INSERT INTO orders SELECT generate_series(8, 9)")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    datadir = scratch(c) / "data"
+    dry = cli("restore", "postgres", "--target-time", target, "--to", str(datadir), "--dry-run", config=config)
+    assert f"backup set {full['label']} (full" in dry.stdout and "dry run: nothing changed" in dry.stdout
+    assert not datadir.exists()
+    port = free_port()
+    done = cli("restore", "postgres", "--target-time", target, "--to", str(datadir), "--port", str(port), config=config)
+    try:
+        assert "promoted onto timeline 2" in done.stdout
+        assert recover.psql(c.settings, datadir, port, "SELECT count(*) FROM orders") == "7"
+    finally:
+        recover.stop(c.settings, datadir)
+    bad = cli("restore", "postgres", "--target-time", "yesterday", "--to", str(c.base / "x"), config=config, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "is not a time such as" in bad.stderr
+    wrong = cli("restore", "sqlite", "--latest", "--to", str(c.base / "x"), config=config, check=False)
+    assert wrong.returncode == 1 and "for postgres only" in wrong.stderr

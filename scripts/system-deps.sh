@@ -15,6 +15,7 @@ have gpg || need+=(gnupg)
 have sqlite3 || need+=(sqlite3)
 have promtool && have prometheus || need+=(prometheus)   # alert-rule tests and the scrape test
 have prometheus-pushgateway || need+=(prometheus-pushgateway)   # the optional per-run push, tested
+have pgbackrest || need+=(pgbackrest)   # point-in-time recovery (pitr:)
 have runuser || need+=(util-linux)
 have rsync || need+=(rsync)    # make bench: the original strategy's rsync --link-dest baseline
 [ -x /usr/bin/time ] || need+=(time)   # make bench: peak RSS of the shell-script baseline

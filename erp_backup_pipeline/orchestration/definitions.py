@@ -8,6 +8,7 @@ from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
+from erp_backup_pipeline.orchestration.pitr import PITR_ASSETS, build_pitr_asset, build_pitr_job, build_pitr_schedule
 from erp_backup_pipeline.orchestration.push import build_push_sensor
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline.orchestration.schedules import build_job, build_schedule
@@ -33,12 +34,15 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     freshness_checks, freshness_sensor = build_freshness([a for a in assets if a.key.to_user_string() in configured])
     verify_job = build_verify_job([name for name in BACKUP_ASSETS if name in configured])
     checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS)]
-    check_keys = sorted({key for a in [*assets, *checks] for key in a.check_keys}, key=str)
+    pitr_assets = [build_pitr_asset(name) for name in PITR_ASSETS]
+    pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
+    check_keys = sorted({key for a in [*assets, *pitr_assets, *checks] for key in a.check_keys}, key=str)
     return dg.Definitions(
-        assets=[*sources, *assets],
+        assets=[*sources, *assets, *pitr_assets],
         asset_checks=checks,
-        jobs=[*jobs.values(), verify_job],
-        schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job)],
+        jobs=[*jobs.values(), verify_job, *pitr_jobs.values()],
+        schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
+                   *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items())],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor()],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,

@@ -100,12 +100,18 @@ class PgBackRest:
 
     def verify(self) -> dict[str, Any]:
         """``pgbackrest verify``: every file of every backup and WAL segment against its checksum."""
-        out = self.run("--log-level-console=info", "verify", timeout=None)
-        problems = [ln.strip() for ln in out.splitlines()
-                    if re.search(r"status: (error|invalid)|checksum invalid|missing|invalid (checksum|size)", ln)]
-        if problems:
-            raise VerifyError("pgbackrest verify: " + "; ".join(p.split("INFO: ", 1)[-1] for p in problems[:4]))
-        return {"method": "pgbackrest verify", "ok": True}
+        out = self.run("--output=text", "--verbose", "verify", timeout=None)
+        status = re.search(r"^status: (\S+)", out, re.M)
+        if status is None or status.group(1) != "ok":
+            bad = [ln.strip() for ln in out.splitlines()
+                   if re.search(r"status: (?!valid)|(missing|checksum invalid|size invalid|other): [1-9]", ln)
+                   and not ln.startswith("status:")]
+            raise VerifyError(f"pgbackrest verify: status {status.group(1) if status else 'unknown'}: "
+                              + ("; ".join(bad[:4]) or out.strip()[-200:]))
+        wal = sum(int(n) for n in re.findall(r"total WAL checked: (\d+)", out))
+        files = sum(int(n) for n in re.findall(r"total files checked: (\d+)", out))
+        return {"method": "pgbackrest verify", "ok": True, "wal_checked": wal, "backup_files_checked": files,
+                "backups_checked": len(re.findall(r"^\s+backup: ", out, re.M))}
 
     def wal_segments(self) -> list[str]:
         """WAL segment names (24 hex digits) in the repository's archive, sorted."""
