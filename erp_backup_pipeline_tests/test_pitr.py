@@ -158,6 +158,11 @@ def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster:
         assert checks["pgbackrest_verify"].passed and checks["wal_continuity"].passed
     assert {e.check_name: e.partition for e in incr.get_asset_check_evaluations()} == {
         "pgbackrest_verify": "2026-11-25-13:00", "wal_continuity": "2026-11-25-13:00"}
+    from erp_backup_pipeline_tests.test_metrics import samples
+
+    exported = samples(instance)
+    assert exported[("backup_size_bytes", "postgres_full")] > 0
+    assert exported[("backup_last_success_timestamp_seconds", "postgres_incremental")] > 0
     from datetime import datetime
     from zoneinfo import ZoneInfo
 

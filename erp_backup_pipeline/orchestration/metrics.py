@@ -5,7 +5,8 @@
 integrity check), ``backup_restore_seconds`` (the measured RTO: the ``restore_seconds`` of the
 newest passing ``restore_drill`` check) and ``backup_last_restore_drill_timestamp_seconds`` (the
 time of that drill), each with the label ``type`` (``sqlite``, ``postgresql``, ``redis``,
-``config``, ``uploads``: the original's values where it had them) and ``asset``. Values come from
+``config``, ``uploads``: the original's values where it had them; ``postgresql_full`` and
+``postgresql_incremental`` for the pgBackRest assets, whose size is the repository's bytes) and ``asset``. Values come from
 the instance's event log and run storage, so a restart of the exporter loses nothing and the
 figures match the UI: the newest materialization (its time, its run's duration, the shipped
 artifact's bytes), the number of failed runs that backed the asset up (its job's, and the UI's
@@ -22,10 +23,12 @@ from prometheus_client.registry import Collector
 
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS
 from erp_backup_pipeline.orchestration.drills import CHECK as DRILL_CHECK
+from erp_backup_pipeline.orchestration.pitr import PITR_ASSETS
 from erp_backup_pipeline.orchestration.schedules import job_name
 
 TYPE_LABEL = {"sqlite_backup": "sqlite", "postgres_dump": "postgresql", "redis_snapshot": "redis",
-              "config_archive": "config", "uploads_snapshot": "uploads"}
+              "config_archive": "config", "uploads_snapshot": "uploads",
+              "postgres_full": "postgresql_full", "postgres_incremental": "postgresql_incremental"}
 
 
 class BackupCollector(Collector):
@@ -33,8 +36,8 @@ class BackupCollector(Collector):
 
     def __init__(self, instance: dg.DagsterInstance, assets: list[str] | None = None) -> None:
         self.instance = instance
-        self.assets = assets or list(BACKUP_ASSETS)
-        self._jobs = {job_name(a): a for a in BACKUP_ASSETS}
+        self.assets = assets or [*BACKUP_ASSETS, *PITR_ASSETS]
+        self._jobs = {job_name(a): a for a in [*BACKUP_ASSETS, *PITR_ASSETS]}
 
     def collect(self) -> Iterator[Any]:
         labels = ["type", "asset"]
@@ -60,7 +63,8 @@ class BackupCollector(Collector):
                 stats = self.instance.get_run_stats(event.run_id)
                 if stats.start_time and stats.end_time:
                     duration.add_metric(values, stats.end_time - stats.start_time)
-                shipped = event.asset_materialization.metadata.get("encrypted_bytes")
+                md = event.asset_materialization.metadata
+                shipped = md.get("encrypted_bytes") or md.get("repository_bytes")  # pgBackRest: the repo's bytes
                 if shipped is not None:
                     size.add_metric(values, float(shipped.value))  # type: ignore[arg-type]
             failures.add_metric(values, failed.get(asset, 0))
