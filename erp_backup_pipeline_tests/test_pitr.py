@@ -11,8 +11,11 @@ import pytest
 
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.errors import RestoreError, VerifyError
-from erp_backup_pipeline_tests.pitr_cluster import CIPHER, PitrCluster, pitr_cluster  # noqa: F401
+from erp_backup_pipeline_tests import pitr_cluster as cluster
+from erp_backup_pipeline_tests.pitr_cluster import CIPHER, PitrCluster
 from erp_backup_pipeline_tests.servers import free_port
+
+pitr_cluster = cluster.pitr_cluster
 
 
 def scratch(c: PitrCluster) -> Path:
@@ -21,7 +24,7 @@ def scratch(c: PitrCluster) -> Path:
     return path
 
 
-def test_restore_to_a_time_between_two_inserts(pitr_cluster: PitrCluster) -> None:  # noqa: F811
+def test_restore_to_a_time_between_two_inserts(pitr_cluster: PitrCluster) -> None:
     c = pitr_cluster
     c.engine.check()
     c.sql("CREATE TABLE invoices (id serial PRIMARY KEY, note text, at timestamptz DEFAULT now())")
@@ -57,7 +60,7 @@ def test_restore_to_a_time_between_two_inserts(pitr_cluster: PitrCluster) -> Non
         recover.stop(c.settings, datadir)
 
 
-def test_latest_has_every_committed_row_and_lsn_targets_work(pitr_cluster: PitrCluster) -> None:  # noqa: F811
+def test_latest_has_every_committed_row_and_lsn_targets_work(pitr_cluster: PitrCluster) -> None:
     c = pitr_cluster
     c.sql("CREATE TABLE t (id int)")
     c.engine.backup("full")
@@ -77,7 +80,7 @@ def test_latest_has_every_committed_row_and_lsn_targets_work(pitr_cluster: PitrC
 
 
 def test_a_deleted_wal_segment_breaks_continuity_and_a_damaged_backup_fails_verify(
-        pitr_cluster: PitrCluster) -> None:  # noqa: F811
+        pitr_cluster: PitrCluster) -> None:
     c = pitr_cluster
     full = c.engine.backup("full")
     for _ in range(3):
@@ -98,7 +101,7 @@ def test_a_deleted_wal_segment_breaks_continuity_and_a_damaged_backup_fails_veri
         c.engine.verify()
 
 
-def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_path: Path) -> None:  # noqa: F811
+def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_path: Path) -> None:
     c = pitr_cluster
     target_dir = c.base / "restore-here"
     with pytest.raises(RestoreError, match="has no backup yet"):
@@ -120,7 +123,7 @@ def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_pa
     assert not target_dir.exists()
 
 
-def test_the_generated_config_holds_the_secret_only_in_a_0600_file(pitr_cluster: PitrCluster) -> None:  # noqa: F811
+def test_the_generated_config_holds_the_secret_only_in_a_0600_file(pitr_cluster: PitrCluster) -> None:
     c = pitr_cluster
     conf = config.layout(c.settings).config
     assert conf.stat().st_mode & 0o777 == 0o600 and conf.owner() == "postgres"
@@ -132,7 +135,7 @@ def test_the_generated_config_holds_the_secret_only_in_a_0600_file(pitr_cluster:
 
 
 def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster: PitrCluster, tmp_path: Path,
-                                                                   age_identity) -> None:  # noqa: F811
+                                                                   age_identity) -> None:
     import dagster as dg
 
     from erp_backup_pipeline.orchestration.definitions import build_definitions
@@ -177,7 +180,7 @@ def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster:
 
 
 def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: PitrCluster, tmp_path: Path,
-                                                               age_identity) -> None:  # noqa: F811
+                                                               age_identity) -> None:
     from erp_backup_pipeline_tests.pitr_cluster import pitr_section
     from erp_backup_pipeline_tests.test_cli import cli
     from erp_backup_pipeline_tests.test_dagster import write_config
@@ -213,3 +216,43 @@ def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: Pit
     assert bad.returncode == 1 and bad.stderr.strip().count("\n") == 0 and "is not a time such as" in bad.stderr
     wrong = cli("restore", "sqlite", "--latest", "--to", str(c.base / "x"), config=config, check=False)
     assert wrong.returncode == 1 and "for postgres only" in wrong.stderr
+
+
+def test_the_runbook_restores_with_pgbackrest_alone(pitr_cluster: PitrCluster) -> None:
+    """The README's lines, verbatim, as the postgres user: no erp-backup involved."""
+    import re
+    import subprocess
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"PostgreSQL to a point in time, with pgBackRest alone.*?```sh\n(.*?)```", readme, re.S)
+    assert block is not None
+    lines = block.group(1).strip().splitlines()
+    assert len(lines) == 4
+    c = pitr_cluster
+    c.sql("CREATE TABLE ledger (id int)")
+    c.engine.backup("full")
+    c.sql("INSERT INTO ledger SELECT generate_series(1, 3)")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    time.sleep(1.1)
+    target = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
+    time.sleep(1.1)
+    c.sql("INSERT INTO ledger SELECT generate_series(4, 5)")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    datadir = scratch(c) / "data"
+    datadir.mkdir(mode=0o700)
+    subprocess.run(["chown", "postgres:postgres", str(datadir)], check=True)
+    port = free_port()
+    values = {"CONF": str(config.layout(c.settings).config), "DATADIR": str(datadir), "TIME": target, "PORT": str(port)}
+    try:
+        for line in lines:
+            for name, value in values.items():
+                line = line.replace(name, value)
+            subprocess.run(["runuser", "-u", "postgres", "--", "bash", "-o", "pipefail", "-c", line], check=True,
+                           capture_output=True, text=True)
+        # the restored cluster kept the original's socket directory (the runbook changes only the port)
+        count = recover.psql(c.settings, c.server.sockdir, port, "SELECT count(*) FROM ledger")
+        assert count == "3"
+    finally:
+        recover.stop(c.settings, datadir)

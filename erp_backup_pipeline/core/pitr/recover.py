@@ -145,9 +145,10 @@ def stop(settings: Any, datadir: Path) -> None:
     _as_user(settings.pitr.os_user, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
 
 
-def psql(settings: Any, datadir: Path, port: int, sql: str, dbname: str = "postgres") -> str:
+def psql(settings: Any, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> str:
+    """One query on a restored cluster, through its socket directory (a restore puts it in the data directory)."""
     bindir = Path(settings.pitr.pg_bin_dir or _pg_bindir())
-    return _as_user(settings.pitr.os_user, [str(bindir / "psql"), "-h", str(datadir), "-p", str(port),
+    return _as_user(settings.pitr.os_user, [str(bindir / "psql"), "-h", str(socket_dir), "-p", str(port),
                                             "-U", settings.pitr.pg_user, "-d", dbname, "-Atc", sql], "psql").strip()
 
 
