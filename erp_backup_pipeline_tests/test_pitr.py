@@ -256,3 +256,71 @@ def test_the_runbook_restores_with_pgbackrest_alone(pitr_cluster: PitrCluster) -
         assert count == "3"
     finally:
         recover.stop(c.settings, datadir)
+
+
+def test_end_of_day_is_midnight_berlin_across_dst() -> None:
+    from erp_backup_pipeline.core.pitr.backfill import end_of_day
+
+    assert end_of_day("2026-11-25").astimezone(UTC).isoformat() == "2026-11-25T23:00:00+00:00"
+    assert end_of_day("2026-07-01").astimezone(UTC).isoformat() == "2026-07-01T22:00:00+00:00"
+    assert end_of_day("2026-03-29").astimezone(UTC).isoformat() == "2026-03-29T22:00:00+00:00"  # 23-hour day
+    assert end_of_day("2026-10-25").astimezone(UTC).isoformat() == "2026-10-25T23:00:00+00:00"  # 25-hour day
+
+
+def test_backfill_dumps_the_data_as_it_was_not_as_it_is(pitr_cluster: PitrCluster, tmp_path: Path,
+                                                        age_identity) -> None:
+    import psycopg
+
+    from erp_backup_pipeline.core.pitr.backfill import backfill_dump
+    from erp_backup_pipeline.core.restore import restore_backup
+    from erp_backup_pipeline_tests.conftest import ERP_PASSWORD
+    c = pitr_cluster
+    c.sql(f"CREATE ROLE erp_user LOGIN CREATEDB PASSWORD '{ERP_PASSWORD}'")
+    c.sql("CREATE DATABASE erp OWNER erp_user")
+    with psycopg.connect(c.server.dsn("erp", "erp_user", ERP_PASSWORD), autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int PRIMARY KEY)")
+        c.engine.backup("full")
+        conn.execute("INSERT INTO invoices SELECT generate_series(1, 40)")
+        time.sleep(1.1)
+        then = datetime.now(UTC)
+        time.sleep(1.1)
+        conn.execute("INSERT INTO invoices SELECT generate_series(41, 50)")
+    c.sql("SELECT pg_switch_wal()")
+    c.engine.check()
+    from erp_backup_pipeline_tests.conftest import make_settings
+    from erp_backup_pipeline_tests.pitr_cluster import pitr_section
+
+    settings = make_settings(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port), sources={
+        "postgres": {"host": "127.0.0.1", "port": c.server.port, "user": "erp_user", "password": ERP_PASSWORD,
+                     "dbname": "erp", "sslmode": "disable"}})
+    m = backfill_dump(settings, "2026-11-25", target=then)
+    assert m.mode.startswith(f"pitr: recovered to {then.isoformat()} from backup set ")
+    assert m.facts["row_counts"]["public.invoices"] == 40
+    restore_backup(settings, "postgres_dump", "2026-11-25", "erp_as_it_was")
+    with psycopg.connect(c.server.dsn("erp_as_it_was", "erp_user", ERP_PASSWORD)) as conn:
+        assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 40
+    assert not [p for p in (c.base / "pgbr").glob("backfill-*")]  # the scratch cluster is gone
+    with pytest.raises(RestoreError, match="is not over yet in Europe/Berlin"):
+        backfill_dump(settings, datetime.now(UTC).date().isoformat())
+
+
+def test_the_backfill_job_refuses_a_day_the_archive_does_not_cover(pitr_cluster: PitrCluster, tmp_path: Path,
+                                                                   age_identity) -> None:
+    import dagster as dg
+
+    from erp_backup_pipeline.orchestration.definitions import build_definitions
+    from erp_backup_pipeline_tests.pitr_cluster import pitr_section
+    from erp_backup_pipeline_tests.test_dagster import write_config
+
+    c = pitr_cluster
+    c.engine.backup("full")  # taken today: the archive cannot reach back to the end of 2026-11-20
+    config = write_config(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port),
+                          sources={"postgres": {"host": "127.0.0.1", "port": c.server.port, "user": "postgres",
+                                                "dbname": "postgres", "password": c.server.password}})
+    job = build_definitions(str(config)).resolve_job_def("postgres_dump_pitr_backfill")
+    result = job.execute_in_process(partition_key="2026-11-20", instance=dg.DagsterInstance.ephemeral(),
+                                    raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.user_failure_data.description
+    assert message.startswith("target time 2026-11-21T00:00:00+01:00 is before the end of the oldest backup")

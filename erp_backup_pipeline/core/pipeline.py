@@ -66,6 +66,7 @@ class Capture:
     verify: dict[str, Any] = field(default_factory=dict)
     artifact: dict[str, Any] = field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    mode: str = "live"  # or how the data was obtained otherwise (a point-in-time copy of a past day)
 
     def stage(self, name: str) -> dict[str, Any]:
         return next(e for e in self.chain if e["stage"] == name)
@@ -88,7 +89,7 @@ def _cleanup_on_failure(capture: Capture, settings: Any = None) -> Iterator[None
         raise
 
 
-def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None) -> Capture:
+def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None, mode: str = "live") -> Capture:
     now = now or datetime.now(UTC)
     stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
     workdir = Path(settings.staging_dir) / safe_part(source) / f"{safe_part(partition)}-{stamp}"
@@ -96,7 +97,7 @@ def new_capture(settings: Any, source: str, partition: str, now: datetime | None
     os.chmod(settings.staging_dir, 0o700)
     workdir.mkdir(parents=True, mode=0o700)
     return Capture(source=source, partition=partition, captured_at=now.isoformat(timespec="seconds"),
-                   stamp=stamp, workdir=str(workdir))
+                   stamp=stamp, workdir=str(workdir), mode=mode)
 
 
 def _stale_workdirs(workdir: Path, older_than: timedelta = SWEEP_AGE) -> list[Path]:
@@ -325,7 +326,7 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             artifact_key=capture.artifact["key"], artifact_bytes=capture.artifact["bytes"],
             artifact_sha256=capture.artifact["sha256"], chain=capture.chain, verify=capture.verify,
             facts=capture.facts, tools={**tool_versions(), **{k: v for k, v in capture.facts.items() if k == "pg_dump"}},
-            destinations=capture.destinations, complete=not missing,
+            destinations=capture.destinations, complete=not missing, mode=capture.mode,
         )
         data = manifest.to_json()
         for dest in build_destinations(settings):
@@ -352,9 +353,10 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
 STAGES = (stage_dump, stage_compress, stage_verify, stage_encrypt, stage_ship)
 
 
-def run_backup(settings: Any, source: str, partition: str, progress: Progress | None = None) -> Manifest:
+def run_backup(settings: Any, source: str, partition: str, progress: Progress | None = None,
+               mode: str = "live") -> Manifest:
     """All stages in order, as the Dagster graph runs them."""
-    capture = new_capture(settings, source, partition)
+    capture = new_capture(settings, source, partition, mode=mode)
     for stage in STAGES:
         capture = stage(settings, capture, progress)
     return stage_manifest(settings, capture, progress)

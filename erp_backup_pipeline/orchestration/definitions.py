@@ -8,7 +8,13 @@ from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
-from erp_backup_pipeline.orchestration.pitr import PITR_ASSETS, build_pitr_asset, build_pitr_job, build_pitr_schedule
+from erp_backup_pipeline.orchestration.pitr import (
+    PITR_ASSETS,
+    build_backfill_job,
+    build_pitr_asset,
+    build_pitr_job,
+    build_pitr_schedule,
+)
 from erp_backup_pipeline.orchestration.push import build_push_sensor
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline.orchestration.schedules import build_job, build_schedule
@@ -40,7 +46,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*sources, *assets, *pitr_assets],
         asset_checks=checks,
-        jobs=[*jobs.values(), verify_job, *pitr_jobs.values()],
+        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job()],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items())],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor()],

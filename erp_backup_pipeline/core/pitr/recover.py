@@ -104,7 +104,10 @@ def plan_restore(settings: Any, datadir: Path, target_time: datetime | None = No
     return plan
 
 
-def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir: Path | None = None) -> dict[str, Any]:
+def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir: Path | None = None,
+            listen: str = "") -> dict[str, Any]:
+    """Restore ``plan`` and (``start``) bring the cluster up on ``port``: sockets in its data directory, TCP
+    only on ``listen`` (default none)."""
     pitr = settings.pitr
     engine = PgBackRest(settings)
     datadir = plan.datadir
@@ -125,7 +128,7 @@ def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir
     engine.run(*args, "restore", timeout=None)
     with open(datadir / "postgresql.auto.conf", "a") as fh:
         fh.write(f"\n# erp-backup restore {datetime.now(UTC).isoformat(timespec='seconds')}: a copy beside production\n"
-                 f"port = {port}\nunix_socket_directories = '{datadir}'\nlisten_addresses = ''\n"
+                 f"port = {port}\nunix_socket_directories = '{datadir}'\nlisten_addresses = '{listen}'\n"
                  "archive_mode = off\n")
     result: dict[str, Any] = {"datadir": str(datadir), "label": plan.label, "target": plan.target,
                               "restore_seconds": round(time.monotonic() - t0, 2), "port": port}
