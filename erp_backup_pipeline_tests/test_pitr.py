@@ -177,6 +177,16 @@ def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster:
                                    repository_def=defs.get_repository_def()) as ctx:
         [hourly] = defs.resolve_schedule_def("postgres_incremental_schedule").evaluate_tick(ctx).run_requests
     assert hourly.partition_key == "2026-11-26-14:00"
+    # the weekly verification drills the repository: the latest state restored, started, promoted, removed
+    sunday = datetime(2026, 11, 29, 6, 0, tzinfo=ZoneInfo("Europe/Berlin"))
+    with dg.build_schedule_context(scheduled_execution_time=sunday, resources=resources,
+                                   repository_def=defs.get_repository_def()) as ctx:
+        [weekly] = defs.resolve_schedule_def("verify_backups_weekly").evaluate_tick(ctx).run_requests
+    assert weekly.asset_check_keys == [dg.AssetCheckKey(dg.AssetKey("postgres_full"), "restore_drill")]
+    verify = defs.resolve_job_def("verify_backups").execute_in_process(instance=instance)
+    [drilled] = verify.get_asset_check_evaluations()
+    assert drilled.passed and drilled.metadata["timeline"].value == 2 and drilled.metadata["restore_seconds"].value > 0
+    assert not list((c.base / "pgbr").glob("drill-*"))
 
 
 def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: PitrCluster, tmp_path: Path,

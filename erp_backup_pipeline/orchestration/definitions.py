@@ -12,6 +12,7 @@ from erp_backup_pipeline.orchestration.pitr import (
     PITR_ASSETS,
     build_backfill_job,
     build_pitr_asset,
+    build_pitr_drill_check,
     build_pitr_job,
     build_pitr_schedule,
 )
@@ -22,13 +23,14 @@ from erp_backup_pipeline.settings import load_settings
 
 
 def _configured(config_path: str | None) -> tuple[set[str], bool]:
-    """The sources the config file enables and whether nightly runs drill; all sources and True when the
-    file cannot be read at load time."""
+    """The sources the config file enables (``postgres_full`` for a pitr section) and whether nightly runs
+    drill; all of them and True when the file cannot be read at load time."""
     try:
         settings = load_settings(config_path)
-        return set(enabled_sources(settings)), settings.checks.restore_drill
+        pitr = {"postgres_full"} if settings.pitr is not None and settings.pitr.enabled else set()
+        return set(enabled_sources(settings)) | pitr, settings.checks.restore_drill
     except BackupError:
-        return set(BACKUP_ASSETS), True
+        return {*BACKUP_ASSETS, "postgres_full"}, True
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
@@ -38,8 +40,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     configured, nightly_drill = _configured(config_path)
     jobs = {name: build_job(name, drill=nightly_drill) for name in BACKUP_ASSETS}
     freshness_checks, freshness_sensor = build_freshness([a for a in assets if a.key.to_user_string() in configured])
-    verify_job = build_verify_job([name for name in BACKUP_ASSETS if name in configured])
-    checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS)]
+    verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
+    checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS), build_pitr_drill_check()]
     pitr_assets = [build_pitr_asset(name) for name in PITR_ASSETS]
     pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
     check_keys = sorted({key for a in [*assets, *pitr_assets, *checks] for key in a.check_keys}, key=str)

@@ -5,7 +5,8 @@ manifest (``core.drill``), recording the restore's seconds (the measured RTO) as
 The nightly backup job runs it right after the new partition is written (``checks.restore_drill``);
 the ``verify_backups`` job runs it alone, and its weekly schedule (Sunday 06:00 Europe/Berlin, the
 original strategy's verification time) asks for a sample of older partitions of every configured
-source: the oldest kept one and ``checks.drill_sample - 1`` others at random.
+source: the oldest kept one and ``checks.drill_sample - 1`` others at random; with a ``pitr`` section
+also the pgBackRest repository's latest state (``postgres_full``'s unpartitioned ``restore_drill``).
 """
 
 import warnings
@@ -89,6 +90,10 @@ def build_verify_schedule(job: Any) -> dg.ScheduleDefinition:
             requests += [dg.RunRequest(run_key=f"{VERIFY_JOB}:{asset}:{p}:{week}", asset_check_keys=[drill_key(asset)],
                                        tags={PARTITION_TAG: p, "erp_backup/source": asset, "erp_backup/drill": "weekly"})
                          for p in chosen]
+        if settings.pitr is not None and settings.pitr.enabled:  # the whole pgBackRest repository, latest state
+            requests.append(dg.RunRequest(run_key=f"{VERIFY_JOB}:postgres_full:{week}",
+                                          asset_check_keys=[drill_key("postgres_full")],
+                                          tags={"erp_backup/source": "postgres_pitr", "erp_backup/drill": "weekly"}))
         return requests or dg.SkipReason("no older backups to drill yet")
 
     return weekly

@@ -102,6 +102,25 @@ def build_pitr_asset(name: str) -> dg.AssetsDefinition:
     return pitr_backup
 
 
+def build_pitr_drill_check() -> dg.AssetChecksDefinition:
+    """``restore_drill`` on ``postgres_full``: the whole cluster restored from the repository and started."""
+
+    @dg.asset_check(asset="postgres_full", name="restore_drill", blocking=False,
+                    description="Restores the latest state from the pgBackRest repository into a scratch cluster, "
+                                "starts it until promoted, then removes it; records restore_seconds (the RTO).")
+    def pitr_restore_drill(backup_settings: BackupSettingsResource) -> dg.AssetCheckResult:
+        from erp_backup_pipeline.core.pitr.backfill import drill
+
+        try:
+            result = drill(backup_settings.load())
+        except BackupError as exc:
+            return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=redact(str(exc)))
+        return dg.AssetCheckResult(passed=True, metadata=result,
+                                   description=f"restored {result['label']} and promoted in {result['restore_seconds']} s")
+
+    return pitr_restore_drill
+
+
 def build_pitr_job(name: str) -> Any:
     _, partitions, _, _ = PITR_ASSETS[name]
     return dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.assets(name), partitions_def=partitions,

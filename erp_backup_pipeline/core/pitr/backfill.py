@@ -1,11 +1,14 @@
-"""Backfill a missed ``postgres_dump`` date from the WAL archive: the data as it was at the end of that day.
+"""Scratch clusters from the WAL archive: backfilling a missed ``postgres_dump`` date, and the restore drill.
+
+Backfill: the data as it was at the end of that day.
 
 A plain backfill of a past date dumps today's data under yesterday's name. When point-in-time
 recovery covers the day, this restores a scratch cluster to the end of the day (midnight
 Europe/Berlin: every transaction committed on that date), listening on loopback only, dumps it
 through the normal pipeline (compress, verify, encrypt, ship, manifest) with the manifest's ``mode``
 saying where the data came from, then stops the cluster and removes it. The scratch data directory
-lives under ``pitr.work_dir`` (the PostgreSQL OS user's), never beside production.
+lives under ``pitr.work_dir`` (the PostgreSQL OS user's), never beside production. The drill restores
+the latest state the same way and measures how long it takes.
 """
 
 from __future__ import annotations
@@ -60,6 +63,31 @@ def backfill_dump(settings: Any, day: str, progress: Progress | None = None, now
         scratch = settings.model_copy(update={"sources": settings.sources.model_copy(update={"postgres": pg})})
         mode = f"pitr: recovered to {target.isoformat()} from backup set {plan.label}"
         return run_backup(scratch, "postgres_dump", day, progress, mode=mode)
+    finally:
+        if (datadir / "postmaster.pid").exists():
+            recover.stop(settings, datadir)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def drill(settings: Any) -> dict[str, Any]:
+    """The restore drill of the pgBackRest repository: restore the latest state into a scratch cluster under
+    ``work_dir``, start it, wait for promotion, list its databases, stop and remove it. ``restore_seconds``
+    (download, decrypt, decompress, WAL replay, promotion) is the measured RTO of point-in-time recovery."""
+    if settings.pitr is None or not settings.pitr.enabled:
+        raise ConfigError("pitr is not configured (the pitr section of the config file)")
+    work = config.layout(settings).work_dir
+    base = Path(tempfile.mkdtemp(prefix="drill-", dir=work))
+    base.chmod(0o755)
+    datadir = base / "data"
+    try:
+        plan = recover.plan_restore(settings, datadir)
+        port = _free_port()
+        result = recover.restore(settings, plan, port)
+        databases = recover.psql(settings, datadir, port,
+                                 "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
+                                 "WHERE NOT datistemplate").split(",")
+        return {"label": plan.label, "timeline": result["timeline"], "restore_seconds": result["seconds"],
+                "databases": len(databases), "wal_to": plan.wal_to}
     finally:
         if (datadir / "postmaster.pid").exists():
             recover.stop(settings, datadir)
