@@ -145,6 +145,8 @@ def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster:
     c = pitr_cluster
     config = write_config(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port))
     defs = build_definitions(str(config))
+    fresh = {k.asset_key.to_user_string() for k in defs.resolve_asset_graph().asset_check_keys if k.name == "freshness_check"}
+    assert fresh == {"postgres_full", "postgres_incremental"}  # only what this config backs up
     instance = dg.DagsterInstance.ephemeral()
     full = defs.resolve_job_def("postgres_full_job").execute_in_process(partition_key="2026-11-25", instance=instance)
     c.sql("CREATE TABLE t AS SELECT generate_series(1, 1000) AS i")

@@ -39,10 +39,13 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     # an installation backs up PostgreSQL or SQLite, not both: no freshness alarm for a source it does not have
     configured, nightly_drill = _configured(config_path)
     jobs = {name: build_job(name, drill=nightly_drill) for name in BACKUP_ASSETS}
-    freshness_checks, freshness_sensor = build_freshness([a for a in assets if a.key.to_user_string() in configured])
+    pitr_assets = [build_pitr_asset(name) for name in PITR_ASSETS]
+    if "postgres_full" in configured:
+        configured.add("postgres_incremental")
+    freshness_checks, freshness_sensor = build_freshness([a for a in [*assets, *pitr_assets]
+                                                          if a.key.to_user_string() in configured])
     verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
     checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS), build_pitr_drill_check()]
-    pitr_assets = [build_pitr_asset(name) for name in PITR_ASSETS]
     pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
     check_keys = sorted({key for a in [*assets, *pitr_assets, *checks] for key in a.check_keys}, key=str)
     return dg.Definitions(

@@ -16,8 +16,14 @@ from erp_backup_pipeline.orchestration.schedules import CRON
 GRACE_HOURS = 1
 
 
+# hourly incrementals: due half an hour into the next hour
+PITR_DEADLINES = {"postgres_full": "0 3 * * *", "postgres_incremental": "30 * * * *"}
+
+
 def deadline_cron(asset: str) -> str:
     """The schedule's minute and hour plus the grace: ``0 2 * * *`` becomes ``0 3 * * *``."""
+    if asset in PITR_DEADLINES:
+        return PITR_DEADLINES[asset]
     minute, hour, *rest = CRON[asset].split()
     return " ".join([minute, str((int(hour) + GRACE_HOURS) % 24), *rest])
 

@@ -123,7 +123,9 @@ def build_pitr_drill_check() -> dg.AssetChecksDefinition:
 
 def build_pitr_job(name: str) -> Any:
     _, partitions, _, _ = PITR_ASSETS[name]
-    return dg.define_asset_job(f"{name}_job", selection=dg.AssetSelection.assets(name), partitions_def=partitions,
+    own = [dg.AssetCheckKey(dg.AssetKey(name), check) for check in ("pgbackrest_verify", "wal_continuity")]
+    selection = dg.AssetSelection.assets(name).without_checks() | dg.AssetSelection.checks(*own)
+    return dg.define_asset_job(f"{name}_job", selection=selection, partitions_def=partitions,
                                executor_def=dg.in_process_executor, tags={"erp_backup/source": "postgres_pitr"})
 
 
