@@ -1,7 +1,7 @@
 """``erp-backup``: the command line, a thin layer over the core.
 
-Commands: init, keygen, backup, list, verify, drill, restore, pg setup (cli_pitr), metrics. Errors are one line on stderr and a
-non-zero exit; secrets are redacted from everything printed.
+Commands: init, keygen, backup, list, verify, drill, restore, prune, pg setup (cli_pitr), metrics. Errors are one
+line on stderr and a non-zero exit; secrets are redacted from everything printed.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.pipeline import run_backup
+from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
@@ -209,6 +210,38 @@ def cmd_restore(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    out = sys.stderr if args.json else sys.stdout  # the deletion lines; --json keeps stdout for the JSON
+
+    def log(line: str) -> None:
+        print(redact(line), file=out, flush=True)
+
+    result = prune(settings, dry_run=args.dry_run, log=log)
+    rows = result.as_rows()
+    counts = {"deleted": len(result.deleted), "kept": len(result.kept), "failed": len(result.failed)}
+    if args.json:
+        print(json.dumps({"dry_run": result.dry_run, **counts,
+                          "to_delete": len(result.plan.delete) if result.dry_run else 0,
+                          "notes": [redact(n) for n in result.notes],
+                          "rows": [{k: redact(v) for k, v in r.items()} for r in rows]}, indent=2))
+    else:
+        print(f"{'source':<16} {'partition':<11} {'captured_at':<26} {'action':<8} reason")
+        for r in rows:
+            print(redact(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {r['action']:<8} {r['reason']}"))
+        for note in result.notes:
+            print(redact(f"note: {note}"))
+        if result.dry_run:
+            print(f"dry run: {len(result.plan.delete)} to delete, {len(result.plan.keep)} to keep; nothing deleted")
+        else:
+            print(f"deleted {counts['deleted']}, kept {counts['kept']}, failed {counts['failed']}")
+    if result.failed:
+        print(f"erp-backup: error: prune: {len(result.failed)} backup(s) could not be deleted everywhere "
+              "(see the lines above)", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_metrics(args: argparse.Namespace) -> int:
     from erp_backup_pipeline.orchestration.metrics import serve  # the one command that needs Dagster
 
@@ -255,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("source")
     s.add_argument("--partition", help="YYYY-MM-DD (default: the newest verified one in the catalog)")
     s.set_defaults(func=cmd_drill)
+
+    s = sub.add_parser("prune", help="apply the retention policies: print the plan and delete what it deletes")
+    s.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("metrics", help="Prometheus metrics from the Dagster instance")
     msub = s.add_subparsers(dest="metrics_command", required=True)

@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
+from erp_backup_pipeline.core.retention import DEFAULT_POLICIES, RetentionPolicy
 from erp_backup_pipeline.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "erp-backup.yaml"
@@ -202,6 +203,20 @@ class ChecksSettings(_Model):
     drill_sample: int = Field(3, ge=0, le=100, description="older partitions per source the weekly verify_backups drills")
 
 
+class RetentionSettings(_Model):
+    """How long each source's backups are kept (``erp-backup prune``); the defaults are the original strategy's."""
+
+    sqlite_backup: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["sqlite_backup"])
+    postgres_dump: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["postgres_dump"])
+    redis_snapshot: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["redis_snapshot"])
+    config_archive: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["config_archive"])
+    uploads_snapshot: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["uploads_snapshot"])
+
+    def policies(self) -> dict[str, RetentionPolicy]:
+        """Source name -> its policy, as ``retention.plan`` takes them."""
+        return {name: getattr(self, name) for name in type(self).model_fields}
+
+
 class WebhookSettings(_Model):
     """An HTTP endpoint that receives each alert as a JSON POST."""
 
@@ -372,6 +387,7 @@ class Settings(_Model):
     destinations: list[DestinationSettings] = Field(min_length=1)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     pitr: PitrSettings | None = None

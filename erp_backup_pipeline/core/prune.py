@@ -1,0 +1,191 @@
+"""Prune: apply the retention plan (``core.retention``) to every destination, or refuse.
+
+``prune()`` reads the catalog from every destination, plans with the configured policies and, unless it
+is a dry run, reads the catalog again right before deleting and deletes only what both plans delete.
+Each deleted capture goes from every destination that holds it, its manifest first (the catalog stops
+showing it at once; an artifact without a manifest is no backup), then its artifact; one log line per
+deletion, never a secret. A deletion that fails on one destination is reported and the others go on;
+what a capture that could not be deleted depends on is kept.
+
+Refusals and guards, on top of the planner's own invariants:
+
+- a destination whose catalog cannot be read refuses the whole prune: its backups would be missing from
+  the plan, and the newest copies there would look like old ones elsewhere;
+- an uploads artifact that the local uploads state (``state_dir/uploads_snapshot.json``) still names as
+  the holder of some content is never deleted, nor anything it depends on: the next uploads backup ships
+  only content the state does not know, and points at that artifact for the rest. When the state file
+  exists but cannot be read, no uploads artifact is deleted.
+
+No Dagster here: the CLI (``erp-backup prune``) and the orchestration call it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from erp_backup_pipeline.core.catalog import Entry, load_catalog
+from erp_backup_pipeline.core.destinations import Destination, build_destinations
+from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
+from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.errors import BackupError
+
+UPLOADS_SOURCE = "uploads_snapshot"
+UPLOADS_STATE = "uploads_snapshot.json"  # under state_dir; written by core.sources.uploads (save_state)
+
+Log = Callable[[str], None]
+
+
+class PruneRefused(BackupError):
+    """Nothing was deleted: the catalog cannot be trusted to hold every backup."""
+
+
+@dataclass
+class PruneResult:
+    plan: Plan  # the plan that was applied (after a dry run: the plan that would be)
+    dry_run: bool
+    deleted: list[tuple[Entry, str]] = field(default_factory=list)  # gone from every destination; the reason
+    kept: list[tuple[Entry, str]] = field(default_factory=list)
+    failed: list[tuple[Entry, str]] = field(default_factory=list)  # the reason, then what failed where
+
+    @property
+    def notes(self) -> list[str]:
+        return self.plan.notes
+
+    def as_rows(self) -> list[dict[str, str]]:
+        """source, partition, captured_at, action, reason; action keep/delete (dry run) or keep/deleted/failed."""
+        if self.dry_run:
+            return self.plan.as_rows()
+        rows = [_row(e, action, r) for action, items in (("keep", self.kept), ("deleted", self.deleted),
+                                                          ("failed", self.failed)) for e, r in items]
+        return sorted(rows, key=lambda r: (r["source"], r["partition"], r["captured_at"]))
+
+
+def _row(entry: Entry, action: str, reason: str) -> dict[str, str]:
+    m = entry.manifest
+    return {"source": m.source, "partition": m.partition, "captured_at": m.captured_at, "action": action,
+            "reason": reason}
+
+
+def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log: Log = print) -> PruneResult:
+    """Plan retention over every destination's catalog and, unless ``dry_run``, delete what the plan deletes.
+
+    Raises PruneRefused (nothing deleted) when a destination cannot be read."""
+    now = now or datetime.now(UTC)
+    destinations = build_destinations(settings)
+    policies = settings.retention.policies()
+    state_file = Path(settings.state_dir) / UPLOADS_STATE
+    first = _plan(settings, destinations, policies, now, state_file)
+    if dry_run:
+        return PruneResult(first, True, kept=list(first.keep))
+    fresh = _plan(settings, destinations, policies, now, state_file)  # right before deleting: what is there now
+    reviewed = {e.manifest.key for e, _ in first.delete}
+    result = PruneResult(fresh, False, kept=list(fresh.keep))
+    todo = []
+    for entry, reason in fresh.delete:
+        if entry.manifest.key in reviewed:
+            todo.append((entry, reason))
+        else:
+            result.kept.append((entry, f"deletable only in the catalog read again before deleting: left for the "
+                                       f"next prune (otherwise: {reason})"))
+    _delete(todo, {d.name: d for d in destinations}, result, log)
+    return result
+
+
+def _plan(settings: Any, destinations: list[Destination], policies: dict[str, RetentionPolicy], now: datetime,
+          state_file: Path) -> Plan:
+    errors: list[str] = []
+    entries = load_catalog(destinations, settings.prefix, errors=errors)
+    if errors:
+        raise PruneRefused(f"refusing to prune: {len(errors)} destination(s) could not be read, so the plan would "
+                           f"miss their backups ({'; '.join(errors)})")
+    return _guard_uploads_state(plan(entries, policies, now), state_file)
+
+
+def _state_references(state_file: Path) -> tuple[set[str], str | None]:
+    """The artifact keys the uploads state names as content holders, or why the state cannot be read."""
+    try:
+        text = state_file.read_text()
+    except FileNotFoundError:
+        return set(), None
+    except OSError as exc:
+        return set(), exc.strerror or type(exc).__name__
+    try:
+        blobs = json.loads(text)["blobs"]
+        return {str(key) for key in blobs.values() if key}, None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return set(), "not an uploads state"
+
+
+def _guard_uploads_state(result: Plan, state_file: Path) -> Plan:
+    """Move to ``keep`` every uploads artifact the state references, and everything those depend on."""
+    uploads = {e.manifest.artifact_key: (e, r) for e, r in result.delete if e.manifest.source == UPLOADS_SOURCE}
+    if not uploads:
+        return result
+    referenced, problem = _state_references(state_file)
+    moved: dict[str, str] = {}
+    if problem is not None:
+        for key, (_, reason) in uploads.items():
+            moved[key] = (f"the uploads state {state_file} cannot be read ({problem}), so which artifacts the next "
+                          f"uploads backup builds on is unknown (otherwise: {reason})")
+        notes = [f"{UPLOADS_SOURCE}: nothing deleted, the uploads state {state_file} cannot be read ({problem})"]
+    else:
+        stack = sorted(key for key in referenced if key in uploads)
+        for key in stack:
+            moved[key] = (f"referenced by the uploads state {state_file}: the next uploads backup builds on it "
+                          f"(otherwise: {uploads[key][1]})")
+        while stack:
+            user = uploads[stack.pop()][0].manifest
+            for dep in sorted(set(user.facts.get("depends_on") or [])):
+                if dep in uploads and dep not in moved:
+                    moved[dep] = (f"needed by {UPLOADS_SOURCE} {user.partition}, which the uploads state references "
+                                  f"(otherwise: {uploads[dep][1]})")
+                    stack.append(dep)
+        notes = [f"{UPLOADS_SOURCE}: {len(moved)} artifact(s) kept for the uploads state {state_file}"] if moved else []
+    if not moved:
+        return result
+    keep = list(result.keep) + [(uploads[key][0], reason) for key, reason in moved.items()]
+    delete = [(e, r) for e, r in result.delete if e.manifest.artifact_key not in moved]
+    return Plan(keep=keep, delete=delete, notes=list(result.notes) + notes)
+
+
+def _delete(todo: Iterable[tuple[Entry, str]], destinations: dict[str, Destination], result: PruneResult,
+            log: Log) -> None:
+    """Newest first, so that what a capture that could not be deleted depends on is still there and kept."""
+    still_needed: set[str] = set()
+    for entry, reason in sorted(todo, key=lambda er: (er[0].manifest.partition, er[0].manifest.captured_at),
+                                reverse=True):
+        m = entry.manifest
+        what = f"{m.source} {m.partition} captured {m.captured_at}"
+        if m.artifact_key in still_needed:
+            result.kept.append((entry, f"a capture that depends on it could not be deleted (otherwise: {reason})"))
+            still_needed.update(m.facts.get("depends_on") or [])
+            continue
+        problems: list[str] = []
+        listed = False  # its manifest still stands somewhere: the catalog still shows it
+        for name in sorted(entry.held_by):
+            dest = destinations[name]
+            for part, key in (("manifest", m.key), ("artifact", m.artifact_key)):
+                try:
+                    dest.delete(key)
+                except (BackupError, OSError) as exc:
+                    error = str(exc) if isinstance(exc, BackupError) else f"{dest.uri(key)}: {exc.strerror or exc}"
+                    if part == "manifest":
+                        listed = True
+                        problems.append(f"{name}: {error}")
+                    else:
+                        problems.append(f"{name}: artifact left without its manifest: {error}")
+                    log(redact(f"failed to delete {what} from {name} ({part}): {error}"))
+                    break
+            else:
+                log(redact(f"deleted {what} from {name}: {reason}"))
+        if problems:
+            result.failed.append((entry, f"{reason}; failed on {'; '.join(problems)}"))
+            if listed:
+                still_needed.update(m.facts.get("depends_on") or [])
+        else:
+            result.deleted.append((entry, reason))
