@@ -101,7 +101,7 @@ def test_a_deleted_wal_segment_breaks_continuity_and_a_damaged_backup_fails_veri
         c.engine.verify()
 
 
-def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_path: Path) -> None:
+def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_path: Path, age_identity) -> None:
     c = pitr_cluster
     target_dir = c.base / "restore-here"
     with pytest.raises(RestoreError, match="has no backup yet"):
@@ -116,11 +116,19 @@ def test_refusals_come_before_anything_changes(pitr_cluster: PitrCluster, tmp_pa
         recover.plan_restore(c.settings, c.server.data)
     with pytest.raises(RestoreError, match="is before the end of the oldest backup"):
         recover.plan_restore(c.settings, target_dir, target_time=datetime(2020, 1, 1, tzinfo=UTC))
+    with pytest.raises(RestoreError, match=r"is after the newest archived WAL \(segment [0-9A-F]{24}, archived "):
+        recover.plan_restore(c.settings, target_dir, target_time=datetime.now(UTC))  # nothing archived since
     with pytest.raises(RestoreError, match="is in the future"):
         recover.plan_restore(c.settings, target_dir, target_time=datetime(2099, 1, 1, tzinfo=UTC))
     with pytest.raises(RestoreError, match="needs a time zone"):
         recover.plan_restore(c.settings, target_dir, target_time=datetime(2026, 1, 1))
     assert not target_dir.exists()
+    from erp_backup_pipeline.errors import ToolError
+    from erp_backup_pipeline_tests.pitr_cluster import pitr_settings
+
+    elsewhere = pitr_settings(tmp_path, age_identity, c.base, pg_port=c.server.port, stanza="nosuchstanza")
+    with pytest.raises(ToolError, match="stanza nosuchstanza: missing stanza path"):
+        recover.plan_restore(elsewhere, target_dir)
 
 
 def test_the_generated_config_holds_the_secret_only_in_a_0600_file(pitr_cluster: PitrCluster) -> None:
@@ -336,3 +344,23 @@ def test_the_backfill_job_refuses_a_day_the_archive_does_not_cover(pitr_cluster:
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.user_failure_data.description
     assert message.startswith("target time 2026-11-21T00:00:00+01:00 is before the end of the oldest backup")
+
+
+def test_an_s3_repository_is_configured_for_pgbackrest(tmp_path: Path, age_identity) -> None:
+    from erp_backup_pipeline.errors import ConfigError
+    from erp_backup_pipeline_tests.conftest import make_settings
+
+    repo = {"type": "s3", "bucket": "erp-pitr", "endpoint": "s3.eu-central-1.amazonaws.com", "path": "/site-a",
+            "access_key_id": "AKIAEXAMPLE", "secret_access_key": "s3-Secret-for-pitr-9a1", "uri_style": "path"}
+    settings = make_settings(tmp_path, age_identity, pitr={"pg_data": "/var/lib/postgresql/15/main", "repo": repo})
+    text = config.render(settings)
+    for line in ("repo1-type=s3", "repo1-s3-bucket=erp-pitr", "repo1-s3-endpoint=s3.eu-central-1.amazonaws.com",
+                 "repo1-path=/site-a", "repo1-s3-key-secret=s3-Secret-for-pitr-9a1", "repo1-s3-uri-style=path",
+                 "repo1-storage-verify-tls=y", "compress-type=zst", "[erp]", "pg1-path=/var/lib/postgresql/15/main"):
+        assert line in text.splitlines(), line
+    assert "s3-Secret-for-pitr-9a1" in settings.secrets()  # redacted from every log line and error
+    with_port = make_settings(tmp_path, age_identity, pitr={"pg_data": "/d", "repo": {**repo, "endpoint": "minio:9000"}})
+    assert "repo1-storage-port=9000" in config.render(with_port).splitlines()
+    keyless = make_settings(tmp_path, age_identity, pitr={"pg_data": "/d", "repo": {**repo, "secret_access_key": None}})
+    with pytest.raises(ConfigError, match="an s3 repository needs access_key_id and secret_access_key"):
+        config.render(keyless)

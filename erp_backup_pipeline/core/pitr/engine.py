@@ -115,13 +115,18 @@ class PgBackRest:
 
     def wal_segments(self) -> list[str]:
         """WAL segment names (24 hex digits) in the repository's archive, sorted."""
+        return sorted(self.wal_archived_at())
+
+    def wal_archived_at(self) -> dict[str, int]:
+        """Each archived WAL segment with the time (Unix seconds) it reached the repository."""
         listing = json.loads(self.run("--output=json", "--recurse", "repo-ls", f"archive/{self.pitr.stanza}") or "{}")
-        names = set()
+        found: dict[str, int] = {}
         for path, meta in listing.items():
             m = _SEGMENT.match(path.rsplit("/", 1)[-1])
             if meta.get("type") == "file" and m and not path.endswith(".backup") and ".history" not in path:
-                names.add(m.group(1) + m.group(2) + m.group(3))
-        return sorted(names)
+                name = m.group(1) + m.group(2) + m.group(3)
+                found[name] = max(found.get(name, 0), int(meta.get("time", 0)))
+        return found
 
     def continuity(self, since: str) -> WalRange:
         """The archived WAL from segment ``since`` (a full backup's archive start) must have no gap."""

@@ -1,7 +1,8 @@
 """Point-in-time restore into a fresh data directory: plan, refuse what would go wrong, restore, start.
 
 The plan names the backup set (the newest one that ended before the target) and the WAL range it
-replays. Refused before anything changes: a target before the oldest backup's end or in the future,
+replays. Refused before anything changes: a target before the oldest backup's end, after the newest
+archived WAL segment reached the repository (recovery could not get there), or in the future,
 an LSN before the oldest backup, a data directory that is not empty (a running PostgreSQL's always
 is), no backup at all. pgBackRest writes ``recovery.signal`` and the ``recovery_target_*`` settings
 into ``postgresql.auto.conf`` (current PostgreSQL; ``recovery.conf`` is refused since 12); we add the
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from erp_backup_pipeline.core.pitr.engine import PgBackRest
+from erp_backup_pipeline.core.pitr.engine import PgBackRest, position
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import RestoreError
 
@@ -74,6 +75,13 @@ def plan_restore(settings: Any, datadir: Path, target_time: datetime | None = No
         if not fitting:
             raise RestoreError(f"target time {target_time.isoformat()} is before the end of the oldest backup "
                                f"({_when(backups[0]['timestamp']['stop']).isoformat()}, {backups[0]['label']})")
+        archived = engine.wal_archived_at()
+        if archived:
+            newest = max(archived, key=lambda name: (position(name), name))
+            if target_time.timestamp() > archived[newest]:
+                raise RestoreError(f"target time {target_time.isoformat()} is after the newest archived WAL (segment "
+                                   f"{newest}, archived {_when(archived[newest]).isoformat()}): recovery cannot reach "
+                                   "it; use an earlier time or --latest")
         chosen, target = fitting[-1], {"type": "time", "value": target_time.isoformat(sep=" ")}
     elif target_lsn is not None:
         try:
