@@ -112,11 +112,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
     settings = _settings(args)
     names = enabled_sources(settings) if args.source == "all" else [_source_name(args.source)]
     partition = args.partition or datetime.now(ZoneInfo(PARTITION_TIMEZONE)).date().isoformat()
+    if args.from_archive and (names != ["postgres_dump"] or not args.partition):
+        raise ConfigError("--from-archive backs up postgres_dump for a past --partition from the WAL archive")
     failed = 0
     for name in names:
         try:
             with progress_reporter() as report:
-                m = run_backup(settings, name, partition, report)
+                m = (cli_pitr.backfill(settings, partition, report) if args.from_archive
+                     else run_backup(settings, name, partition, report))
             print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
                   f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}")
         except BackupError as exc:
@@ -267,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("backup", help="back up a source (or all) for a partition, without Dagster")
     s.add_argument("source", help="sqlite_backup, postgres_dump, sqlite, postgres or all")
     s.add_argument("--partition", help="YYYY-MM-DD (default: today, Europe/Berlin)")
+    s.add_argument("--from-archive", action="store_true",
+                   help="postgres_dump of a past date as it was at the end of that day (pgBackRest, pitr section)")
     s.set_defaults(func=cmd_backup)
 
     s = sub.add_parser("list", help="the catalog, from the manifests")

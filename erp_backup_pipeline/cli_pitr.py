@@ -1,4 +1,4 @@
-"""``erp-backup pg setup`` and ``erp-backup restore postgres --target-time/--target-lsn/--latest``.
+"""``erp-backup pg setup``, ``restore postgres --target-time/--target-lsn/--latest``, ``backup --from-archive``.
 
 Point-in-time recovery from the command line, over ``core.pitr``: setup writes pgBackRest's
 configuration, prints the postgresql.conf lines, then runs ``stanza-create`` and ``check`` and says
@@ -69,6 +69,13 @@ def cmd_restore_pitr(settings: Any, args: argparse.Namespace) -> int:
               f"{result['datadir']}): recovery reached the target, promoted onto timeline {result['timeline']} "
               f"in {result['seconds']} s")
     return 0
+
+
+def backfill(settings: Any, day: str, progress: Any = None) -> Any:
+    """``erp-backup backup postgres_dump --partition D --from-archive``."""
+    from erp_backup_pipeline.core.pitr.backfill import backfill_dump
+
+    return backfill_dump(settings, day, progress)
 
 
 def add_restore_arguments(s: argparse.ArgumentParser) -> None:

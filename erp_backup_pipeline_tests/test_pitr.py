@@ -364,3 +364,20 @@ def test_an_s3_repository_is_configured_for_pgbackrest(tmp_path: Path, age_ident
     keyless = make_settings(tmp_path, age_identity, pitr={"pg_data": "/d", "repo": {**repo, "secret_access_key": None}})
     with pytest.raises(ConfigError, match="an s3 repository needs access_key_id and secret_access_key"):
         config.render(keyless)
+
+
+def test_backup_from_archive_on_the_command_line_is_one_line_when_the_archive_is_too_young(
+        pitr_cluster: PitrCluster, tmp_path: Path, age_identity) -> None:
+    from erp_backup_pipeline_tests.pitr_cluster import pitr_section
+    from erp_backup_pipeline_tests.test_cli import cli
+    from erp_backup_pipeline_tests.test_dagster import write_config
+
+    c = pitr_cluster
+    c.engine.backup("full")
+    config = write_config(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port),
+                          sources={"postgres": {"host": "127.0.0.1", "port": c.server.port, "user": "postgres",
+                                                "dbname": "postgres", "password": c.server.password}})
+    done = cli("backup", "postgres_dump", "--partition", "2026-11-20", "--from-archive", config=config, check=False)
+    assert done.returncode == 1 and "target time 2026-11-21T00:00:00+01:00 is before the end of the oldest backup" in done.stderr
+    misuse = cli("backup", "sqlite", "--from-archive", "--partition", "2026-11-20", config=config, check=False)
+    assert misuse.returncode == 1 and "--from-archive backs up postgres_dump" in misuse.stderr
