@@ -360,6 +360,13 @@ class PitrSettings(_Model):
         return None
 
 
+class MaintenanceSettings(_Model):
+    """Dagster's own history: the instance's retention setting covers schedule and sensor ticks only."""
+
+    run_history_days: int = Field(400, ge=7, description="delete Dagster runs (and their events) older than this; "
+                                                          "never the newest run of any backup partition")
+
+
 class MetricsSettings(_Model):
     """Optional: push every finished run's figures to a Prometheus Pushgateway (``erp-backup metrics serve``
     exports the same series for scraping)."""
@@ -390,6 +397,7 @@ class Settings(_Model):
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     pitr: PitrSettings | None = None
 
     @field_validator("prefix")
