@@ -8,6 +8,13 @@ from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
+from erp_backup_pipeline.orchestration.maintenance import (
+    backup_retention,
+    history_job,
+    history_schedule,
+    retention_job,
+    retention_schedule,
+)
 from erp_backup_pipeline.orchestration.pitr import (
     PITR_ASSETS,
     build_backfill_job,
@@ -47,13 +54,15 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
     checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS), build_pitr_drill_check()]
     pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
-    check_keys = sorted({key for a in [*assets, *pitr_assets, *checks] for key in a.check_keys}, key=str)
+    check_keys = sorted({key for a in [*assets, *pitr_assets, backup_retention, *checks] for key in a.check_keys},
+                        key=str)
     return dg.Definitions(
-        assets=[*sources, *assets, *pitr_assets],
+        assets=[*sources, *assets, *pitr_assets, backup_retention],
         asset_checks=checks,
-        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job()],
+        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(), retention_job, history_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
-                   *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items())],
+                   *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,
+                   history_schedule],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor()],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,
