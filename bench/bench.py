@@ -2,7 +2,7 @@
 """Side-by-side benchmark of the PostgreSQL backup, in ONE run, on a generated ERP-like database.
 
     .venv/bin/python bench/bench.py [--size-mb 500] [--small-mb 250] [--out bench/out] [--profile] [--skip-redis]
-                                    [--skip-uploads]
+                                    [--skip-uploads] [--skip-pitr] [--skip-pg]
 
 Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
   (a) floor      ``pg_dump -Fc -Z0 > /dev/null``
@@ -41,6 +41,24 @@ a fresh ``state_dir``, bucket and rsync destination:
                  sizes of the files in DST/dayN that are not hard links). (s1)-(s2) run after (u2),
                  (s3) after (u3); the tree is in the page cache for all of them.
 
+Point-in-time recovery (pgBackRest; ``--skip-pitr`` leaves it out; run once, whatever ``--repeat`` says, about
+3 minutes). Set up with the project's own code (``core.pitr.config`` writes pgbackrest.conf and gives the
+postgresql.conf lines, ``archive_timeout = 60``; ``PgBackRest`` runs stanza-create, check and backups;
+``recover.plan_restore`` + ``recover.restore`` restore), as the ``postgres`` user, in a 0755 /tmp dir: a third
+cluster, archiving from the start, filled with the same ERP-like generator to ``--size-mb``; a full backup
+(repository cipher on); a ``pg_dump -Fc`` of that state.
+  (p0) baseline  ``pg_restore`` of that local dump into a new database on the bench's first (non-archiving)
+                 cluster; only pg_restore is timed.
+  (p1) RTO       after the full backup, writes (5 % of the invoices updated, 100,000 audit rows), a target time
+                 T, writes after T, a WAL switch: ``plan_restore(target_time=T)`` + ``restore(start=True)`` into
+                 a new data directory (restore = download, decompress, decrypt; then WAL replay to T and
+                 promotion), timed until the server has promoted; checked: the rows before T, none after.
+  (p2) RPO       a WAL switch, then a writer commits one row holding its ``clock_timestamp()`` every 0.1 s for
+                 ``--pitr-writer-s`` (75) s, no forced switch; the writer stops and the host is lost at C (the
+                 cluster's process group SIGKILLed: no shutdown checkpoint, the open segment is never archived);
+                 ``restore`` ``--latest`` into a new data directory; RPO = C - newest recovered commit time
+                 (target <= 60 s), rows lost = committed - recovered.
+
 Measurements
   wall        perf_counter around the command(s) / around ``materialize``
   peak RSS    (a),(b): ``/usr/bin/time -f %M`` per command (ru_maxrss of a child spawned directly
@@ -52,8 +70,8 @@ Measurements
   staging     the parent sums the sizes of the files under the staging dir every 50 ms; max reported.
 
 Prints a table, writes ``OUT/results.json`` and ``OUT/results.md``. Exit code 0 even when a
-target fails (it is a report). Everything it starts (PostgreSQL, Redis, moto, gpg-agent) is stopped by
-PID or by its own tool, and every temp dir is removed.
+target fails (it is a report). Everything it starts (PostgreSQL, Redis, moto, gpg-agent, the restored PITR
+clusters) is stopped by PID or by its own tool (``pg_ctl -D``), also on failure, and every temp dir is removed.
 """
 
 from __future__ import annotations
@@ -65,6 +83,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -705,6 +724,133 @@ def timed(argv: list[str], env: dict[str, str], stdout: Any = subprocess.DEVNULL
 
 
 # --------------------------------------------------------------------------------------------
+# point-in-time recovery helpers: (p0) pg_restore baseline, (p1) RTO to a time, (p2) RPO
+# --------------------------------------------------------------------------------------------
+
+PITR_DB = "erp_pitr"
+PITR_CIPHER = "bench-pitr-cipher-3f9a7c21"  # repo1-cipher-pass: the restores decrypt every file
+PITR_WRITER_S = 75.0  # (p2): the writer runs this long, one row every PITR_WRITER_INTERVAL_S
+PITR_WRITER_INTERVAL_S = 0.1
+
+
+def pg_sql(server: Any, dbname: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
+    import psycopg
+
+    with psycopg.connect(server.dsn(dbname), autocommit=True) as conn:
+        cur = conn.execute(statement, params)
+        return cur.fetchall() if cur.description else []
+
+
+def wait_archived(server: Any, timeout: float = 600) -> float:
+    """Wait until no completed WAL segment waits for archive_command (no ``.ready`` file); seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        [(ready,)] = pg_sql(server, "postgres",
+                            "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'")
+        if ready == 0:
+            return time.perf_counter() - t0
+        if time.perf_counter() - t0 > timeout:
+            raise RuntimeError(f"{ready} WAL segment(s) still not archived after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def kill_cluster(server: Any) -> int:
+    """Lose the host: SIGKILL the postmaster and every process of the cluster (backends, checkpointer,
+    archiver and a running archive-push) at once: no shutdown checkpoint, no last segment archived.
+    pg_ctl starts the postmaster in its own session, so its process group is the cluster; the group is
+    killed by its id (the postmaster's PID), then any straggler by its own PID. Returns how many died."""
+    import psutil
+
+    pm = psutil.Process(server.pid)
+    procs = [pm, *pm.children(recursive=True)]
+    if os.getpgid(server.pid) == server.pid:
+        os.killpg(server.pid, signal.SIGKILL)
+    for p in procs:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _gone, alive = psutil.wait_procs(procs, timeout=10)
+
+    def living(p: Any) -> bool:  # a zombie (not reaped yet by its parent) runs nothing
+        try:
+            return bool(p.is_running() and p.status() != psutil.STATUS_ZOMBIE)
+        except psutil.NoSuchProcess:
+            return False
+
+    if [p for p in alive if living(p)]:
+        raise RuntimeError(f"processes of the lost cluster survived SIGKILL: {[p.pid for p in alive if living(p)]}")
+    server.pid = 0  # nothing left to stop
+    return len(procs)
+
+
+def archived_segments(repo: Path) -> list[str]:
+    """WAL segment files in a posix pgBackRest repository (names only), sorted."""
+    return sorted(p.name.split("-")[0] for p in (repo / "archive").rglob("*") if p.is_file()
+                  and re.match(r"^[0-9A-F]{24}-", p.name))
+
+
+def recovery_log(datadir: Path) -> dict[str, Any]:
+    """What the restored server logged about its recovery (PostgreSQL 15 wording): redo time, where it
+    stopped, the last replayed transaction's commit time."""
+    try:
+        text = (datadir / "restore.log").read_text(errors="replace")
+    except OSError:
+        return {}
+    out: dict[str, Any] = {}
+    if m := re.search(r"redo done at (\S+) system usage: .*elapsed: ([\d.]+) s", text):
+        out["redo_done_at"], out["redo_elapsed_s"] = m.group(1), float(m.group(2))
+    if m := re.search(r"redo starts at (\S+)", text):
+        out["redo_starts_at"] = m.group(1)
+    if m := re.search(r"recovery stopping (before|after) commit of transaction \d+, time (.+)", text):
+        out["recovery_stopping"] = m.group(0).strip()
+    if m := re.search(r"last completed transaction was at log time (.+)", text):
+        out["last_completed_transaction"] = m.group(1).strip()
+    if m := re.search(r"selected new timeline ID: (\d+)", text):
+        out["new_timeline"] = int(m.group(1))
+    return out
+
+
+class RpoWriter(threading.Thread):
+    """(p2)'s application: one INSERT of its own commit time (clock_timestamp()) every ``interval`` s, each
+    its own transaction, synchronous_commit on (an ERP's commits are; the bench cluster's default is off).
+    No WAL switch is forced: archive_timeout alone decides when a segment is closed and archived."""
+
+    def __init__(self, dsn: str, interval: float = PITR_WRITER_INTERVAL_S) -> None:
+        super().__init__(daemon=True)
+        self.dsn = dsn
+        self.interval = interval
+        self.committed = 0
+        self.last_id = 0
+        self.first_at: datetime | None = None
+        self.last_at: datetime | None = None
+        self.error: str | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, autocommit=True) as conn:
+                conn.execute("SET synchronous_commit = on")
+                due = time.monotonic()
+                while not self._halt.is_set():
+                    row = conn.execute("INSERT INTO rpo_probe (at) VALUES (clock_timestamp()) RETURNING id, at").fetchone()
+                    assert row is not None
+                    self.committed += 1
+                    self.last_id, self.last_at = int(row[0]), row[1]
+                    self.first_at = self.first_at or row[1]
+                    due += self.interval
+                    self._halt.wait(max(0.0, due - time.monotonic()))
+        except Exception as exc:  # reported by the section; the thread must not die silently
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=30)
+
+
+# --------------------------------------------------------------------------------------------
 # the cases
 # --------------------------------------------------------------------------------------------
 
@@ -720,6 +866,11 @@ class Bench:
         self.redis: Any = None
         self.gnupghome: Path | None = None
         self.bindir = ""
+        self.invoices_for: dict[str, int] = {}  # size label -> invoices to generate (from the calibration)
+        self.pitr_pg: Any = None  # the archiving cluster of the PITR section
+        self.pitr_base: Path | None = None
+        self.pitr_writer: RpoWriter | None = None
+        self.pitr_started: list[tuple[Any, Path]] = []  # restored clusters: (settings, data directory)
 
     # ---------------------------------------------------------------- setup / teardown
     def pg_env(self) -> dict[str, str]:
@@ -741,8 +892,11 @@ class Bench:
         empty, per_invoice = calibrate(self.pg)
         targets = {"big": self.args.size_mb, "small": self.args.small_mb}
         plan = {k: max(int((mb * MB - empty) / per_invoice), 1000) for k, mb in targets.items()}
+        self.invoices_for = plan
         print(f"calibration: empty db {empty / MB:.1f} MiB, {per_invoice:.0f} bytes per invoice (+5 lines, "
-              f"3 audit rows, ...); generating {plan}", flush=True)
+              f"3 audit rows, ...); generating {plan if not self.args.skip_pg else 'nothing (--skip-pg)'}", flush=True)
+        if self.args.skip_pg:  # the databases and the gpg key serve only the cases (a), (b), (c)
+            return {}
         with ThreadPoolExecutor(2) as pool:  # two databases, two cores
             futs = {k: pool.submit(generate_db, self.pg, f"erp_{k}", n) for k, n in plan.items()}
             dbs = {k: f.result() for k, f in futs.items()}
@@ -758,6 +912,7 @@ class Bench:
         return dbs
 
     def teardown(self) -> None:
+        self.pitr_teardown()
         if self.gnupghome is not None:
             subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(self.gnupghome)},
                            capture_output=True)
@@ -990,6 +1145,233 @@ class Bench:
         return self.case_c("", label, public_key, profile=profile, asset="redis_snapshot",
                            sources={"redis": {"host": "127.0.0.1", "port": self.redis.port}})
 
+    # ---------------------------------------------------------------- PITR: (p0), (p1), (p2)
+    def pitr_settings(self, base: Path, public_key: str, port: int | None = None) -> Any:
+        """The project's settings with a ``pitr`` section for a cluster under ``base`` (posix repository,
+        cipher on, everything else the product's defaults: archive_timeout 60, zstd 3, process-max 2)."""
+        from erp_backup_pipeline.settings import parse_settings
+
+        pitr: dict[str, Any] = {"stanza": "erp", "pg_data": str(base / "pg" / "data"),
+                                "pg_socket_path": str(base / "pg" / "sock"), "work_dir": str(base / "pgbr"),
+                                "repo": {"type": "posix", "path": str(base / "repo")}, "cipher_pass": PITR_CIPHER,
+                                "pg_bin_dir": self.bindir}
+        if port is not None:
+            pitr["pg_port"] = port
+        data = {"staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
+                "encryption": {"codec": "age", "recipients": [public_key]},
+                "destinations": [{"type": "local", "name": "local", "path": str(base / "dest")}], "pitr": pitr}
+        return parse_settings(data, "bench-pitr", base)
+
+    def pitr_restore(self, settings: Any, datadir: Path, **target: Any) -> dict[str, Any]:
+        """``recover.plan_restore`` + ``recover.restore(start=True)`` into ``datadir``, timed as one: until the
+        restored server has promoted (download, decompress, decrypt, WAL replay, promotion)."""
+        from erp_backup_pipeline.core.pitr import recover
+        from erp_backup_pipeline_tests.servers import free_port
+
+        port = free_port()
+        t0 = time.perf_counter()
+        plan = recover.plan_restore(settings, datadir, **target)
+        t_plan = time.perf_counter() - t0
+        self.pitr_started.append((settings, datadir))  # stopped by the section, or by teardown on failure
+        res = recover.restore(settings, plan, port, start=True)
+        wall = time.perf_counter() - t0
+        return {"wall_s": wall, "plan_s": t_plan, "pgbackrest_restore_s": res["restore_seconds"],
+                "start_to_promoted_s": wall - t_plan - res["restore_seconds"], "timeline": res["timeline"],
+                "backup_set": plan.label, "wal_from": plan.wal_from, "wal_to": plan.wal_to, "target": plan.target,
+                "port": port, "datadir_bytes": _tree_size(datadir), **recovery_log(datadir)}
+
+    def pitr_stop(self, datadir: Path) -> None:
+        from erp_backup_pipeline.core.pitr import recover
+
+        for entry in list(self.pitr_started):
+            if entry[1] == datadir:
+                if (datadir / "postmaster.pid").exists():
+                    recover.stop(entry[0], datadir)
+                self.pitr_started.remove(entry)
+        shutil.rmtree(datadir.parent, ignore_errors=True)
+
+    def pitr_teardown(self) -> None:
+        if self.pitr_writer is not None:
+            self.pitr_writer.stop()
+        for _settings, datadir in list(self.pitr_started):
+            try:
+                self.pitr_stop(datadir)
+            except Exception as exc:  # keep tearing down
+                print(f"pitr: could not stop the restored cluster in {datadir}: {exc}", file=sys.stderr)
+        if self.pitr_pg is not None:
+            self.pitr_pg.stop()  # by PID; a no-op after (p2) killed it
+        if self.pitr_base is not None and not self.args.keep:
+            shutil.rmtree(self.pitr_base, ignore_errors=True)
+
+    def pitr_scratch(self, name: str) -> Path:
+        """A fresh parent (0755, searchable by postgres) for one restored data directory."""
+        assert self.pitr_base is not None
+        d = self.pitr_base / name
+        d.mkdir(mode=0o755)
+        d.chmod(0o755)
+        return d / "data"
+
+    def pitr_section(self, public_key: str) -> dict[str, Any]:
+        """Set-up, (p0), (p1), (p2); once per bench run (not repeated: the writer alone takes 75 s)."""
+        from erp_backup_pipeline.core.pitr import config as pitr_config
+        from erp_backup_pipeline.core.pitr import recover
+        from erp_backup_pipeline.core.pitr.engine import PgBackRest
+        from erp_backup_pipeline_tests.servers import start_postgres
+
+        t_section = time.perf_counter()
+        info: dict[str, Any] = {"loadavg_1m_at_start": os.getloadavg()[0]}
+        # ---- an archiving cluster set up the product's way (as the postgres user; a 0755 /tmp dir)
+        base = self.pitr_base = Path(tempfile.mkdtemp(prefix="erp-bench-pitr-", dir="/tmp"))
+        base.chmod(0o755)
+        settings = self.pitr_settings(base, public_key)
+        pitr_config.write(settings)
+        lines = pitr_config.postgresql_lines(settings)
+        info["postgresql_lines"] = lines
+        self.pitr_pg = server = start_postgres(extra_conf="\n".join(lines) + "\n", base=base / "pg")
+        settings = self.pitr_settings(base, public_key, port=server.port)
+        pitr_config.write(settings)
+        engine = PgBackRest(settings)
+        engine.stanza_create()
+        engine.check()
+        [(archive_timeout,)] = pg_sql(server, "postgres", "SHOW archive_timeout")
+        info["archive_timeout"] = archive_timeout
+        info["pgbackrest"] = subprocess.run([engine.program, "version"], capture_output=True,
+                                            text=True).stdout.strip()
+        info["pitr_settings"] = {"compress_level": settings.pitr.compress_level,
+                                 "process_max": settings.pitr.process_max, "cipher": "aes-256-cbc"}
+        print(f"pitr: archiving cluster pid {server.pid} port {server.port}, {info['pgbackrest']}, stanza "
+              f"'{settings.pitr.stanza}' created and checked; archive_timeout {archive_timeout}; generating "
+              f"{self.invoices_for['big']} invoices ...", flush=True)
+        # ---- fill it with the ERP-like data (archived while it is written), then a full backup
+        info["database"] = generate_db(server, PITR_DB, self.invoices_for["big"])
+        info["database"]["archive_catch_up_s"] = round(wait_archived(server), 1)
+        t0 = time.perf_counter()
+        full = engine.backup("full")
+        info["full_backup"] = {"label": full["label"], "wall_s": round(time.perf_counter() - t0, 2),
+                               "database_bytes": full["info"]["size"],
+                               "repository_bytes": full["info"]["repository"]["size"],
+                               "lsn_stop": full["lsn"]["stop"], "wal_start": full["archive"]["start"],
+                               "wal_stop": full["archive"]["stop"]}
+        fb = info["full_backup"]
+        print(f"pitr: database {info['database']['db_bytes'] / MB:.1f} MiB generated in "
+              f"{info['database']['generate_s']} s (archive caught up {info['database']['archive_catch_up_s']} s "
+              f"later); full backup {fb['label']} in {fb['wall_s']} s, {fb['repository_bytes']:,} bytes in the "
+              "repository", flush=True)
+
+        # ---- (p0) baseline: pg_restore of a local pg_dump -Fc of the same database into a new database
+        dump = base / "p0.dump"
+        env = {**os.environ, "PGPASSWORD": server.password, "PGSSLMODE": "disable"}
+        pg_conn = ["--host", "127.0.0.1", "--port", str(server.port), "--username", "postgres", "--no-password"]
+        d = timed([f"{self.bindir}/pg_dump", "-Fc", "-f", str(dump), *pg_conn, "--dbname", PITR_DB], env)
+        # restored into the bench's other cluster (same build and settings, not archiving: the baseline pays
+        # for no WAL archive, and its WAL does not load the archiving cluster's archiver)
+        drop_db(self.pg, "erp_p0")
+        pg_sql(self.pg, "postgres", 'CREATE DATABASE "erp_p0"')
+        cpu0 = server_cpu(self.pg)
+        r = timed([f"{self.bindir}/pg_restore", *self.conn_args("erp_p0"), str(dump)], self.pg_env())
+        p0 = {"wall_s": r["wall_s"], "peak_rss_bytes": r["peak_rss_bytes"], "client_cpu_s": r["cpu_s"],
+              "server_cpu_s": server_cpu(self.pg) - cpu0, "dump_bytes": dump.stat().st_size,
+              "pg_dump_s": d["wall_s"], "restored_db_bytes": db_size(self.pg.dsn(), "erp_p0"),
+              "restored_rows": {t: int(pg_sql(self.pg, "erp_p0", f"SELECT count(*) FROM {t}")[0][0]) for t in TABLES}}
+        drop_db(self.pg, "erp_p0")
+        dump.unlink()
+        if p0["restored_rows"] != info["database"]["rows"]:
+            raise RuntimeError(f"(p0) restored rows {p0['restored_rows']} != generated {info['database']['rows']}")
+        print(f"pitr: (p0) pg_restore {p0['wall_s']:.2f} s (dump {p0['dump_bytes']:,} bytes, pg_dump {d['wall_s']:.2f} "
+              "s, not counted)", flush=True)
+
+        # ---- writes after the full backup, the target T, writes after T; all archived
+        pg_sql(server, PITR_DB, "CREATE TABLE pitr_marks (phase text NOT NULL, at timestamptz DEFAULT clock_timestamp())")
+        t0 = time.perf_counter()
+        lsn0 = full["lsn"]["stop"]
+        pg_sql(server, PITR_DB, "UPDATE invoices SET status = 'paid', meta = meta || jsonb_build_object('paid_on', "
+               "current_date) WHERE id % 20 = 0")
+        pg_sql(server, PITR_DB, "INSERT INTO audit_log SELECT m.top + g, clock_timestamp(), 'bench', 'update', 'invoice', "
+               "g, 'pitr bench: before the target, row ' || g, jsonb_build_object('g', g, 'phase', 'before') "
+               "FROM (SELECT max(id) AS top FROM audit_log) m, generate_series(1, 100000) g")
+        pg_sql(server, PITR_DB, "INSERT INTO pitr_marks (phase) VALUES ('before')")
+        [(audit_at_t,)] = pg_sql(server, PITR_DB, "SELECT count(*) FROM audit_log")
+        time.sleep(1.1)
+        target = datetime.now(UTC)
+        [(lsn_t, wal_bytes)] = pg_sql(server, "postgres", "SELECT pg_current_wal_lsn()::text, "
+                                      "pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (lsn0,))
+        time.sleep(1.1)
+        pg_sql(server, PITR_DB, "INSERT INTO pitr_marks (phase) VALUES ('after')")
+        pg_sql(server, PITR_DB, "UPDATE invoices SET status = 'cancelled' WHERE id % 20 = 1")
+        engine.check()  # a WAL switch, archived now: the WAL after T is in the repository
+        info["writes"] = {"wal_bytes_full_stop_to_target": int(wal_bytes), "lsn_at_target": lsn_t,
+                          "target": target.isoformat(), "seconds": round(time.perf_counter() - t0, 1),
+                          "before_target": "UPDATE 5 % of invoices (jsonb), INSERT 100,000 audit_log rows, 1 mark",
+                          "after_target": "1 mark, UPDATE another 5 % of invoices"}
+        print(f"pitr: writes after the full backup: {wal_bytes / MB:.1f} MiB of WAL up to T = {target.isoformat()}",
+              flush=True)
+
+        # ---- (p1) point-in-time restore to T into a new data directory, until the server is promoted
+        dd1 = self.pitr_scratch("p1")
+        p1 = self.pitr_restore(settings, dd1, target_time=target)
+        p1["marks"] = recover.psql(settings, dd1, p1["port"], "SELECT string_agg(phase, ',' ORDER BY at) FROM pitr_marks",
+                                   dbname=PITR_DB)
+        [(audit_now,)] = pg_sql(server, PITR_DB, "SELECT count(*) FROM audit_log")
+        p1["audit_rows"] = int(recover.psql(settings, dd1, p1["port"], "SELECT count(*) FROM audit_log", dbname=PITR_DB))
+        p1["paid_on_rows"] = int(recover.psql(settings, dd1, p1["port"], "SELECT count(*) FROM invoices WHERE "
+                                              "meta ? 'paid_on'", dbname=PITR_DB))
+        [(paid_on_rows,)] = pg_sql(server, PITR_DB, "SELECT count(*) FROM invoices WHERE meta ? 'paid_on'")
+        # at T: the 'before' writes are there, the 'after' ones are not
+        p1["state_at_target_ok"] = (p1["marks"] == "before" and p1["audit_rows"] == int(audit_at_t) == int(audit_now)
+                                    and p1["paid_on_rows"] == int(paid_on_rows) > 0)
+        self.pitr_stop(dd1)
+        print(f"pitr: (p1) restore to T {p1['wall_s']:.2f} s (pgbackrest restore {p1['pgbackrest_restore_s']:.2f} s, "
+              f"start + replay + promotion {p1['start_to_promoted_s']:.2f} s), timeline {p1['timeline']}, marks "
+              f"{p1['marks']!r}", flush=True)
+
+        # ---- (p2) RPO: a writer, no forced WAL switch, then the host is lost; restore the latest state
+        pg_sql(server, PITR_DB, "CREATE TABLE rpo_probe (id bigserial PRIMARY KEY, at timestamptz NOT NULL)")
+        engine.check()  # a WAL switch now: archive_timeout's 60 s count from here, as after any quiet switch
+        switched_at = datetime.now(UTC)
+        segments_before = archived_segments(Path(settings.pitr.repo.path))
+        self.pitr_writer = writer = RpoWriter(server.dsn(PITR_DB))
+        writer.start()
+        writer_s = float(self.args.pitr_writer_s)
+        print(f"pitr: (p2) writer running for {writer_s:.0f} s (a row every {PITR_WRITER_INTERVAL_S} s, "
+              "no forced WAL switch) ...", flush=True)
+        time.sleep(writer_s)
+        writer.stop()
+        self.pitr_writer = None
+        lost_at = datetime.now(UTC)  # C: the writer has stopped; the host goes now
+        killed = kill_cluster(server)
+        if writer.error:
+            raise RuntimeError(f"(p2) writer failed: {writer.error}")
+        segments_at_loss = archived_segments(Path(settings.pitr.repo.path))
+        dd2 = self.pitr_scratch("p2")
+        p2 = self.pitr_restore(settings, dd2)  # --latest: no target, replay to the end of the archive
+        out = recover.psql(settings, dd2, p2["port"], "SELECT count(*), coalesce(max(id), 0), "
+                           "to_char(max(at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') FROM rpo_probe",
+                           dbname=PITR_DB)
+        self.pitr_stop(dd2)
+        count, max_id, max_at = out.split("|")
+        recovered_at = datetime.fromisoformat(max_at).replace(tzinfo=UTC) if max_at else None
+        segments_after = archived_segments(Path(settings.pitr.repo.path))
+        new_segments = [s for s in segments_at_loss if s not in segments_before]
+        p2.update({
+            "lost_at": lost_at.isoformat(), "writer_started": writer.first_at.isoformat() if writer.first_at else None,
+            "writer_last_commit": writer.last_at.isoformat() if writer.last_at else None,
+            "rows_committed": writer.committed, "rows_recovered": int(count), "rows_lost": writer.committed - int(count),
+            "recovered_ids_contiguous": int(count) == int(max_id),
+            "newest_recovered_commit": recovered_at.isoformat() if recovered_at else None,
+            "rpo_s": (lost_at - recovered_at).total_seconds() if recovered_at else None,
+            "writer_last_commit_to_loss_s": (lost_at - writer.last_at).total_seconds() if writer.last_at else None,
+            "switch_before_writer": switched_at.isoformat(),
+            "newest_recovered_since_switch_s": (recovered_at - switched_at).total_seconds() if recovered_at else None,
+            "segments_archived_during_writer": new_segments,
+            "segments_archived_after_loss": [s for s in segments_after if s not in segments_at_loss],
+            "processes_killed": killed, "writer_s": writer_s, "writer_interval_s": PITR_WRITER_INTERVAL_S})
+        print(f"pitr: (p2) restore --latest {p2['wall_s']:.2f} s; rows committed {p2['rows_committed']}, recovered "
+              f"{p2['rows_recovered']}, lost {p2['rows_lost']}; RPO {p2['rpo_s']} s", flush=True)
+        info["section_s"] = round(time.perf_counter() - t_section, 1)
+        info["loadavg_1m_at_end"] = os.getloadavg()[0]
+        info["p0"], info["p1"], info["p2"] = p0, p1, p2
+        return info
+
 
 # --------------------------------------------------------------------------------------------
 # report
@@ -1015,12 +1397,22 @@ def verdict(ok: bool) -> str:
 
 def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     c = res["cases"]
-    a, b, cb, c7, a_s, c_s = c["a_big"], c["b_big"], c["c_big"], c["c7_big"], c["a_small"], c["c_small"]
-    targets = []
+    targets: list[dict[str, Any]] = []
 
     def t(name: str, value: str, target: str, ok: bool) -> None:
         targets.append({"check": name, "value": value, "target": target, "result": verdict(ok)})
 
+    if "a_big" in c:
+        pg_targets(res, t, targets)
+    other_targets(res, t, targets)
+    if "pitr" in res:
+        pitr_targets(res["pitr"], t, targets)
+    return report_rows(res), targets
+
+
+def pg_targets(res: dict[str, Any], t: Any, targets: list[dict[str, Any]]) -> None:
+    c = res["cases"]
+    a, b, cb, c7, a_s, c_s = c["a_big"], c["b_big"], c["c_big"], c["c7_big"], c["a_small"], c["c_small"]
     r_ca = cb["wall_s"] / a["wall_s"]
     t("(c)/(a) wall time, big", f"{r_ca:.2f}", "<= 1.8", r_ca <= 1.8)
     r_bc = b["wall_s"] / cb["wall_s"]
@@ -1051,6 +1443,10 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
                     f"({cb['wall_s']:.2f} s vs {cn['wall_s']:.2f} s)", "target": "-", "result": "info"})
     targets.append({"check": "(b)/(cn) wall time", "value": f"{b['wall_s'] / cn['wall_s']:.2f}", "target": "-",
                     "result": "info"})
+
+
+def other_targets(res: dict[str, Any], t: Any, targets: list[dict[str, Any]]) -> None:
+    c = res["cases"]
     if "r1" in c:  # Redis, 1 M keys
         r0, r1 = c["r0"], c["r1"]
         r_rr = r1["wall_s"] / r0["wall_s"]
@@ -1079,6 +1475,9 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
         targets.append({"check": "(u2) Dagster steps (info)", "value": step_durations(u2["steps"]), "target": "-",
                         "result": "info"})
 
+
+def report_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
+    c = res["cases"]
     rows = []
     names = {"a_big": "(a) floor pg_dump -Z0 >/dev/null", "b_big": "(b) original pg_dump|gzip|gpg|cp",
              "c_big": "(c) postgres_dump -> S3", "c7_big": "(c) level 7", "cn_big": "(cn) no exact row counts",
@@ -1088,7 +1487,7 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
              "u2": "(u2) uploads_snapshot unchanged", "u3": "(u3) uploads_snapshot 1 % changed",
              "s1": "(s1) rsync -a day1", "s2": "(s2) rsync --link-dest, unchanged",
              "s3": "(s3) rsync --link-dest, 1 % changed"}
-    for key in CASE_KEYS + tuple(k for k in REDIS_CASE_KEYS + UPLOAD_CASE_KEYS if k in c):
+    for key in tuple(k for k in CASE_KEYS + REDIS_CASE_KEYS + UPLOAD_CASE_KEYS if k in c):
         cc = c[key]
         if key in REDIS_CASE_KEYS:
             db = f"{res['redis']['used_memory'] / MB:.0f} MiB"
@@ -1102,14 +1501,98 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
                      "peak_rss_mib": round(cc["peak_rss_bytes"] / MB, 1),
                      "client_cpu_s": round(cc["client_cpu_s"], 1), "server_cpu_s": round(cc["server_cpu_s"], 1),
                      "max_staging_bytes": cc["max_staging_bytes"]})
-    return rows, targets
+    return rows
+
+
+PITR_NAMES = {"p0": "(p0) `pg_restore` of a local `pg_dump -Fc` into a new database",
+              "p1": "(p1) point-in-time restore to T, until promoted",
+              "p2": "(p2) restore `--latest` after losing the host, until promoted"}
+
+
+def pitr_targets(pi: dict[str, Any], t: Any, targets: list[dict[str, Any]]) -> None:
+    p0, p1, p2 = pi["p0"], pi["p1"], pi["p2"]
+    rpo = p2["rpo_s"]
+    t("(p2) RPO, archive_timeout 60 s", f"{rpo:.1f} s (loss C minus the newest recovered commit)" if rpo is not None
+      else "no row recovered", "<= 60 s", rpo is not None and rpo <= 60)
+    targets.append({"check": "(p2) rows lost (info)", "value": f"{p2['rows_lost']} of {p2['rows_committed']} committed "
+                    f"({p2['rows_recovered']} recovered)", "target": "-", "result": "info"})
+    t("(p1) state at T (rows before T there, rows after T not)",
+      f"marks {p1['marks']!r}, {p1['audit_rows']:,} audit rows, timeline {p1['timeline']}", "exact",
+      bool(p1["state_at_target_ok"]))
+    t("(p2) recovered rows are a prefix, nothing archived after C",
+      f"ids 1..{p2['rows_recovered']} contiguous: {p2['recovered_ids_contiguous']}; segments archived after C: "
+      f"{len(p2['segments_archived_after_loss'])}", "yes; 0",
+      bool(p2["recovered_ids_contiguous"]) and not p2["segments_archived_after_loss"])
+    targets.append({"check": "(p1)/(p0) RTO (info)", "value": f"{p1['wall_s'] / p0['wall_s']:.2f} ({p1['wall_s']:.2f} s "
+                    f"vs {p0['wall_s']:.2f} s)", "target": "-", "result": "info"})
+    targets.append({"check": "(p2)/(p0) RTO, latest (info)", "value": f"{p2['wall_s'] / p0['wall_s']:.2f} "
+                    f"({p2['wall_s']:.2f} s vs {p0['wall_s']:.2f} s)", "target": "-", "result": "info"})
+
+
+def _pitr_detail(pi: dict[str, Any], key: str) -> str:
+    c = pi[key]
+    if key == "p0":
+        return (f"dump {c['dump_bytes']:,} bytes (`pg_dump -Fc` {c['pg_dump_s']:.2f} s, not counted); pg_restore peak "
+                f"RSS {mib(c['peak_rss_bytes'])} MiB, CPU {c['client_cpu_s']:.1f} s client + {c['server_cpu_s']:.1f} s "
+                "server")
+    redo = f", of which redo {c['redo_elapsed_s']:.2f} s" if "redo_elapsed_s" in c else ""
+    return (f"plan {c['plan_s']:.2f} s + pgbackrest restore {c['pgbackrest_restore_s']:.2f} s + start, replay and "
+            f"promotion {c['start_to_promoted_s']:.2f} s{redo}; set {c['backup_set']}, WAL {c['wal_from']}..{c['wal_to']},"
+            f" timeline {c['timeline']}")
+
+
+def _secs(v: float | None) -> str:
+    return "n/a (no row recovered)" if v is None else f"{v:.1f} s"
+
+
+def pitr_table(pi: dict[str, Any]) -> list[str]:
+    """The console's PITR block."""
+    out = [f"{'PITR case (' + str(pi['database']['db_bytes'] // MB) + ' MiB database)':62} {'wall s':>8}  detail",
+           "-" * 100]
+    for k in ("p0", "p1", "p2"):
+        out.append(f"{PITR_NAMES[k].replace('`', ''):62} {pi[k]['wall_s']:>8.2f}  {_pitr_detail(pi, k)}")
+    p2 = pi["p2"]
+    out.append(f"(p2) RPO {_secs(p2['rpo_s'])}; rows committed {p2['rows_committed']}, recovered {p2['rows_recovered']}, "
+               f"lost {p2['rows_lost']}; the section took {pi['section_s']} s")
+    return out
+
+
+def pitr_markdown(pi: dict[str, Any]) -> list[str]:
+    db, fb, w, p1, p2 = pi["database"], pi["full_backup"], pi["writes"], pi["p1"], pi["p2"]
+    lines = [f"Point-in-time recovery ({pi['pgbackrest']}; the project's own `pitr` code: generated pgbackrest.conf and "
+             f"postgresql.conf lines, `PgBackRest`, `recover.plan_restore` + `recover.restore`): an archiving cluster "
+             f"(`archive_timeout` {pi['archive_timeout']}, zstd {pi['pitr_settings']['compress_level']}, process-max "
+             f"{pi['pitr_settings']['process_max']}, repository cipher aes-256-cbc, posix repository on the same disk) "
+             f"filled with the ERP-like data, {db['db_bytes'] / MB:.0f} MiB, in {db['generate_s']} s; full backup "
+             f"{fb['label']} in {fb['wall_s']} s ({fb['repository_bytes']:,} bytes in the repository). Then "
+             f"{w['before_target']} ({w['wal_bytes_full_stop_to_target'] / MB:.1f} MiB of WAL), the target T, then "
+             f"{w['after_target']}. (p0) restores a `pg_dump -Fc` of the database as it was at the full backup into "
+             "the bench's other (non-archiving, same settings) cluster; only `pg_restore` is timed. (p1)/(p2) are timed "
+             "from `plan_restore` until the restored server answers `pg_is_in_recovery() = false`. The section runs "
+             f"once per bench run and took {pi['section_s']} s.", "",
+             "| case | wall s | detail |", "|---|---:|---|"]
+    for k in ("p0", "p1", "p2"):
+        lines.append(f"| {PITR_NAMES[k]} | {pi[k]['wall_s']:.2f} | {_pitr_detail(pi, k)} |")
+    lines += ["", f"(p1) restored state: marks {p1['marks']!r} (the 'after' mark is not there), {p1['audit_rows']:,} "
+              f"audit rows as at T; {p1.get('recovery_stopping', '')}.",
+              f"(p2) a writer committed one row with its `clock_timestamp()` every {p2['writer_interval_s']} s for "
+              f"{p2['writer_s']:.0f} s (synchronous_commit on, no forced WAL switch), starting right after a WAL "
+              f"switch; segments archive_timeout closed meanwhile: {', '.join(p2['segments_archived_during_writer']) or 'none'}. "
+              f"The writer stopped, then at C = {p2['lost_at']} the cluster's {p2['processes_killed']} processes were "
+              f"SIGKILLed (a lost host: no shutdown checkpoint, the open segment never archived; segments archived after "
+              f"C: {len(p2['segments_archived_after_loss'])}). Restored `--latest`: {p2['rows_recovered']} of "
+              f"{p2['rows_committed']} rows, the newest committed at {p2['newest_recovered_commit']} "
+              f"({_secs(p2['newest_recovered_since_switch_s'])} after the switch before the writer); "
+              f"RPO = C - that = **{_secs(p2['rpo_s'])}**, {p2['rows_lost']} rows lost. The server's own log: last "
+              f"completed transaction at {p2.get('last_completed_transaction', '?')}."]
+    return lines
 
 
 def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> str:
     m = res["machine"]
     lines = [f"Benchmark {res['started_at']} on {m['cores']} cores, {m['python']}, {m['pg_dump']}; "
-             f"databases: " + ", ".join(f"{k} {v['db_bytes'] / MB:.0f} MiB ({v['rows']['invoice_lines']:,} invoice lines)"
-                                        for k, v in res["databases"].items()) + ".", "",
+             f"databases: " + (", ".join(f"{k} {v['db_bytes'] / MB:.0f} MiB ({v['rows']['invoice_lines']:,} invoice lines)"
+                                         for k, v in res["databases"].items()) or "none (--skip-pg)") + ".", "",
              "| case | DB | wall s | artifact bytes | peak RSS MiB | client CPU s | server CPU s | max staging bytes |",
              "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -1123,6 +1606,10 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
     for t in targets:
         res_s = f"**{t['result']}**" if t["result"] == "FAIL" else t["result"]
         lines.append(f"| {t['check']} | {t['value']} | {t['target']} | {res_s} |")
+    if "pitr" in res:
+        lines += [""] + pitr_markdown(res["pitr"])
+    if "c_big" not in res["cases"]:
+        return "\n".join(lines) + "\n"
     cb = res["cases"]["c_big"]
     lines += ["", f"(c) RSS after imports, before `materialize`: {mib(cb['rss_after_imports_bytes'])} MiB (Dagster and "
               f"the project's imports); peak {mib(cb['peak_rss_bytes'])} MiB. (c) peak RSS is the child Python's VmHWM; "
@@ -1186,7 +1673,7 @@ def print_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> No
         print(f"{r['case']:36} {r['db']:>8} {r['wall_s']:>8.2f} {art:>16} {r['peak_rss_mib']:>8.1f} "
               f"{r['client_cpu_s']:>8.1f} {r['server_cpu_s']:>8.1f} {r['max_staging_bytes']:>14,}")
     print()
-    w = max(len(t["check"]) for t in targets)
+    w = max((len(t["check"]) for t in targets), default=0)
     for t in targets:
         flag = f"*** {t['result']} ***" if t["result"] == "FAIL" else t["result"]
         print(f"{t['check']:<{w}}  {t['value']:<48} target {t['target']:<20} {flag}")
@@ -1220,6 +1707,12 @@ def main() -> int:
     p.add_argument("--skip-redis", action="store_true", help="leave out the Redis cases (r0) and (r1)")
     p.add_argument("--skip-uploads", action="store_true",
                    help="leave out the uploads cases (u1)-(u3) and their rsync baseline (s1)-(s3)")
+    p.add_argument("--skip-pg", action="store_true",
+                   help="leave out the PostgreSQL dump cases (a), (b), (c), (c7), (cn) and their databases")
+    p.add_argument("--skip-pitr", action="store_true",
+                   help="leave out the point-in-time recovery section (p0)-(p2) (about 3 minutes, run once)")
+    p.add_argument("--pitr-writer-s", type=float, default=PITR_WRITER_S,
+                   help="(p2): how long the writer runs before the host is lost (default %(default)s)")
     p.add_argument("--child-profile", help=argparse.SUPPRESS)
     p.add_argument("--child-asset", default="postgres_dump", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -1246,8 +1739,8 @@ def main() -> int:
         }
         public = str(pyrage.x25519.Identity.generate().to_public())
         runs: dict[str, list[dict[str, Any]]] = {}
-        big, small = dbs["big"]["dbname"], dbs["small"]["dbname"]
-        for rep in range(args.repeat):
+        big, small = (dbs["big"]["dbname"], dbs["small"]["dbname"]) if dbs else ("", "")
+        for rep in range(args.repeat if not args.skip_pg else 0):
             for key, fn in (("a_big", lambda: bench.case_a(big)), ("b_big", lambda: bench.case_b(big)),
                             ("c_big", lambda rep=rep: bench.case_c(big, f"big{rep}", public)),
                             ("c7_big", lambda rep=rep: bench.case_c(big, f"big-l7-{rep}", public,
@@ -1257,6 +1750,12 @@ def main() -> int:
                             ("a_small", lambda: bench.case_a(small)),
                             ("c_small", lambda rep=rep: bench.case_c(small, f"small{rep}", public))):
                 run_case(runs, key, fn, rep, args.repeat)
+        if not args.skip_pitr:
+            if not shutil.which("pgbackrest"):
+                sys.exit("pgbackrest (Debian package 'pgbackrest') is needed for the PITR section; or use --skip-pitr")
+            results["pitr"] = bench.pitr_section(public)
+            results["machine"]["pgbackrest"] = results["pitr"]["pgbackrest"]
+            print(f"pitr section took {results['pitr']['section_s']} s", flush=True)
         if not args.skip_redis:
             t_redis = time.perf_counter()
             results["redis"] = bench.setup_redis()
@@ -1303,10 +1802,14 @@ def main() -> int:
         md = render_markdown(results, rows, targets)
         (bench.out / "results.md").write_text(md)
         print_table(rows, targets)
-        cb = cases["c_big"]
-        print(f"\n(c) big: RSS after imports {mib(cb['rss_after_imports_bytes'])} MiB, peak {mib(cb['peak_rss_bytes'])} "
-              f"MiB; steps: " + ", ".join(f"{s['step'].rsplit('_', 1)[-1]} {s['duration_s']:.2f}s"
-                                          for s in cb["steps"] if "duration_s" in s))
+        if "pitr" in results:
+            print("\n" + "\n".join(pitr_table(results["pitr"])))
+        if "c_big" in cases:
+            cb = cases["c_big"]
+            print(f"\n(c) big: RSS after imports {mib(cb['rss_after_imports_bytes'])} MiB, peak "
+                  f"{mib(cb['peak_rss_bytes'])} MiB; steps: " + ", ".join(f"{s['step'].rsplit('_', 1)[-1]} "
+                                                                         f"{s['duration_s']:.2f}s"
+                                                                         for s in cb["steps"] if "duration_s" in s))
         if "r1" in cases:
             r1 = cases["r1"]
             print(f"(r1) redis: peak RSS {mib(r1['peak_rss_bytes'])} MiB; steps: " + step_durations(r1["steps"])
