@@ -32,6 +32,8 @@ def cmd_pg_setup(settings: Any) -> int:
     print("postgresql.conf needs (then restart PostgreSQL):")
     for line in config.postgresql_lines(settings):
         print(f"  {line}")
+    print("for a standby or a recovery by hand (pgbackrest restore writes it by itself):")
+    print(f"  {config.restore_command(settings)}")
     engine = PgBackRest(settings)
     try:
         engine.stanza_create()

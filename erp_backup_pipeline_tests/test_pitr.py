@@ -209,6 +209,7 @@ def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: Pit
     config = write_config(tmp_path, age_identity, pitr=pitr_section(c.base, pg_port=c.server.port))
     setup = cli("pg", "setup", config=config)
     assert "archive_command = 'pgbackrest --config=" in setup.stdout and "check: the cluster archives" in setup.stdout
+    assert "restore_command = 'pgbackrest --config=" in setup.stdout and 'archive-get %f "%p"' in setup.stdout
     assert CIPHER not in setup.stdout + setup.stderr
     c.sql("CREATE TABLE orders (id int)")
     full = c.engine.backup("full")

@@ -88,6 +88,13 @@ def postgresql_lines(settings: Any, program: str = "pgbackrest") -> list[str]:
             "max_wal_senders = 3  # at least 1 (pgBackRest's check)"]
 
 
+def restore_command(settings: Any, program: str = "pgbackrest") -> str:
+    """The ``restore_command`` a recovering cluster uses (``pgbackrest restore`` writes it into
+    ``postgresql.auto.conf`` by itself; a standby or a hand-made recovery needs it)."""
+    conf = layout(settings).config
+    return f"restore_command = '{program} --config={conf} --stanza={settings.pitr.stanza} archive-get %f \"%p\"'"
+
+
 def write(settings: Any) -> Path:
     """Write pgbackrest.conf and create the log/lock/spool dirs (0700, owned by pitr.os_user when root)."""
     pitr = settings.pitr
