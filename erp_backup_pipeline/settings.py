@@ -97,6 +97,16 @@ class LocalDestinationSettings(_Model):
     required: bool = True
 
 
+class ObjectLockSettings(_Model):
+    """S3 Object Lock on every object the destination writes (its bucket must have Object Lock enabled).
+
+    Each artifact and its manifest are locked until their capture time plus the source's
+    ``retention.<source>.keep_within`` (the planner never deletes anything younger), at least ``min_days``."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    min_days: int | None = Field(None, ge=1, description="lock at least this many days after the capture")
+
+
 class S3DestinationSettings(_Model):
     type: Literal["s3"]
     name: str = "offsite"
@@ -110,6 +120,7 @@ class S3DestinationSettings(_Model):
     multipart_threshold_mb: int = Field(16, ge=5)
     part_size_mb: int = Field(16, ge=5)
     required: bool = True
+    object_lock: ObjectLockSettings | None = None
 
     def secret_key(self) -> str | None:
         if self.secret_access_key is not None:

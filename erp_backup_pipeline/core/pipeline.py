@@ -14,6 +14,10 @@ and is never staged on disk:
 - ship commits the uploads, making the artifact visible;
 - manifest writes the manifest beside the artifact: the commit point of the backup.
 
+A destination with ``object_lock`` writes the artifact and its manifest under S3 Object Lock until the
+capture time plus the source's ``keep_within`` (the planner never deletes anything younger), at least
+``min_days`` after it.
+
 Each stage's bytes, sha256 and seconds are measured inside the stream. A failing stage aborts
 the waiting uploads and removes the staging dir.
 """
@@ -33,7 +37,7 @@ from typing import Any
 
 from erp_backup_pipeline import __version__
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
-from erp_backup_pipeline.core.destinations import build_destinations, put_bytes
+from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations, put_bytes
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
 from erp_backup_pipeline.core.sources import build_source
@@ -173,10 +177,27 @@ class _FanOut:
             w.abort()
 
 
-def _open_writers(settings: Any, key: str) -> _FanOut:
+def _destinations(settings: Any, capture: Capture) -> list[Destination]:
+    """The destinations; those with object_lock lock what they write for this capture until its captured_at
+    plus the source's keep_within, at least min_days after it (not at all when that is not in the future)."""
+    found = build_destinations(settings)
+    locks = {d.name: d.object_lock for d in settings.destinations if getattr(d, "object_lock", None) is not None}
+    if not locks:
+        return found
+    policy = settings.retention.policies().get(capture.source)
+    within = policy.keep_within if policy is not None else timedelta(0)
+    captured = datetime.fromisoformat(capture.captured_at)
+    for i, dest in enumerate(found):
+        lock = locks.get(dest.name)
+        if lock is not None and isinstance(dest, S3Destination):
+            found[i] = dest.with_retain_until(captured + max(within, timedelta(days=lock.min_days or 0)))
+    return found
+
+
+def _open_writers(settings: Any, capture: Capture, key: str) -> _FanOut:
     results: dict[str, dict[str, Any]] = {}
     writers: dict[str, Any] = {}
-    for dest in build_destinations(settings):
+    for dest in _destinations(settings, capture):
         try:
             writers[dest.name] = dest.open_writer(key)
         except BackupError as exc:
@@ -203,7 +224,7 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         enc = encryptor_from_settings(settings.encryption)
         key = (f"{artifact_dir(settings.prefix, capture.source, capture.partition)}/"
                f"{capture.stamp}.{source.extension}.{codec.extension}.{enc.extension}")
-        fan = _open_writers(settings, key)
+        fan = _open_writers(settings, capture, key)
         verified = StageStats()
         verifier = PipeConsumer(_verifier(source, codec, Path(capture.workdir), capture.facts, verified), "verify")
         encryptor = PipeConsumer(lambda compressed: enc.encrypt(compressed, fan), "encrypt")
@@ -288,12 +309,17 @@ def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None
     with _cleanup_on_failure(capture, settings):
         results = dict(capture.destinations)
         t0 = time.monotonic()
-        for dest in build_destinations(settings):
+        for dest in _destinations(settings, capture):
             state = capture.pending.get(dest.name)
             if state is None:
                 continue
             try:
                 results[dest.name] = {"ok": True, "uri": dest.resume_writer(capture.artifact["key"], state).commit()}
+                lock = dest.lock_args() if isinstance(dest, S3Destination) else {}
+                if lock:  # the manifest records how long this copy cannot be deleted
+                    results[dest.name]["object_lock"] = {
+                        "mode": lock["ObjectLockMode"],
+                        "retain_until": lock["ObjectLockRetainUntilDate"].isoformat(timespec="seconds")}
             except BackupError as exc:
                 results[dest.name] = {"ok": False, "error": str(exc)}
         ok = [n for n, r in results.items() if r["ok"]]
@@ -329,7 +355,7 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             destinations=capture.destinations, complete=not missing, mode=capture.mode,
         )
         data = manifest.to_json()
-        for dest in build_destinations(settings):
+        for dest in _destinations(settings, capture):
             if capture.destinations.get(dest.name, {}).get("ok"):
                 try:
                     put_bytes(dest, manifest.key, data)

@@ -15,6 +15,11 @@ Refusals and guards, on top of the planner's own invariants:
   the holder of some content is never deleted, nor anything it depends on: the next uploads backup ships
   only content the state does not know, and points at that artifact for the rest. When the state file
   exists but cannot be read, no uploads artifact is deleted.
+- S3 Object Lock: on a destination with ``object_lock``, each capture's manifest and artifact locks are read
+  (HeadObject, every version) before anything of it is deleted there; a locked capture stays on that
+  destination ("locked until <date> (<mode>) on offsite") and so does everything it depends on, while the
+  destinations that do not hold it locked delete it. The plan says so already (a dry run reads the locks too).
+  There, deleting removes every version of the key, never adding a delete marker over a backup.
 
 No Dagster here: the CLI (``erp-backup prune``) and the orchestration call it.
 """
@@ -29,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from erp_backup_pipeline.core.catalog import Entry, load_catalog
-from erp_backup_pipeline.core.destinations import Destination, build_destinations
+from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
+from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
@@ -38,6 +44,7 @@ UPLOADS_SOURCE = "uploads_snapshot"
 UPLOADS_STATE = "uploads_snapshot.json"  # under state_dir; written by core.sources.uploads (save_state)
 
 Log = Callable[[str], None]
+_STAYS = "; stays where locked: "  # a planned deletion's reason, when Object Lock holds it on some destination
 
 
 class PruneRefused(BackupError):
@@ -103,7 +110,7 @@ def _plan(settings: Any, destinations: list[Destination], policies: dict[str, Re
     if errors:
         raise PruneRefused(f"refusing to prune: {len(errors)} destination(s) could not be read, so the plan would "
                            f"miss their backups ({'; '.join(errors)})")
-    return _guard_uploads_state(plan(entries, policies, now), state_file)
+    return _guard_locks(_guard_uploads_state(plan(entries, policies, now), state_file), destinations)
 
 
 def _state_references(state_file: Path) -> tuple[set[str], str | None]:
@@ -153,6 +160,55 @@ def _guard_uploads_state(result: Plan, state_file: Path) -> Plan:
     return Plan(keep=keep, delete=delete, notes=list(result.notes) + notes)
 
 
+def _lock(dest: Destination, m: Manifest) -> str | None:
+    """What Object Lock keeps of this capture on dest (its manifest or its artifact), or None."""
+    if not isinstance(dest, S3Destination) or dest.object_lock_mode is None:
+        return None
+    return dest.lock(m.key) or dest.lock(m.artifact_key)
+
+
+def _guard_locks(result: Plan, destinations: list[Destination]) -> Plan:
+    """Keep what Object Lock holds on every destination that has the capture; a capture held on some keeps
+    what it depends on. A lock that cannot be read counts as one."""
+    if not result.delete or not any(isinstance(d, S3Destination) and d.object_lock_mode for d in destinations):
+        return result
+    by_name = {d.name: d for d in destinations}
+    keep = list(result.keep)
+    delete: list[tuple[Entry, str]] = []
+    needed: dict[str, str] = {}  # artifact key -> which locked capture needs it
+    counts: dict[str, int] = {}
+    for entry, reason in result.delete:
+        m = entry.manifest
+        locked: dict[str, str] = {}
+        for name in sorted(entry.held_by):
+            try:
+                why = _lock(by_name[name], m)
+            except BackupError as exc:
+                why = f"Object Lock state unreadable ({exc})"
+            if why:
+                locked[name] = why
+        if not locked:
+            delete.append((entry, reason))
+            continue
+        held = "; ".join(f"{why} on {name}" for name, why in locked.items())
+        counts[m.source] = counts.get(m.source, 0) + 1
+        for dep in m.facts.get("depends_on") or []:
+            needed.setdefault(dep, f"{m.source} {m.partition}, which Object Lock keeps on {', '.join(locked)}")
+        if set(locked) == set(entry.held_by):
+            keep.append((entry, f"{held} (otherwise: {reason})"))
+        else:
+            delete.append((entry, f"{reason}{_STAYS}{held}"))
+    while needed:  # what a locked capture depends on stays, transitively
+        moved = [(e, r) for e, r in delete if e.manifest.artifact_key in needed]
+        delete = [(e, r) for e, r in delete if e.manifest.artifact_key not in needed]
+        keep += [(e, f"needed by {needed[e.manifest.artifact_key]} (otherwise: {r})") for e, r in moved]
+        needed = {dep: f"{e.manifest.source} {e.manifest.partition}, which a capture Object Lock keeps needs"
+                  for e, _ in moved for dep in e.manifest.facts.get("depends_on") or []}
+    notes = [f"{source}: {n} capture(s) the policy would delete stay where Object Lock holds them"
+             for source, n in sorted(counts.items())]
+    return Plan(keep=keep, delete=delete, notes=list(result.notes) + notes)
+
+
 def _delete(todo: Iterable[tuple[Entry, str]], destinations: dict[str, Destination], result: PruneResult,
             log: Log) -> None:
     """Newest first, so that what a capture that could not be deleted depends on is still there and kept."""
@@ -167,8 +223,21 @@ def _delete(todo: Iterable[tuple[Entry, str]], destinations: dict[str, Destinati
             continue
         problems: list[str] = []
         listed = False  # its manifest still stands somewhere: the catalog still shows it
+        locked: dict[str, str] = {}  # destination -> what Object Lock keeps there, read right before deleting
+        gone: list[str] = []
         for name in sorted(entry.held_by):
             dest = destinations[name]
+            try:
+                why = _lock(dest, m)
+            except BackupError as exc:
+                listed = True
+                problems.append(f"{name}: cannot read its Object Lock: {exc}")
+                log(redact(f"failed to delete {what} from {name} (lock): {exc}"))
+                continue
+            if why:
+                locked[name] = why
+                log(redact(f"kept {what} on {name}: {why}"))
+                continue
             for part, key in (("manifest", m.key), ("artifact", m.artifact_key)):
                 try:
                     dest.delete(key)
@@ -182,10 +251,17 @@ def _delete(todo: Iterable[tuple[Entry, str]], destinations: dict[str, Destinati
                     log(redact(f"failed to delete {what} from {name} ({part}): {error}"))
                     break
             else:
+                gone.append(name)
                 log(redact(f"deleted {what} from {name}: {reason}"))
+        held = "; ".join(f"{why} on {name}" for name, why in locked.items())
         if problems:
-            result.failed.append((entry, f"{reason}; failed on {'; '.join(problems)}"))
-            if listed:
+            result.failed.append((entry, f"{reason}; failed on {'; '.join(problems)}"
+                                         + (f"; kept where locked: {held}" if held else "")))
+            if listed or locked:
                 still_needed.update(m.facts.get("depends_on") or [])
+        elif locked:
+            deleted = f"; deleted from {', '.join(gone)}" if gone else ""
+            result.kept.append((entry, f"{held}{deleted} (otherwise: {reason.split(_STAYS)[0]})"))
+            still_needed.update(m.facts.get("depends_on") or [])
         else:
             result.deleted.append((entry, reason))

@@ -6,12 +6,19 @@ checksum the server checks; the whole object's sha256 is recorded in the manifes
 re-checked on every read. An object becomes visible only when PutObject or
 CompleteMultipartUpload succeeds; a failed or interrupted writer aborts its upload, and
 ``sweep_partials`` aborts uploads a killed process left behind.
+
+Object Lock (``object_lock_mode``): a destination set ``with_retain_until(date)`` writes every object
+with that mode and retain-until date (on PutObject or CreateMultipartUpload, then read back and set with
+PutObjectRetention when the server dropped it), once it has seen the bucket has Object Lock enabled.
+On such a bucket (versioned) a plain delete only adds a delete marker over the data, so ``delete`` removes
+every version of the key instead, and ``lock(key)`` says what still holds one.
 """
 
 from __future__ import annotations
 
 import base64
 import builtins
+import copy
 import functools
 import hashlib
 from collections.abc import Iterator
@@ -54,6 +61,9 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+_LOCK_ENABLED: set[tuple[str | None, str]] = set()  # (endpoint, bucket) seen with Object Lock enabled
+
+
 def _sha256_b64(data: bytes | memoryview) -> str:
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
 
@@ -78,6 +88,8 @@ class S3Writer:
             self._upload_id = pending["upload_id"]
             self._parts = pending["parts"]
             return
+        if dest.lock_args():
+            dest.check_object_lock()
         if dest.exists(key):
             raise DestinationError(f"{dest.uri(key)} already exists; artifacts are never overwritten")
 
@@ -115,7 +127,8 @@ class S3Writer:
 
     def _start_multipart(self) -> None:
         resp = self._dest.call("create upload", self.key, self._dest.client.create_multipart_upload,
-                               Bucket=self._dest.bucket, Key=self._obj, ChecksumAlgorithm="SHA256")
+                               Bucket=self._dest.bucket, Key=self._obj, ChecksumAlgorithm="SHA256",
+                               **self._dest.lock_args())
         self._upload_id = resp["UploadId"]
         self._pool = ThreadPoolExecutor(max_workers=self._IN_FLIGHT, thread_name_prefix="s3-part")
 
@@ -141,20 +154,41 @@ class S3Writer:
         try:
             if self._upload_id is None:
                 data = bytes(self._buf)
-                self._dest.call("put", self.key, self._dest.client.put_object, Bucket=self._dest.bucket,
-                                Key=self._obj, Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=_sha256_b64(data))
+                resp = self._dest.call("put", self.key, self._dest.client.put_object, Bucket=self._dest.bucket,
+                                       Key=self._obj, Body=data, ChecksumAlgorithm="SHA256",
+                                       ChecksumSHA256=_sha256_b64(data), **self._dest.lock_args())
             else:
                 parts = self.suspend()["parts"]
-                self._dest.call("complete upload", self.key, self._dest.client.complete_multipart_upload,
-                                Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
-                                MultipartUpload={"Parts": parts})
+                resp = self._dest.call("complete upload", self.key, self._dest.client.complete_multipart_upload,
+                                       Bucket=self._dest.bucket, Key=self._obj, UploadId=self._upload_id,
+                                       MultipartUpload={"Parts": parts})
+            self._done = True  # visible now: nothing left to abort
+            self._ensure_lock(resp.get("VersionId"))
         except BaseException:
             self.abort()
             raise
         self._buf = bytearray()
-        self._done = True
         self._shutdown()
         return self._dest.uri(self.key)
+
+    def _ensure_lock(self, version_id: str | None) -> None:
+        """Read the committed object's lock back; set it when the server dropped it (some S3 implementations,
+        moto among them, ignore Object Lock on CreateMultipartUpload). A weaker lock fails the commit."""
+        want = self._dest.lock_args()
+        if not want:
+            return
+        dest, version = self._dest, {"VersionId": version_id} if version_id else {}
+        head = dest.call("head", self.key, dest.client.head_object, Bucket=dest.bucket, Key=self._obj, **version)
+        until = head.get("ObjectLockRetainUntilDate")
+        if (head.get("ObjectLockMode") in (want["ObjectLockMode"], "COMPLIANCE") and until is not None
+                and until >= want["ObjectLockRetainUntilDate"]):
+            return
+        try:
+            dest.call("set retention", self.key, dest.client.put_object_retention, Bucket=dest.bucket, Key=self._obj,
+                      Retention={"Mode": want["ObjectLockMode"], "RetainUntilDate": want["ObjectLockRetainUntilDate"]},
+                      **version)
+        except DestinationError as exc:
+            raise DestinationError(f"{dest.uri(self.key)} was written but is not locked: {exc}") from None
 
     def _shutdown(self) -> None:
         if self._pool is not None:
@@ -179,7 +213,8 @@ class S3Destination:
     def __init__(self, bucket: str, *, prefix: str = "", endpoint_url: str | None = None,
                  region: str = "eu-central-1", access_key_id: str | None = None,
                  secret_access_key: str | None = None, multipart_threshold: int = 64 << 20,
-                 part_size: int = 16 << 20, name: str = "offsite", required: bool = True) -> None:
+                 part_size: int = 16 << 20, name: str = "offsite", required: bool = True,
+                 object_lock_mode: str | None = None) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.name = name
@@ -188,6 +223,40 @@ class S3Destination:
         self.part_size = part_size
         self.endpoint_url = endpoint_url
         self.client = _client(endpoint_url, region, access_key_id, secret_access_key)
+        self.object_lock_mode = object_lock_mode  # GOVERNANCE or COMPLIANCE: this destination locks what it writes
+        self.retain_until: datetime | None = None  # ... until then (with_retain_until); None: nothing is locked
+
+    def with_retain_until(self, until: datetime) -> S3Destination:
+        """This destination, writing every object locked until ``until`` (no lock unless object_lock_mode is set
+        and ``until`` is in the future)."""
+        other = copy.copy(self)
+        other.retain_until = until.astimezone(UTC).replace(microsecond=0)
+        return other
+
+    def lock_args(self) -> dict[str, Any]:
+        """ObjectLockMode and ObjectLockRetainUntilDate for what this destination writes now, or nothing."""
+        if self.object_lock_mode is None or self.retain_until is None or self.retain_until <= datetime.now(UTC):
+            return {}
+        return {"ObjectLockMode": self.object_lock_mode, "ObjectLockRetainUntilDate": self.retain_until}
+
+    def check_object_lock(self) -> None:
+        """Fail (one line) unless the bucket has Object Lock enabled; asked once per bucket and process."""
+        if (self.endpoint_url, self.bucket) in _LOCK_ENABLED:
+            return
+
+        def enabled() -> bool:
+            try:
+                resp = self.client.get_object_lock_configuration(Bucket=self.bucket)
+            except ClientError as exc:
+                if _code(exc) == "ObjectLockConfigurationNotFoundError":
+                    return False
+                raise
+            return bool(resp.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+        if not self.call("get object lock configuration", "", enabled):
+            raise DestinationError(f"destination {self.name}: S3 bucket '{self.bucket}' does not have Object Lock "
+                                   f"enabled, so it cannot hold the {self.object_lock_mode} locks object_lock asks for")
+        _LOCK_ENABLED.add((self.endpoint_url, self.bucket))
 
     def object_key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -219,6 +288,8 @@ class S3Destination:
             self.call("head bucket", "", self.client.head_bucket, Bucket=self.bucket)
         except ArtifactNotFound:  # HEAD answers a bare 404 for a missing bucket
             raise DestinationError(f"destination {self.name}: S3 bucket '{self.bucket}' does not exist") from None
+        if self.object_lock_mode is not None:
+            self.check_object_lock()
 
     def open_writer(self, key: str) -> S3Writer:
         return S3Writer(self, key)
@@ -246,8 +317,48 @@ class S3Destination:
         except ArtifactNotFound:
             return False
 
+    def _versions(self, key: str) -> builtins.list[tuple[str, bool]]:
+        """Every version of exactly this key (version id, is a delete marker), as the server lists them."""
+        obj = self.object_key(key)
+
+        def collect() -> builtins.list[tuple[str, bool]]:
+            pages = self.client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=obj)
+            return [(v["VersionId"], marker) for page in pages
+                    for marker, kind in ((False, "Versions"), (True, "DeleteMarkers"))
+                    for v in page.get(kind, []) if v["Key"] == obj]
+
+        found: builtins.list[tuple[str, bool]] = self.call("list versions", key, collect)
+        return found
+
+    def lock(self, key: str) -> str | None:
+        """What keeps a version of ``key`` from being deleted now: 'locked until <date> (<mode>)' or 'under legal
+        hold' (read with HeadObject per version), or None."""
+        found: builtins.list[str] = []
+        latest: tuple[datetime, str] | None = None
+        now = datetime.now(UTC)
+        for version, marker in self._versions(key):
+            if marker:
+                continue
+            head = self.call("head", key, self.client.head_object, Bucket=self.bucket, Key=self.object_key(key),
+                             VersionId=version)
+            if head.get("ObjectLockLegalHoldStatus") == "ON" and "under legal hold" not in found:
+                found.append("under legal hold")
+            until, mode = head.get("ObjectLockRetainUntilDate"), head.get("ObjectLockMode")
+            if mode and until is not None and until > now and (latest is None or until > latest[0]):
+                latest = (until, mode)
+        if latest is not None:
+            found.insert(0, f"locked until {latest[0].astimezone(UTC).isoformat(timespec='seconds')} ({latest[1]})")
+        return ", ".join(found) or None
+
     def delete(self, key: str) -> None:
-        self.call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
+        if self.object_lock_mode is None:
+            self.call("delete", key, self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key))
+            return
+        # Object Lock buckets are versioned: a plain delete would only hide the data behind a delete marker
+        # (and hide a locked backup). Delete every version instead; a locked one is refused (AccessDenied).
+        for version, _ in sorted(self._versions(key), key=lambda vm: vm[1]):  # data first, then delete markers
+            self.call("delete version", key, self.client.delete_object, Bucket=self.bucket, Key=self.object_key(key),
+                      VersionId=version)
 
     def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> builtins.list[str]:  # list: the method above
         """Abort multipart uploads under our prefix that were started ``older_than`` ago or earlier."""
