@@ -499,7 +499,8 @@ def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    err = exc.errors()[0]
+    # a misspelt required key is both unknown and missing: the unknown one, with its suggestion, says why
+    err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
     loc = tuple(err["loc"])
     shown = ".".join(str(p) for p in loc if p not in ("local", "s3")) or "(top level)"
     if err["type"] == "extra_forbidden":

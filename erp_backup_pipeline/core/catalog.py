@@ -12,7 +12,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.destinations import Destination, read_bytes
 from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, Manifest, safe_part
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
 
 
 @dataclass
@@ -41,7 +41,14 @@ def load_catalog(destinations: Iterable[Destination], prefix: str, source: str |
         try:
             keys = [k for k in dest.list(sub) if k.endswith(MANIFEST_SUFFIX)]
             for key in keys:
-                manifest = Manifest.from_json(read_bytes(dest, key))
+                try:
+                    manifest = Manifest.from_json(read_bytes(dest, key))
+                except (ValueError, TypeError, AttributeError) as exc:  # damaged or edited by hand
+                    problem = VerifyError(f"manifest {key} is not valid ({exc})")
+                    if errors is None:
+                        raise problem from None
+                    errors.append(f"{dest.name}: {problem}")
+                    continue
                 entry = found.setdefault(key, Entry(manifest))
                 entry.held_by.append(dest.name)
         except (BackupError, ValueError) as exc:

@@ -99,7 +99,9 @@ def new_capture(settings: Any, source: str, partition: str, now: datetime | None
     workdir = Path(settings.staging_dir) / safe_part(source) / f"{safe_part(partition)}-{stamp}"
     Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.staging_dir, 0o700)
-    workdir.mkdir(parents=True, mode=0o700)
+    workdir.parent.mkdir(exist_ok=True, mode=0o700)  # not parents=True: it makes parents with the umask's mode
+    os.chmod(workdir.parent, 0o700)
+    workdir.mkdir(mode=0o700)
     return Capture(source=source, partition=partition, captured_at=now.isoformat(timespec="seconds"),
                    stamp=stamp, workdir=str(workdir), mode=mode)
 

@@ -126,8 +126,8 @@ class _IncrementalArchiver(_Archiver):
                               "path(s) in total, the backup would lose data")
         files = [e for e in self.index if e["type"] == "file"]
         next_state = Path(self.workdir) / "next-state.json"
-        next_state.write_text(json.dumps(self.index))
-        next_state.chmod(0o600)
+        with os.fdopen(os.open(next_state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            fh.write(json.dumps(self.index))
         return {"files": len(files), "bytes": sum(e["size"] for e in files), "new_blobs": len(self.stored),
                 "new_bytes": self.new_bytes, "unchanged_files": self.reused,
                 "depends_on": sorted({e["holder"] for e in files if e["holder"]})}
@@ -271,7 +271,11 @@ def _safe(root: Path, name: str) -> Path:
     parts = name.split("/")
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise RestoreError(f"uploads: refusing the unsafe path {shown(name)}")
-    return root.joinpath(*parts)
+    path = root.joinpath(*parts)
+    real_root, parent = os.path.realpath(root), os.path.realpath(path.parent)
+    if parent != real_root and not parent.startswith(real_root + os.sep):  # a restored symlink on the way
+        raise RestoreError(f"uploads: {shown(name)} would be written outside the target through a link")
+    return path
 
 
 def _build(root: Path, store: Path, snapshot: list[dict[str, Any]]) -> int:
@@ -296,9 +300,14 @@ def _build(root: Path, store: Path, snapshot: list[dict[str, Any]]) -> int:
             else:
                 os.rename(blob, path)
             files += 1
-        elif e["type"] == "symlink":
+    for e in snapshot:  # links last: nothing is ever written through a restored link
+        if e["type"] == "symlink":
+            path = _safe(root, e["name"])
             path.parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(e["linkname"], path)
+            try:
+                os.symlink(e["linkname"], path)
+            except OSError as exc:
+                raise RestoreError(f"uploads: cannot restore the link {shown(e['name'])}: {_reason(exc)}") from None
     for e in sorted(snapshot, key=lambda e: e["name"].count("/"), reverse=True):  # deepest first: dir mtimes hold
         path = _safe(root, e["name"])
         if e["type"] == "symlink":
