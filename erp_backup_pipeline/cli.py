@@ -1,7 +1,7 @@
 """``erp-backup``: the command line, a thin layer over the core.
 
-Commands: init, keygen, backup, list, verify, drill, restore, prune, pg setup (cli_pitr), metrics. Errors are one
-line on stderr and a non-zero exit; secrets are redacted from everything printed.
+Commands: init, keygen, backup, list, verify, drill, restore, prune, recover (cli_recover), pg setup (cli_pitr),
+metrics. Errors are one line on stderr and a non-zero exit; secrets are redacted from everything printed.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
-from erp_backup_pipeline import cli_pitr
+from erp_backup_pipeline import cli_pitr, cli_recover
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.destinations import build_destinations
@@ -130,6 +130,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    if args.sets:
+        return cli_recover.print_sets(settings)
     errors: list[str] = []
     entries = load_catalog(build_destinations(settings), settings.prefix,
                            _source_name(args.source) if args.source else None, errors=errors)
@@ -277,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="the catalog, from the manifests")
     s.add_argument("--json", action="store_true")
     s.add_argument("--source")
+    s.add_argument("--sets", action="store_true", help="one line per date: its backup set and whether it is complete")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("verify", help="re-download, check checksums, decrypt, decompress and verify a backup")
@@ -305,6 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--port", type=int, default=9188)
     m.add_argument("--host", default="127.0.0.1")
     m.set_defaults(func=cmd_metrics)
+
+    cli_recover.add_parser(sub, _settings)
 
     s = sub.add_parser("pg", help="PostgreSQL point-in-time recovery (pgBackRest)")
     pg = s.add_subparsers(dest="pg_command", required=True)

@@ -208,6 +208,19 @@ class SourcesSettings(_Model):
     uploads: UploadsSettings | None = None
 
 
+class DocumentReference(_Model):
+    """A query whose rows name uploaded documents (paths relative to the uploads root)."""
+
+    source: Literal["sqlite_backup", "postgres_dump"]
+    query: str = Field(description="SELECT returning one column: the document path, e.g. invoices.document_path")
+
+
+class RecoverySettings(_Model):
+    """Whole-ERP recovery: which cross-store consistency checks `erp-backup recover` runs after restoring."""
+
+    document_references: list[DocumentReference] = Field(default_factory=list)
+
+
 class ChecksSettings(_Model):
     size_anomaly_ratio: float = Field(0.5, gt=0, le=1, description="warn below this share of the recent median")
     restore_drill: bool = Field(True, description="restore each new backup into a scratch target right after it is written")
@@ -409,6 +422,7 @@ class Settings(_Model):
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    recovery: RecoverySettings = Field(default_factory=RecoverySettings)
     pitr: PitrSettings | None = None
 
     @field_validator("prefix")

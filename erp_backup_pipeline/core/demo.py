@@ -31,7 +31,8 @@ CREATE TABLE IF NOT EXISTS audit_log (id INTEGER PRIMARY KEY, at TEXT NOT NULL, 
 """
 
 
-def fill_sqlite(path: Path, customers: int = 200, invoices: int = 1000, seed: int = 7) -> None:
+def fill_sqlite(path: Path, customers: int = 200, invoices: int = 1000, seed: int = 7, documents: int = 20) -> None:
+    """The demo tables; the first ``documents`` invoices reference their PDF in the uploads (invoices/RE-n.pdf)."""
     rng = random.Random(seed)
     conn = sqlite3.connect(path)
     try:
@@ -49,7 +50,7 @@ def fill_sqlite(path: Path, customers: int = 200, invoices: int = 1000, seed: in
             cur = conn.execute(
                 "INSERT INTO invoices(customer_id, number, issued_on, total_cents, document_path) VALUES (?,?,?,?,?)",
                 (rng.randrange(1, customers + 1), f"RE-{2024 + n // 600}-{n:05d}",
-                 str(start + timedelta(days=n // 3)), 0, f"invoices/RE-{n:05d}.pdf"))
+                 str(start + timedelta(days=n // 3)), 0, f"invoices/RE-{n:05d}.pdf" if n < documents else None))
             inv = cur.lastrowid
             lines = [(inv, rng.randrange(1, 301), rng.randrange(1, 10), rng.randrange(500, 250000))
                      for _ in range(rng.randrange(1, 6))]

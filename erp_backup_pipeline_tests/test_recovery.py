@@ -1,0 +1,124 @@
+"""Whole-ERP recovery: every store of a date restored together and checked for belonging together."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from erp_backup_pipeline.core.demo import create_demo
+from erp_backup_pipeline.core.pipeline import run_backup
+from erp_backup_pipeline.core.recovery import backup_sets, plan_recovery, recover
+from erp_backup_pipeline.errors import RestoreError, VerifyError
+from erp_backup_pipeline_tests.conftest import make_settings, redis_source
+
+SOURCES = ("sqlite_backup", "redis_snapshot", "config_archive", "uploads_snapshot")
+
+
+def tree(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != ".erp-backup-index.json"}
+
+
+def counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+
+
+@pytest.fixture
+def erp(tmp_path: Path, age_identity, redis_server) -> tuple[Any, dict[str, Path], Any]:
+    demo = create_demo(tmp_path / "erp")
+    settings = make_settings(tmp_path, age_identity, sources={
+        "sqlite": {"path": str(demo["sqlite"])}, "config": {"paths": [str(demo["config"])]},
+        "uploads": {"path": str(demo["uploads"])}, **redis_source(redis_server)},
+        recovery={"document_references": [{"source": "sqlite_backup", "query":
+                                           "SELECT document_path FROM invoices WHERE document_path IS NOT NULL"}]})
+    return settings, demo, redis_server
+
+
+def backup_all(settings: Any, day: str) -> None:
+    for source in SOURCES:
+        run_backup(settings, source, day)
+
+
+def test_each_date_recovers_as_it_was_and_the_stores_belong_together(tmp_path: Path, erp) -> None:
+    settings, demo, redis_server = erp
+    states: dict[str, dict[str, Any]] = {}
+    for n, day in enumerate(("2026-11-23", "2026-11-24", "2026-11-25")):
+        with sqlite3.connect(demo["sqlite"]) as conn:  # the ERP works: a new invoice with its document each day
+            conn.execute("INSERT INTO invoices(customer_id, number, issued_on, total_cents, document_path) "
+                         "VALUES (1, ?, ?, 100, ?)", (f"RE-NEW-{n}", day, f"invoices/NEW-{n}.pdf"))
+        (demo["uploads"] / "invoices" / f"NEW-{n}.pdf").write_bytes(f"%PDF new {n}".encode())
+        (demo["config"] / "app.json").write_text(f'{{"currency": "EUR", "day": "{day}"}}')
+        redis_server.client().set("session:today", day)
+        backup_all(settings, day)
+        states[day] = {"rows": counts(demo["sqlite"]), "uploads": tree(demo["uploads"]),
+                       "config": tree(demo["config"])}
+    sets = backup_sets(settings)
+    assert [(s.date, s.complete) for s in sets] == [("2026-11-23", True), ("2026-11-24", True), ("2026-11-25", True)]
+    for day, state in states.items():
+        root = tmp_path / f"recovered-{day}"
+        plan = plan_recovery(settings, day, root)
+        assert {s.source for s in plan.steps} == set(SOURCES) and not root.exists()
+        report = recover(settings, plan, log=lambda _: None)
+        assert all(c["ok"] for c in report["checks"]) and report["total_seconds"] > 0
+        assert set(report["seconds"]) == set(SOURCES)
+        assert counts(root / "sqlite" / demo["sqlite"].name) == state["rows"]
+        assert tree(root / "uploads") == state["uploads"]
+        assert tree(root / "config") == {f"config/{k}": v for k, v in state["config"].items()}  # names below the root
+        assert (root / "redis" / "dump.rdb").stat().st_size > 0
+        documents = next(c for c in report["checks"] if c["check"].startswith("documents"))
+        assert documents["detail"] == f"{21 + list(states).index(day)} referenced, all present"
+
+
+def test_a_document_missing_from_the_snapshot_fails_the_consistency_check(tmp_path: Path, erp) -> None:
+    settings, demo, _ = erp
+    (demo["uploads"] / "invoices" / "RE-00003.pdf").unlink()  # the database still references it
+    backup_all(settings, "2026-11-25")
+    plan = plan_recovery(settings, "2026-11-25", tmp_path / "recovered")
+    with pytest.raises(VerifyError, match=r"documents referenced by sqlite_backup: 1 of 20 missing from the restored "
+                                          r"uploads, first invoices/RE-00003\.pdf"):
+        recover(settings, plan, log=lambda _: None)
+
+
+def test_refusals_and_incomplete_sets(tmp_path: Path, erp) -> None:
+    settings, _, _ = erp
+    with pytest.raises(RestoreError, match="no backup set for 2026-11-25"):
+        plan_recovery(settings, "2026-11-25", tmp_path / "r")
+    run_backup(settings, "sqlite_backup", "2026-11-25")
+    [bset] = backup_sets(settings)
+    assert not bset.complete and bset.missing == ["redis_snapshot", "config_archive", "uploads_snapshot"]
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("x")
+    with pytest.raises(RestoreError, match="is not empty; recover into a new directory"):
+        plan_recovery(settings, "2026-11-25", busy)
+    with pytest.raises(VerifyError, match="no backup of redis_snapshot, config_archive, uploads_snapshot on 2026-11-25"):
+        recover(settings, plan_recovery(settings, "2026-11-25", tmp_path / "r"), log=lambda _: None)
+
+
+def test_the_command_line_plans_recovers_and_lists_sets(tmp_path: Path, erp) -> None:
+    import yaml
+
+    from erp_backup_pipeline_tests.test_cli import cli
+
+    settings, demo, redis_server = erp
+    backup_all(settings, "2026-11-25")
+    config = tmp_path / "erp-backup.yaml"
+    config.write_text(yaml.safe_dump({
+        "staging_dir": str(settings.staging_dir),
+        "encryption": {"recipients": settings.encryption.recipients, "identity_file": str(settings.encryption.identity_file)},
+        "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
+        "sources": {"sqlite": {"path": str(demo["sqlite"])}, "config": {"paths": [str(demo["config"])]},
+                    "uploads": {"path": str(demo["uploads"])},
+                    "redis": {"host": "127.0.0.1", "port": redis_server.port, "password": redis_server.password}}}))
+    listing = cli("list", "--sets", config=config)
+    assert "2026-11-25  yes" in listing.stdout
+    dry = cli("recover", "--date", "2026-11-25", "--to", str(tmp_path / "out"), "--dry-run", config=config)
+    assert "recovery plan for 2026-11-25" in dry.stdout and "dry run: nothing changed" in dry.stdout
+    done = cli("recover", "--date", "2026-11-25", "--to", str(tmp_path / "out"), config=config)
+    assert "the measured RTO" in done.stdout and "point the ERP at it:" in done.stdout
