@@ -1,0 +1,255 @@
+"""The production topology on one machine, end to end, and the operator's UI in a real browser.
+
+One stack for the module (deploy/production/dagster.yaml and workspace.yaml, unchanged): Dagster's storage
+in a real PostgreSQL database, ``dagster api grpc``, ``dagster-webserver`` and ``dagster-daemon``; the
+backups go to a real S3 endpoint (moto's server) from a demo SQLite ERP. Screenshots of the browser test
+are saved under its tmp_path (the path is printed).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+
+from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline_tests import topology
+from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, s3_destination
+from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port
+
+ASSET = "sqlite_backup"
+# every backup asset and the ERP source upstream of it
+UPSTREAM = {"sqlite_backup": "erp_sqlite_database", "postgres_dump": "erp_postgres_database",
+            "postgres_full": "erp_postgres_database", "postgres_incremental": "erp_postgres_database",
+            "redis_snapshot": "erp_redis", "config_archive": "erp_config_files", "uploads_snapshot": "erp_uploads"}
+BACKFILL_TIMEOUT = 150  # the backfill daemon ticks every 30 s; runs take a few seconds each
+
+
+@dataclass
+class Production:
+    topo: topology.Topology
+    database: topology.DagsterDatabase
+    config: Path
+    settings: Settings
+
+    def backed_up(self, partitions: list[str]) -> dict[str, Any]:
+        """The catalog's verified, complete entries of ``partitions`` on the S3 destination."""
+        entries = load_catalog(build_destinations(self.settings), self.settings.prefix, ASSET)
+        return {e.manifest.partition: e for e in entries
+                if e.manifest.partition in partitions and e.manifest.verify.get("ok") and e.manifest.complete}
+
+
+@pytest.fixture(scope="module")
+def production(tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer, moto_server: MotoServer,
+               age_identity: tuple[Path, str]) -> Iterator[Production]:
+    from erp_backup_pipeline.core.demo import fill_sqlite
+
+    base = tmp_path_factory.mktemp("production")
+    bucket = "erp-production-e2e"
+    boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1", aws_access_key_id=S3_KEY_ID,
+                 aws_secret_access_key=S3_SECRET).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    sqlite = base / "erp" / "production.sqlite3"
+    sqlite.parent.mkdir()
+    fill_sqlite(sqlite, customers=50, invoices=200)
+    config = base / "erp-backup.yaml"
+    config.write_text(yaml.safe_dump({
+        "staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
+        "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "destinations": [s3_destination(moto_server, bucket)],
+        "sources": {"sqlite": {"path": str(sqlite)}}}))
+    database = topology.create_dagster_database(pg_server)
+    try:
+        topo = topology.start_topology(base / "stack", config, database)
+        try:
+            yield Production(topo, database, config, load_settings(str(config)))
+        finally:
+            topo.stop()
+            print(f"production topology logs: {topo.base}")
+    finally:
+        database.drop()
+
+
+def days_ago(*days: int) -> list[str]:
+    today = date.today()
+    return [str(today - timedelta(days=d)) for d in days]
+
+
+def test_a_backfill_launched_through_graphql_is_run_by_the_daemon_into_s3_with_history_in_postgres(
+        production: Production) -> None:
+    topo, database = production.topo, production.database
+    missed = days_ago(5, 4, 3)
+    assert production.backed_up(missed) == {}
+    # the tag the nightly jobs carry (asset backfills do not get it by themselves): the shipped run queue
+    # allows one run per value, so the three runs must run one after another
+    backfill = topology.launch_asset_backfill(topo, ASSET, missed, tags={"erp_backup/source": ASSET})
+    topo.start_daemon()
+    runs = topology.wait_for_backfill_runs(topo, backfill, 3, BACKFILL_TIMEOUT)
+    assert [r["status"] for r in runs] == ["SUCCESS"] * 3, runs
+    assert sorted(r["tags"]["dagster/asset_partition_range_start"] for r in runs) == missed
+
+    # two backups of the same source never ran at once
+    spans = sorted((r["startTime"], r["endTime"]) for r in runs)
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), spans
+
+    # all three partitions are backed up (verified, manifest written) on the S3 endpoint
+    found = production.backed_up(missed)
+    assert sorted(found) == missed
+    bucket = production.settings.destinations[0].bucket  # type: ignore[union-attr]
+    for entry in found.values():
+        assert entry.held_by == ["offsite"]
+        assert entry.manifest.artifact_key.endswith(".age")
+
+    # run history and the event log are in PostgreSQL, none of it in DAGSTER_HOME
+    rows = database.query("SELECT run_id, status FROM runs WHERE backfill_id = %s", (backfill,))
+    assert sorted(rows) == sorted((r["runId"], "SUCCESS") for r in runs)
+    tagged = database.query("SELECT value FROM run_tags WHERE key = 'dagster/asset_partition_range_start' "
+                            "AND run_id = ANY(%s)", ([r["runId"] for r in runs],))
+    assert sorted(v for (v,) in tagged) == missed
+    materialized = database.query("SELECT DISTINCT partition FROM event_logs WHERE dagster_event_type = "
+                                  "'ASSET_MATERIALIZATION' AND asset_key = %s", ('["sqlite_backup"]',))
+    assert set(missed) <= {p for (p,) in materialized}
+    assert not list(topo.home.rglob("*.db")), "Dagster wrote SQLite storage into DAGSTER_HOME"
+    uris = database.query("SELECT event FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION' "
+                          "AND partition = %s", (missed[0],))
+    assert any(f"s3://{bucket}/" in event for (event,) in uris)
+
+
+def test_missing_storage_setting_and_unreachable_code_server_are_named_in_one_line(
+        production: Production, tmp_path: Path) -> None:
+    workspace = str(topology.PRODUCTION / "workspace.yaml")
+    # no DAGSTER_PG_HOST: the daemon and the webserver refuse to start and name the variable
+    env = {k: v for k, v in production.topo.env.items() if k != "DAGSTER_PG_HOST"}
+    env["DAGSTER_HOME"] = str(topology.dagster_home(tmp_path))
+    wanted = 'environment variable "DAGSTER_PG_HOST" which is not set'
+    for name, argv in {"daemon": [str(topology.BIN / "dagster-daemon"), "run", "-w", workspace],
+                       "webserver": [str(topology.BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
+                                     "-p", str(free_port())]}.items():
+        code, out = topology.run_until_exit(argv, env, tmp_path / f"{name}.log", tmp_path, timeout=60)
+        assert code not in (None, 0), f"{name} kept running without DAGSTER_PG_HOST:\n{out[-2000:]}"
+        assert [line for line in out.splitlines() if wanted in line], out[-2000:]
+
+    # a code server that does not answer: the webserver stays up and says which location and why
+    dead = dict(production.topo.env, DAGSTER_GRPC_PORT=str(free_port()))
+    (tmp_path / "unreachable").mkdir()
+    web = topology.Topology(tmp_path / "unreachable", production.topo.home, dead, int(dead["DAGSTER_GRPC_PORT"]), free_port())
+    web.start("webserver", [str(topology.BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1",
+                            "-p", str(web.web_port)])
+    try:
+        line = web.wait("the unreachable code server in the log", lambda: next(
+            (x for x in web.log("webserver").read_text(errors="replace").splitlines()
+             if "Error loading repository location erp_backup_pipeline" in x
+             and "Could not reach user code server" in x), None), 60)
+        assert "UNAVAILABLE" in line
+        assert web.wait("location status", lambda: topology.location_status(web), 30) == "PythonError"
+    finally:
+        web.stop()
+
+
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync"]
+
+
+def test_the_operator_sees_lineage_and_partitions_and_backfills_missing_dates_from_the_ui(
+        production: Production, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    topo = production.topo
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"screenshots: {shots}")
+    missing = days_ago(9, 8)
+    assert production.backed_up(missing) == {}
+    expect.set_options(timeout=60_000)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 2600})
+            page.set_default_timeout(60_000)
+
+            # the asset graph: every backup asset, and each one's upstream is its ERP source
+            page.goto(f"{topo.url}/locations/{topology.LOCATION}/asset-groups/erp_backups")
+            for asset in UPSTREAM:
+                expect(page.locator(f'[data-tooltip="{asset}"]')).to_be_visible()
+            for source in set(UPSTREAM.values()):
+                expect(page.locator(f'[title="{source}"]')).to_be_visible()
+            page.screenshot(path=shots / "01-asset-graph.png")
+            for asset, source in UPSTREAM.items():
+                page.goto(f"{topo.url}/assets/{asset}?view=lineage&lineageScope=upstream&lineageDepth=1")
+                expect(page.locator(f'[data-tooltip="{source}"]')).to_be_visible()
+                expect(page.locator(f'[data-tooltip="{asset}"]')).to_be_visible()
+                nodes = {page.locator("[data-tooltip]").nth(i).get_attribute("data-tooltip")
+                         for i in range(page.locator("[data-tooltip]").count())}
+                assert nodes - {"erp_backups", "erp_sources"} == {asset, source}, (asset, nodes)
+            page.screenshot(path=shots / "02-upstream-of-postgres-incremental.png")
+
+            # the partitions view: materialized and missing dates; the chosen dates are missing
+            page.goto(f"{topo.url}/assets/{ASSET}?view=partitions")
+            expect(page.get_by_text(re.compile(r"^Missing \(\d+\)$"))).to_be_visible()
+            before = int(re.search(r"\((\d+)\)", page.get_by_text(re.compile(r"^Materialized \(\d+\)$"))
+                                   .inner_text()).group(1))  # type: ignore[union-attr]
+            for day in missing:
+                page.get_by_placeholder("Filter by name…").fill(day)
+                row = page.locator(f'[title="{day}"]')
+                expect(row).to_be_visible()
+                expect(row.locator("xpath=../..").locator("div[style*='color-accent-green']")).to_have_count(0)
+            page.get_by_placeholder("Filter by name…").fill("")
+            page.screenshot(path=shots / "03-partitions-before.png")
+
+            # the operator selects the missing dates and launches a backfill
+            page.get_by_role("button", name="Materialize…").first.click()
+            dialog = page.get_by_role("dialog")
+            expect(dialog.get_by_text(f"Launch runs to materialize {ASSET}")).to_be_visible()
+            picker = dialog.get_by_placeholder("No matching partitions")
+            picker.fill(f"[{missing[0]}...{missing[1]}]")
+            picker.press("Enter")
+            expect(dialog.get_by_text("2 partitions", exact=True)).to_be_visible()
+            page.screenshot(path=shots / "04-backfill-dialog.png")
+            dialog.get_by_role("button", name="Launch backfill").click()
+            toast = page.get_by_text(re.compile(r"Created backfill \w+"))
+            expect(toast).to_be_visible()
+            backfill = re.search(r"Created backfill (\w+)", toast.inner_text()).group(1)  # type: ignore[union-attr]
+            topo.start_daemon()
+
+            # the runs succeed: the daemon runs them, the backfill page lists them as succeeded
+            runs = topology.wait_for_backfill_runs(topo, backfill, 2, BACKFILL_TIMEOUT)
+            assert [r["status"] for r in runs] == ["SUCCESS"] * 2, runs
+            page.goto(f"{topo.url}/runs/b/{backfill}?tab=runs")
+            expect(page.get_by_text("Success", exact=True)).to_have_count(2)
+            page.screenshot(path=shots / "05-backfill-runs.png")
+            found = production.backed_up(missing)
+            assert sorted(found) == missing
+
+            # the partitions view now shows the dates materialized
+            page.goto(f"{topo.url}/assets/{ASSET}?view=partitions")
+            expect(page.get_by_text(f"Materialized ({before + 2})", exact=True)).to_be_visible()
+            for day in missing:
+                page.get_by_placeholder("Filter by name…").fill(day)
+                expect(page.locator(f'[title="{day}"]').locator("xpath=../..")
+                       .locator("div[style*='color-accent-green']")).to_have_count(1)
+            page.screenshot(path=shots / "06-partitions-after.png")
+
+            # a materialization: the artifact's size, checksum and URI, as the catalog holds them
+            entry = found[missing[0]]
+            page.goto(f"{topo.url}/assets/{ASSET}?view=partitions&partition={missing[0]}")
+            expect(page.get_by_text("Latest materialization")).to_be_visible()
+            for key, value in {"encrypted_bytes": str(entry.manifest.artifact_bytes),
+                               "sha256": entry.manifest.artifact_sha256}.items():
+                row = page.locator("tr", has=page.get_by_text(key, exact=True))
+                expect(row).to_contain_text(value)
+            s3 = production.settings.destinations[0]
+            expect(page.locator("tr", has=page.get_by_text("dagster/uri", exact=True))).to_contain_text(
+                f"s3://{s3.bucket}/{s3.prefix}/{entry.manifest.artifact_key}")  # type: ignore[union-attr]
+            page.screenshot(path=shots / "07-materialization.png")
+        finally:
+            browser.close()
