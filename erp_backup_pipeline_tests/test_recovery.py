@@ -122,3 +122,33 @@ def test_the_command_line_plans_recovers_and_lists_sets(tmp_path: Path, erp) -> 
     assert "recovery plan for 2026-11-25" in dry.stdout and "dry run: nothing changed" in dry.stdout
     done = cli("recover", "--date", "2026-11-25", "--to", str(tmp_path / "out"), config=config)
     assert "the measured RTO" in done.stdout and "point the ERP at it:" in done.stdout
+
+
+def test_the_monthly_drill_recovers_measures_checks_and_removes_everything(tmp_path: Path, erp, age_identity) -> None:
+    import dagster as dg
+
+    from erp_backup_pipeline.orchestration.definitions import build_definitions
+    from erp_backup_pipeline_tests.test_dagster import write_config
+    from erp_backup_pipeline_tests.test_metrics import samples
+
+    settings, demo, redis_server = erp
+    backup_all(settings, "2026-11-25")
+    config = write_config(tmp_path, age_identity, destinations=[{"type": "local", "path": str(tmp_path / "backups")}],
+                          sources={"sqlite": {"path": str(demo["sqlite"])}, "config": {"paths": [str(demo["config"])]},
+                                   "uploads": {"path": str(demo["uploads"])},
+                                   "redis": {"host": "127.0.0.1", "port": redis_server.port,
+                                             "password": redis_server.password}},
+                          recovery={"document_references": [{"source": "sqlite_backup", "query":
+                                    "SELECT document_path FROM invoices WHERE document_path IS NOT NULL"}]})
+    defs = build_definitions(str(config))
+    assert defs.resolve_schedule_def("disaster_recovery_drill_monthly").cron_schedule == "0 8 1 * *"
+    instance = dg.DagsterInstance.ephemeral()
+    result = defs.resolve_job_def("disaster_recovery_drill").execute_in_process(instance=instance)
+    [event] = result.get_asset_materialization_events()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert md["date"] == "2026-11-25" and md["restore_seconds"] > 0
+    assert {k for k in md if k.startswith("seconds/")} == {f"seconds/{s}" for s in SOURCES}
+    [check] = result.get_asset_check_evaluations()
+    assert check.passed and "documents referenced by sqlite_backup" in md["checks"]
+    assert not list(Path(tmp_path / "staging").glob("recovery-drill-*"))
+    assert samples(instance)[("backup_restore_seconds", "recovery_drill")] == md["restore_seconds"]

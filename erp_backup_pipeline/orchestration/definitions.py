@@ -24,6 +24,7 @@ from erp_backup_pipeline.orchestration.pitr import (
     build_pitr_schedule,
 )
 from erp_backup_pipeline.orchestration.push import build_push_sensor
+from erp_backup_pipeline.orchestration.recovery import recovery_drill, recovery_job, recovery_schedule
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline.orchestration.schedules import build_job, build_schedule
 from erp_backup_pipeline.settings import load_settings
@@ -54,15 +55,17 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
     checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS), build_pitr_drill_check()]
     pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
-    check_keys = sorted({key for a in [*assets, *pitr_assets, backup_retention, *checks] for key in a.check_keys},
+    check_keys = sorted({key for a in [*assets, *pitr_assets, backup_retention, recovery_drill, *checks]
+                         for key in a.check_keys},
                         key=str)
     return dg.Definitions(
-        assets=[*sources, *assets, *pitr_assets, backup_retention],
+        assets=[*sources, *assets, *pitr_assets, backup_retention, recovery_drill],
         asset_checks=checks,
-        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(), retention_job, history_job],
+        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(), retention_job, history_job,
+              recovery_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,
-                   history_schedule],
+                   history_schedule, recovery_schedule],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor()],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,

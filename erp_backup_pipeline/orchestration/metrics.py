@@ -78,6 +78,10 @@ class BackupCollector(Collector):
                 seconds = evaluation.metadata.get("restore_seconds")
                 if seconds is not None and isinstance(seconds.value, (int, float)):
                     restore.add_metric(values, float(seconds.value))
+        whole = self._last_passed("recovery_drill", DRILL_CHECK)  # the whole ERP's RTO (monthly: no age gauge)
+        total = getattr(whole[1].metadata.get("restore_seconds"), "value", None) if whole is not None else None
+        if isinstance(total, (int, float)):
+            restore.add_metric(["erp", "recovery_drill"], float(total))
         yield from (last, duration, size, failures, verified, restore, drilled)
 
     def _failed_runs(self) -> dict[str, int]:
