@@ -119,6 +119,9 @@ class S3DestinationSettings(_Model):
     secret_access_key_file: Path | None = None
     multipart_threshold_mb: int = Field(16, ge=5)
     part_size_mb: int = Field(16, ge=5)
+    max_attempts: int = Field(5, ge=1, le=20, description="tries per S3 request (standard retries: exponential "
+                                                          "backoff with jitter on 5xx, throttling and timeouts)")
+    read_timeout_seconds: int = Field(60, ge=1, description="a request that answers nothing for this long is retried")
     required: bool = True
     object_lock: ObjectLockSettings | None = None
 

@@ -259,3 +259,70 @@ def test_freshness_check_fails_without_the_newest_partition_and_passes_with_it(t
     # postgres is not configured here: no freshness check that could only ever fail
     checks = {k for k in local.resolve_asset_graph().asset_check_keys if k.name == "freshness_check"}
     assert checks == {key}
+
+
+# ------------------------------------------------------------------------------------- concurrency pools
+
+def _pools_by_node(job: Any) -> dict[str, str | None]:
+    return {op.name: op.pool for op in job.graph.iterate_op_defs()}
+
+
+def test_every_op_that_backs_up_or_drills_a_source_is_in_its_source_pool() -> None:
+    """The run queue keeps two runs of one source apart by these pools (granularity run), so that an asset
+    backfill's runs (Dagster's implicit job: none of our run tags) are kept apart too."""
+    full = build_definitions("/nonexistent/erp-backup.yaml")  # every source and check, as when the file is absent
+    everything = _pools_by_node(full.resolve_implicit_global_asset_job_def())
+    expected: dict[str, str] = {}
+    for name in BACKUP_ASSETS:
+        for stage in ("dump", "compress", "verify", "encrypt", "ship", "manifest", "restore_drill"):
+            expected[f"{name}_{stage}"] = f"erp_backup/{name}"
+    for name in ("postgres_full", "postgres_incremental", "postgres_full_restore_drill"):
+        expected[name] = "erp_backup/postgres_pitr"
+    expected["backup_retention"] = "erp_backup/backup_retention"
+    assert {n: everything.get(n) for n in expected} == expected
+    # the jobs run the same op definitions; the pitr backfill writes postgres_dump's partitions
+    for job in full.resolve_all_job_defs():
+        for node, pool in _pools_by_node(job).items():
+            if node in expected:
+                assert pool == expected[node], (job.name, node)
+    backfill = _pools_by_node(full.resolve_job_def("postgres_dump_pitr_backfill"))
+    assert backfill == {"postgres_dump_from_pitr": "erp_backup/postgres_dump"}
+    # a source's backup and its drill share one pool; sources do not share pools
+    assert len({expected[f"{name}_dump"] for name in BACKUP_ASSETS}) == len(BACKUP_ASSETS)
+
+
+def _instance_config(path: Path) -> dict[str, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert data["concurrency"] == {
+        "pools": {"granularity": "run", "default_limit": 1},
+        "runs": {"max_concurrent_runs": 4, "tag_concurrency_limits": [
+            {"key": "erp_backup/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}}
+    assert "run_queue" not in data
+    assert not (data.get("run_coordinator") or {}).get("config"), "run limits belong under concurrency > runs"
+    return dict(data)
+
+
+@pytest.mark.parametrize("which", ["local", "production"])
+def test_both_instance_files_load_with_run_granularity_pools_and_the_run_queue_limits(
+        which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagster._core.instance.config import PoolGranularity
+
+    source = Path(__file__).resolve().parent.parent / "deploy" / which / "dagster.yaml"
+    config = _instance_config(source)
+    if which == "production":
+        # the same file, storage swapped for local files: what is checked here is everything else
+        config.pop("storage")
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert instance.global_op_concurrency_default_limit == 1
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.pool_granularity == PoolGranularity.RUN
+        queue = concurrency.run_queue_config
+        assert queue is not None and queue.max_concurrent_runs == 4
+        assert queue.should_block_op_concurrency_limited_runs
+        assert [dict(x) for x in queue.tag_concurrency_limits] == [
+            {"key": "erp_backup/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"

@@ -90,17 +90,23 @@ def test_a_backfill_launched_through_graphql_is_run_by_the_daemon_into_s3_with_h
     topo, database = production.topo, production.database
     missed = days_ago(5, 4, 3)
     assert production.backed_up(missed) == {}
-    # the tag the nightly jobs carry (asset backfills do not get it by themselves): the shipped run queue
-    # allows one run per value, so the three runs must run one after another
-    backfill = topology.launch_asset_backfill(topo, ASSET, missed, tags={"erp_backup/source": ASSET})
+    # launched as the UI launches it: the runs of Dagster's implicit asset job carry none of our tags
+    backfill = topology.launch_asset_backfill(topo, ASSET, missed)
     topo.start_daemon()
     runs = topology.wait_for_backfill_runs(topo, backfill, 3, BACKFILL_TIMEOUT)
     assert [r["status"] for r in runs] == ["SUCCESS"] * 3, runs
     assert sorted(r["tags"]["dagster/asset_partition_range_start"] for r in runs) == missed
+    assert not [r for r in runs if "erp_backup/source" in r["tags"]], runs
 
-    # two backups of the same source never ran at once
+    # two backups of the same source never ran at once: every op of sqlite_backup is in the pool
+    # erp_backup/sqlite_backup, limited to 1 in the instance (topology.initialize_pools, the deployment step), and
+    # the shipped dagster.yaml enforces pools per run: the daemon held the others back, naming the pool
     spans = sorted((r["startTime"], r["endTime"]) for r in runs)
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:], strict=False)), spans
+    pools = database.query('SELECT concurrency_key, "limit" FROM concurrency_limits')
+    assert (f"erp_backup/{ASSET}", 1) in pools, pools
+    daemon_log = topo.log("daemon").read_text(errors="replace")
+    assert f'is blocked by global concurrency limits: {{"erp_backup/{ASSET}": {{"granularity": "run"' in daemon_log
 
     # all three partitions are backed up (verified, manifest written) on the S3 endpoint
     found = production.backed_up(missed)

@@ -163,6 +163,24 @@ class Topology:
                 stop_process(self.procs[name])
 
 
+def definition_pools() -> set[str]:
+    """Every concurrency pool an op or check of the code location is in."""
+    from erp_backup_pipeline.orchestration.pools import pools
+
+    return set(pools())
+
+
+def initialize_pools(env: dict[str, str], log: Path, cwd: Path) -> None:
+    """The deployment step: every pool gets its limit (1) in the instance before the first run is queued.
+    Dagster 1.13's run queue gives a pool it has never seen its default_limit only after the dequeue pass that
+    first sees it, so without this the first runs queued on a fresh instance (a backfill's dates) would start
+    together."""
+    for pool in sorted(definition_pools()):
+        with open(log, "ab") as out:
+            subprocess.run([str(BIN / "dagster"), "instance", "concurrency", "set", pool, "1"], env=env, cwd=cwd,
+                           stdout=out, stderr=subprocess.STDOUT, check=True, timeout=120)
+
+
 def start_topology(base: Path, config: Path, database: DagsterDatabase) -> Topology:
     """Code server and webserver of the production topology; returns once the UI has loaded the location.
     The daemon is started by :meth:`Topology.start_daemon`."""
@@ -173,6 +191,7 @@ def start_topology(base: Path, config: Path, database: DagsterDatabase) -> Topol
                    DAGSTER_GRPC_PORT=str(grpc_port), **database.env())
     topo = Topology(base, home, env, grpc_port, web_port)
     workspace = str(PRODUCTION / "workspace.yaml")
+    initialize_pools(env, base / "pools.log", base)
     try:
         topo.start("grpc", [str(BIN / "dagster"), "api", "grpc", "-m", MODULE, "--host", "127.0.0.1",
                             "--port", str(grpc_port)])
@@ -197,12 +216,13 @@ def location_status(topo: Topology) -> str | None:
     return None
 
 
-def launch_asset_backfill(topo: Topology, asset: str, partitions: list[str], tags: dict[str, str] | None = None) -> str:
+def launch_asset_backfill(topo: Topology, asset: str, partitions: list[str]) -> str:
+    """An asset backfill as the UI's Materialize… dialog launches it: Dagster's implicit asset job, no run tags of
+    ours (the runs are kept apart by the ops' concurrency pools, not by a tag)."""
     data = topo.graphql("""mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) {
         __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message }
         ... on InvalidSubsetError { message } ... on UnauthorizedError { message } } }""",
-                        {"params": {"assetSelection": [{"path": [asset]}], "partitionNames": partitions,
-                                    "tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}})
+                        {"params": {"assetSelection": [{"path": [asset]}], "partitionNames": partitions}})
     result = data["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise RuntimeError(f"backfill not launched: {result}")

@@ -45,8 +45,18 @@ def find_program(name: str, bin_dir: Path | None = None) -> str:
 
 
 def _last_line(text: str) -> str:
+    """The line that says what went wrong: the last ``error:`` line (else ``FATAL:``, else the last line), with
+    the server's reason when a detail line after it gives one. pg_dump ends with ``detail: Command was: COPY
+    ...``, which alone says nothing about why."""
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return redact(lines[-1]) if lines else "no error output"
+    if not lines:
+        return "no error output"
+    found = [i for i, ln in enumerate(lines) if "error:" in ln.lower()] or \
+        [i for i, ln in enumerate(lines) if "fatal:" in ln.lower()]
+    if not found:
+        return redact(lines[-1])
+    picked = [lines[found[-1]]] + [ln for ln in lines[found[-1] + 1:] if "error message from server" in ln.lower()]
+    return redact(" ".join(picked))
 
 
 class Process:

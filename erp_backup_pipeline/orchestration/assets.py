@@ -18,7 +18,7 @@ from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.streams import progress_text
-from erp_backup_pipeline.errors import BackupError, VerifyError
+from erp_backup_pipeline.errors import BackupError, ConfigError, VerifyError
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 GROUP = "erp_backups"
@@ -27,6 +27,18 @@ TIMEZONE = PARTITION_TIMEZONE
 START_DATE = "2026-01-01"
 
 daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=TIMEZONE, end_offset=1)
+
+# dump and compress talk to the source: a database restarted or a connection dropped is retried after about
+# 10 s, 30 s and 70 s (each +-10 s); a configuration error or a failed verification is not retried.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+POOL_PREFIX = "erp_backup/"
+
+
+def pool_for(source: str) -> str:
+    """The concurrency pool of everything that backs up or drills ``source``. The instance (both dagster.yaml
+    files) limits every pool to one run at a time, at run granularity: whatever launched the run (a job, a
+    schedule, an asset backfill from the UI), two runs touching one source never run at once."""
+    return f"{POOL_PREFIX}{source}"
 
 
 @dataclass(frozen=True)
@@ -75,7 +87,8 @@ def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_
     except BackupError as exc:
         if not failure:
             raise
-        raise dg.Failure(description=redact(str(exc))) from None
+        raise dg.Failure(description=redact(str(exc)),
+                         allow_retries=not isinstance(exc, (ConfigError, VerifyError))) from None
 
 
 def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
@@ -120,8 +133,9 @@ def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> d
 
 def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
     name = info.name
+    pool = pool_for(name)  # every op of the graph: a backfill's runs carry no run tag, but their ops carry this
 
-    @dg.op(name=f"{name}_dump", ins={"source": dg.In(dg.Nothing)},
+    @dg.op(name=f"{name}_dump", pool=pool, ins={"source": dg.In(dg.Nothing)}, retry_policy=SOURCE_RETRY,
            description="Check the source, its tools and the destinations; record source facts.")
     def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
         def start(settings: Any, progress: Any) -> pipeline.Capture:
@@ -129,15 +143,23 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
 
         return _run_stage(context, start, backup_settings)
 
-    @dg.op(name=f"{name}_compress",
+    @dg.op(name=f"{name}_compress", pool=pool, retry_policy=SOURCE_RETRY,
            description="One pass: dump | compress, teed into the verifier and the encryptor; uploads stay invisible.")
     def compress(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                  capture: pipeline.Capture) -> pipeline.Capture:
-        result = _run_stage(context, pipeline.stage_compress, backup_settings, capture)
+        def again(settings: Any, progress: Any) -> pipeline.Capture:
+            # the failed try removed its scratch dir (a SQLite snapshot with it): check and capture anew
+            fresh = pipeline.stage_dump(settings, pipeline.new_capture(settings, name, context.partition_key), progress)
+            return pipeline.stage_compress(settings, fresh, progress)
+
+        if context.retry_number:
+            result = _run_stage(context, again, backup_settings)
+        else:
+            result = _run_stage(context, pipeline.stage_compress, backup_settings, capture)
         context.add_output_metadata(_stage_metadata(result))
         return result
 
-    @dg.op(name=f"{name}_verify", out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing)},
+    @dg.op(name=f"{name}_verify", pool=pool, out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing)},
            description="Publish the verification (decompressed bytes equal the dump; the source's own check).")
     def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                capture: pipeline.Capture):  # type: ignore[no-untyped-def]
@@ -153,12 +175,12 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
         yield dg.AssetCheckResult(asset_key=name, check_name="integrity", passed=True, metadata=md)
         yield dg.Output(checked, "capture")
 
-    @dg.op(name=f"{name}_encrypt", description="Publish what was encrypted and for whom (key fingerprints).")
+    @dg.op(name=f"{name}_encrypt", pool=pool, description="Publish what was encrypted and for whom (key fingerprints).")
     def encrypt(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                 capture: pipeline.Capture) -> pipeline.Capture:
         return _run_stage(context, pipeline.stage_encrypt, backup_settings, capture)
 
-    @dg.op(name=f"{name}_ship", description="Commit the uploads: the artifact becomes visible on every destination.")
+    @dg.op(name=f"{name}_ship", pool=pool, description="Commit the uploads: the artifact becomes visible on every destination.")
     def ship(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
              capture: pipeline.Capture) -> pipeline.Capture:
         result = _run_stage(context, pipeline.stage_ship, backup_settings, capture)
@@ -166,7 +188,7 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
                                      result.destinations.items()})
         return result
 
-    @dg.op(name=f"{name}_manifest", out={"result": dg.Out(dg.Nothing), "size_anomaly": dg.Out(dg.Nothing)},
+    @dg.op(name=f"{name}_manifest", pool=pool, out={"result": dg.Out(dg.Nothing), "size_anomaly": dg.Out(dg.Nothing)},
            description="Write the manifest beside the artifact (the commit point); compare its size with the last days.")
     def manifest(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                  capture: pipeline.Capture):  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
+from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions, pool_for
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 CHECK = "restore_drill"
@@ -43,7 +43,7 @@ def build_drill_check(asset: str) -> dg.AssetChecksDefinition:
 
 
 def _drill_check(asset: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name=CHECK, partitions_def=daily_partitions, blocking=False,
+    @dg.asset_check(asset=asset, name=CHECK, partitions_def=daily_partitions, blocking=False, pool=pool_for(asset),
                     description="Restores the partition's artifact into a scratch target (temp file, new database, "
                                 "throwaway redis-server, temp directory) and compares it with the manifest; records "
                                 "restore_seconds, the measured RTO.")

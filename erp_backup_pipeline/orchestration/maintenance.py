@@ -17,7 +17,7 @@ import dagster as dg
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, GROUP, TIMEZONE, daily_partitions
+from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, GROUP, TIMEZONE, daily_partitions, pool_for
 from erp_backup_pipeline.orchestration.pitr import PITR_ASSETS
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
@@ -34,7 +34,7 @@ def _table(rows: list[dict[str, str]]) -> str:
 
 
 @dg.asset(name=RETENTION, partitions_def=daily_partitions, deps=list(BACKUP_ASSETS), group_name=GROUP,
-          owners=["team:erp-ops"], kinds={"python"},
+          owners=["team:erp-ops"], kinds={"python"}, pool=pool_for(RETENTION),
           check_specs=[dg.AssetCheckSpec("prune_complete", asset=RETENTION,
                                          description="Every deletion the retention plan asked for succeeded.")],
           description="Applies the retention policies (erp-backup prune): deletes what the plan deletes, never the "

@@ -20,11 +20,13 @@ import dagster as dg
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions
+from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions, pool_for
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 UPSTREAM = "erp_postgres_database"
 hourly_partitions = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", timezone="UTC", end_offset=1)
+# one pool for the whole pgBackRest stanza: a full, an incremental and a drill of the repository never overlap
+PITR_POOL = pool_for("postgres_pitr")
 PITR_ASSETS = {"postgres_full": ("full", daily_partitions, "0 2 * * *", TIMEZONE),
                "postgres_incremental": ("incr", hourly_partitions, "0 * * * *", "UTC")}
 
@@ -83,7 +85,7 @@ def build_pitr_asset(name: str) -> dg.AssetsDefinition:
 
     @dg.asset(name=name, partitions_def=partitions, check_specs=specs, deps=[UPSTREAM], group_name=GROUP,
               kinds={"postgres"}, owners=["team:erp-ops"], tags={"erp_backup/source": "postgres"},
-              backfill_policy=dg.BackfillPolicy.multi_run(1),
+              backfill_policy=dg.BackfillPolicy.multi_run(1), pool=PITR_POOL,
               description=f"pgBackRest {kind} backup of the PostgreSQL cluster (WAL archived continuously), for "
                           "point-in-time recovery: erp-backup restore postgres --target-time ...")
     def pitr_backup(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
@@ -105,7 +107,7 @@ def build_pitr_asset(name: str) -> dg.AssetsDefinition:
 def build_pitr_drill_check() -> dg.AssetChecksDefinition:
     """``restore_drill`` on ``postgres_full``: the whole cluster restored from the repository and started."""
 
-    @dg.asset_check(asset="postgres_full", name="restore_drill", blocking=False,
+    @dg.asset_check(asset="postgres_full", name="restore_drill", blocking=False, pool=PITR_POOL,
                     description="Restores the latest state from the pgBackRest repository into a scratch cluster, "
                                 "starts it until promoted, then removes it; records restore_seconds (the RTO).")
     def pitr_restore_drill(backup_settings: BackupSettingsResource) -> dg.AssetCheckResult:
@@ -162,7 +164,7 @@ def build_backfill_job() -> Any:
     pgBackRest archive, dumps it through the normal pipeline and records the ``postgres_dump`` partition,
     its manifest's ``mode`` saying so."""
 
-    @dg.op(name="postgres_dump_from_pitr", tags={"kind": "postgres"})
+    @dg.op(name="postgres_dump_from_pitr", tags={"kind": "postgres"}, pool=pool_for("postgres_dump"))
     def dump_from_pitr(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource):  # type: ignore[no-untyped-def]
         from erp_backup_pipeline.core.pitr.backfill import backfill_dump
 

@@ -20,6 +20,7 @@ def _s3(cfg: Any) -> Destination:
         access_key_id=cfg.access_key_id.get_secret_value() if cfg.access_key_id else None,
         secret_access_key=cfg.secret_key(), multipart_threshold=cfg.multipart_threshold_mb << 20,
         part_size=cfg.part_size_mb << 20, name=cfg.name, required=cfg.required,
+        max_attempts=cfg.max_attempts, read_timeout=cfg.read_timeout_seconds,
         object_lock_mode=cfg.object_lock.mode if cfg.object_lock is not None else None,
     )
 

@@ -35,13 +35,16 @@ from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
 
 
 @functools.lru_cache(maxsize=16)
-def _client(endpoint_url: str | None, region: str, access_key_id: str | None, secret_access_key: str | None) -> Any:
-    """One boto3 client per endpoint and credentials per process (clients are thread-safe; building one
-    re-parses the service model, ~70 ms)."""
+def _client(endpoint_url: str | None, region: str, access_key_id: str | None, secret_access_key: str | None,
+            max_attempts: int = 5, read_timeout: int = 60) -> Any:
+    """One boto3 client per endpoint, credentials and retry settings per process (clients are thread-safe;
+    building one re-parses the service model, ~70 ms). Standard retries: up to ``max_attempts`` tries with
+    exponential backoff and full jitter on 5xx, throttling, connection errors and timeouts."""
     return boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url, region_name=region, aws_access_key_id=access_key_id,
         aws_secret_access_key=secret_access_key,
-        config=Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
+        config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}, connect_timeout=10,
+                      read_timeout=read_timeout,
                       request_checksum_calculation="when_required", response_checksum_validation="when_required",
                       max_pool_connections=8),
     )
@@ -214,7 +217,7 @@ class S3Destination:
                  region: str = "eu-central-1", access_key_id: str | None = None,
                  secret_access_key: str | None = None, multipart_threshold: int = 64 << 20,
                  part_size: int = 16 << 20, name: str = "offsite", required: bool = True,
-                 object_lock_mode: str | None = None) -> None:
+                 object_lock_mode: str | None = None, max_attempts: int = 5, read_timeout: int = 60) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.name = name
@@ -222,7 +225,7 @@ class S3Destination:
         self.multipart_threshold = multipart_threshold
         self.part_size = part_size
         self.endpoint_url = endpoint_url
-        self.client = _client(endpoint_url, region, access_key_id, secret_access_key)
+        self.client = _client(endpoint_url, region, access_key_id, secret_access_key, max_attempts, read_timeout)
         self.object_lock_mode = object_lock_mode  # GOVERNANCE or COMPLIANCE: this destination locks what it writes
         self.retain_until: datetime | None = None  # ... until then (with_retain_until); None: nothing is locked
 

@@ -1,0 +1,37 @@
+"""The code location's concurrency pools, and the deployment step that gives each its limit of one run.
+
+Every op that backs up or drills a source is in the pool ``erp_backup/<source>``; the instance
+(``concurrency: pools: granularity: run``) lets one run per pool at a time, so a drill never overlaps
+its source's backup, nor do two runs of one UI backfill (which carry none of our tags). Dagster 1.13's
+run queue applies a pool's ``default_limit`` only after the pass that first sees the pool, so a fresh
+instance would start the first batch together: run ``python -m erp_backup_pipeline.orchestration.pools``
+once per new instance (``make run`` does), with the instance's ``DAGSTER_HOME`` (and ``DAGSTER_PG_*``).
+"""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+
+def pools(defs: dg.Definitions | None = None) -> list[str]:
+    """Every pool an op or check of the code location is in."""
+    if defs is None:
+        from erp_backup_pipeline.orchestration.definitions import defs as loaded
+
+        defs = loaded
+    return sorted({op.pool for job in defs.resolve_all_job_defs() for op in job.graph.iterate_op_defs() if op.pool})
+
+
+def main() -> int:
+    dagster = Path(sys.executable).with_name("dagster")
+    for pool in pools():
+        subprocess.run([str(dagster), "instance", "concurrency", "set", pool, "1"], check=True,
+                       stdout=subprocess.DEVNULL)
+        print(f"concurrency pool {pool}: 1 run at a time")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
