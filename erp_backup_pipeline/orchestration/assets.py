@@ -5,6 +5,7 @@ Ops: dump -> compress -> verify -> encrypt -> ship -> manifest, each one call in
 the materialization with numeric metadata, the artifact's URI and sha256.
 """
 
+import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.streams import progress_text
-from erp_backup_pipeline.errors import BackupError, ConfigError, VerifyError
+from erp_backup_pipeline.errors import BackupError, ConfigError, DestinationError, ToolError, VerifyError
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 GROUP = "erp_backups"
@@ -29,8 +30,19 @@ START_DATE = "2026-01-01"
 daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=TIMEZONE, end_offset=1)
 
 # dump and compress talk to the source: a database restarted or a connection dropped is retried after about
-# 10 s, 30 s and 70 s (each +-10 s); a configuration error or a failed verification is not retried.
-SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+# 5 s, 15 s and 35 s (with jitter). Only what a pause can cure is retried (``retryable``): never a configuration
+# error, a failed verification, wrong credentials or a missing file.
+SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+_TRANSIENT = re.compile(r"cannot connect|connection (closed|refused|reset|lost)|terminating connection|timed out|"
+                        r"server closed|could not connect|SlowDown|ServiceUnavailable|InternalError", re.I)
+_PERMANENT = re.compile(r"authentication|password|not found|does not exist|permission denied|no such", re.I)
+
+
+def retryable(exc: BackupError) -> bool:
+    """Worth another try after a pause: the source or a destination was away for a moment."""
+    if isinstance(exc, (ConfigError, VerifyError)) or _PERMANENT.search(str(exc)):
+        return False
+    return isinstance(exc, (DestinationError, ToolError)) or bool(_TRANSIENT.search(str(exc)))
 POOL_PREFIX = "erp_backup/"
 
 
@@ -87,8 +99,7 @@ def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_
     except BackupError as exc:
         if not failure:
             raise
-        raise dg.Failure(description=redact(str(exc)),
-                         allow_retries=not isinstance(exc, (ConfigError, VerifyError))) from None
+        raise dg.Failure(description=redact(str(exc)), allow_retries=retryable(exc)) from None
 
 
 def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:

@@ -368,7 +368,8 @@ def test_the_op_retry_policy_recovers_a_dagster_run_when_postgres_is_back(
     assert restarted.is_set()
     assert result.success
     retried = [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
-    assert [e.step_key for e in retried] == ["postgres_dump.postgres_dump_compress"]
+    # one retry, or two when the first comes while the server is still starting (the delay is 5 s, jittered)
+    assert 1 <= len(retried) <= 2 and {e.step_key for e in retried} == {"postgres_dump.postgres_dump_compress"}
     assert "pg_dump" in str(retried[0].event_specific_data)
     settings = settings_of(config)
     [entry] = catalog(settings)
