@@ -46,7 +46,24 @@ def cmd_recover(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runbook(settings: Any, args: argparse.Namespace) -> int:
+    from erp_backup_pipeline.core.runbook import render
+    from erp_backup_pipeline.settings import config_path
+
+    text = render(settings, str(config_path(args.config)))
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+        print(f"runbook written to {args.output}")
+    else:
+        print(text)
+    return 0
+
+
 def add_parser(sub: Any, settings_of: Any) -> None:
+    r = sub.add_parser("runbook", help="the backup and restore procedure, generated from the configuration")
+    r.add_argument("--output", "-o", help="write it to this file (default: print it)")
+    r.set_defaults(func=lambda a: cmd_runbook(settings_of(a), a))
+
     s = sub.add_parser("recover", help="restore every store of one date into a new directory and check them together")
     s.add_argument("--date", required=True, help="YYYY-MM-DD: the backup set (erp-backup list --sets)")
     s.add_argument("--to", required=True, help="a new directory (the PostgreSQL dump goes to a new database)")

@@ -152,3 +152,33 @@ def test_the_monthly_drill_recovers_measures_checks_and_removes_everything(tmp_p
     assert check.passed and "documents referenced by sqlite_backup" in md["checks"]
     assert not list(Path(tmp_path / "staging").glob("recovery-drill-*"))
     assert samples(instance)[("backup_restore_seconds", "recovery_drill")] == md["restore_seconds"]
+
+
+def test_the_runbook_is_generated_from_the_configuration_without_secrets(tmp_path: Path, age_identity,
+                                                                        moto_server, bucket) -> None:
+    from erp_backup_pipeline.core.runbook import LINES, PITR_LINES, render
+    from erp_backup_pipeline_tests.conftest import S3_SECRET, s3_destination
+    from erp_backup_pipeline_tests.test_cli import README
+
+    settings = make_settings(
+        tmp_path, age_identity, destinations=[{"type": "local", "path": str(tmp_path / "b")},
+                                              s3_destination(moto_server, bucket)],
+        sources={"sqlite": {"path": "/srv/erp/production.sqlite3"},
+                 "postgres": {"host": "db", "password": "pg-Secret-in-config-77", "dbname": "erp"},
+                 "redis": {"host": "cache", "password": "redis-Secret-in-config-88"},
+                 "config": {"paths": ["/srv/erp/config"]}, "uploads": {"path": "/srv/erp/uploads"}},
+        pitr={"pg_data": "/var/lib/postgresql/15/main", "stanza": "steinmetz", "work_dir": "/var/lib/erp-backup/pgbr",
+              "repo": {"type": "posix", "path": "/var/lib/pgbackrest"}, "cipher_pass": "cipher-Secret-99"})
+    text = render(settings, "/etc/erp-backup/erp-backup.yaml")
+    for store in ("postgres_dump", "sqlite_backup", "uploads_snapshot", "config_archive", "redis_snapshot"):
+        assert f"`{store}`" in text
+    assert f"S3 bucket `{bucket}`, keys under `site-a/erp-steinmetz/`" in text and str(tmp_path / "b") in text
+    assert str(age_identity[0]) in text and "30 daily, 12 monthly" in text
+    assert "--config=/var/lib/erp-backup/pgbr/pgbackrest.conf" not in text  # placeholders, the path is named once
+    assert "`/var/lib/erp-backup/pgbr/pgbackrest.conf`" in text and "--stanza=steinmetz" in text
+    for secret in ("pg-Secret-in-config-77", "redis-Secret-in-config-88", "cipher-Secret-99", S3_SECRET):
+        assert secret not in text
+    readme = README.read_text()  # the README's lines, which test_manual_restore and test_pitr run verbatim
+    for line in [*(ln for lines in LINES.values() for ln in lines), *PITR_LINES]:
+        assert line in readme, line
+    assert text.index("`postgres_dump`)") < text.index("`uploads_snapshot`)") < text.index("`redis_snapshot`)")
