@@ -12,10 +12,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from erp_backup_pipeline.core.cadence import clock_time
 from erp_backup_pipeline.core.sources import enabled_sources
-
-CRON = {"sqlite_backup": "02:00", "postgres_dump": "02:00", "redis_snapshot": "03:00", "config_archive": "04:00",
-        "uploads_snapshot": "05:00"}  # Europe/Berlin, as orchestration.schedules.CRON
 
 LINES = {
     "postgres_dump": ["createdb TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore --no-owner -d TARGET"],
@@ -59,7 +57,7 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
            "| store | what | nightly at (Europe/Berlin) | retention |", "| --- | --- | --- | --- |"]
     policies = settings.retention.policies()
     for s in sources:
-        out.append(f"| `{s}` | {WHAT[s]} | {CRON[s]} | {policies[s].describe()} |")
+        out.append(f"| `{s}` | {WHAT[s]} | {clock_time(s)} | {policies[s].describe()} |")
     if settings.pitr is not None and settings.pitr.enabled:
         out.append(f"| `postgres_full` / `postgres_incremental` | PostgreSQL physical backups + continuous WAL "
                    f"(pgBackRest, stanza `{settings.pitr.stanza}`) | 02:00 full, hourly incremental | full backups "

@@ -10,8 +10,8 @@ from typing import Any
 
 import dagster as dg
 
+from erp_backup_pipeline.core.cadence import CRON
 from erp_backup_pipeline.orchestration.assets import TIMEZONE
-from erp_backup_pipeline.orchestration.schedules import CRON
 
 GRACE_HOURS = 1
 

@@ -11,13 +11,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from erp_backup_pipeline.core.cadence import CRON
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
-
-CRON = {"sqlite_backup": "0 2 * * *", "postgres_dump": "0 2 * * *", "redis_snapshot": "0 3 * * *",
-        "config_archive": "0 4 * * *", "uploads_snapshot": "0 5 * * *"}
 
 
 def job_name(asset: str) -> str:
