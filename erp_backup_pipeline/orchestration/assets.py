@@ -85,6 +85,15 @@ BACKUP_ASSETS = {
 }
 
 
+def partitioned_check(asset: str, name: str, partitions: dg.PartitionsDefinition, description: str,
+                      blocking: bool = False) -> dg.AssetCheckSpec:
+    """A check whose results are per partition (Dagster marks partitioned checks preview; README: Dagster)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, partitions_def=partitions,
+                                 description=description)
+
+
 def _progress(context: dg.OpExecutionContext) -> Callable[[str, int, int | None, float], None]:
     def report(stage: str, done: int, total: int | None, seconds: float) -> None:
         context.log.info(redact(progress_text(stage, done, total, seconds)))
@@ -222,14 +231,12 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
         md.update(_fact_metadata(m.facts))
         yield dg.Output(None, "result", metadata=md)
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # partitioned asset checks are marked preview (README: Dagster)
-        checks = [dg.AssetCheckSpec("integrity", asset=name, blocking=True, partitions_def=daily_partitions,
-                                    description="The artifact decompresses to the exact dump and passes the "
-                                                "source's own check."),
-                  dg.AssetCheckSpec("size_anomaly", asset=name, partitions_def=daily_partitions,
-                                    description="Warns when the dump is less than half (checks.size_anomaly_ratio) "
-                                                "of the median of the previous 7 partitions.")]
+    checks = [partitioned_check(name, "integrity", daily_partitions, blocking=True,
+                                description="The artifact decompresses to the exact dump and passes the source's "
+                                            "own check."),
+              partitioned_check(name, "size_anomaly", daily_partitions,
+                                description="Warns when the dump is less than half (checks.size_anomaly_ratio) of the "
+                                            "median of the previous 7 partitions.")]
 
     @dg.graph_asset(
         name=name,

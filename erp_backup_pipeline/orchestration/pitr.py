@@ -11,7 +11,6 @@ Without a ``pitr`` section the schedules skip with the reason.
 """
 
 
-import warnings
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,7 @@ import dagster as dg
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions, pool_for
+from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions, partitioned_check, pool_for
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 UPSTREAM = "erp_postgres_database"
@@ -74,14 +73,11 @@ def _checks(engine: PgBackRest, asset: str) -> list[dg.AssetCheckResult]:
 
 def build_pitr_asset(name: str) -> dg.AssetsDefinition:
     kind, partitions, _, _ = PITR_ASSETS[name]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # partitioned asset checks are marked preview
-        specs = [dg.AssetCheckSpec("pgbackrest_verify", asset=name, blocking=True, partitions_def=partitions,
-                                   description="pgbackrest verify: every backup file and WAL segment against its "
-                                               "checksum."),
-                 dg.AssetCheckSpec("wal_continuity", asset=name, partitions_def=partitions,
-                                   description="Every WAL segment from the newest full backup's start is archived, "
-                                               "and archiving works now (pgbackrest check).")]
+    specs = [partitioned_check(name, "pgbackrest_verify", partitions, blocking=True,
+                               description="pgbackrest verify: every backup file and WAL segment against its checksum."),
+             partitioned_check(name, "wal_continuity", partitions,
+                               description="Every WAL segment from the newest full backup's start is archived, and "
+                                           "archiving works now (pgbackrest check).")]
 
     @dg.asset(name=name, partitions_def=partitions, check_specs=specs, deps=[UPSTREAM], group_name=GROUP,
               kinds={"postgres"}, owners=["team:erp-ops"], tags={"erp_backup/source": "postgres"},

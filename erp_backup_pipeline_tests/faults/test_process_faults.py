@@ -320,19 +320,26 @@ def _no_leftovers(tmp_path: Path, s3_client: Any, bucket: str, source: str) -> N
     assert s3_objects(s3_client, bucket) == {} and multipart_uploads(s3_client, bucket) == []
 
 
-def test_postgres_restarted_mid_dump_fails_with_one_line_and_ships_nothing(
-        tmp_path: Path, age_identity: Any, pg_server: Any, big_db: str, moto_server: Any, bucket: str,
-        s3_client: Any) -> None:
-    config = _pg_config(tmp_path, age_identity, pg_server, big_db, moto_server, bucket)
-    proc = start_cli(config, "backup", "postgres_dump", "--partition", KILLED)
+def _backup_with_fault(config: Path, source: str, wait: Any, fault: Any) -> tuple[int, str, str]:
+    """``erp-backup backup SOURCE`` in its own process; once ``wait()`` returns, ``fault()``; its exit code and output."""
+    proc = start_cli(config, "backup", source, "--partition", KILLED)
     try:
-        wait_for("pg_dump's COPY", lambda: _copy_running(pg_server, big_db))
-        pg_server.restart()
-        rc, out, err = _finish(proc)
+        wait()
+        fault()
+        return _finish(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_postgres_restarted_mid_dump_fails_with_one_line_and_ships_nothing(
+        tmp_path: Path, age_identity: Any, pg_server: Any, big_db: str, moto_server: Any, bucket: str,
+        s3_client: Any) -> None:
+    config = _pg_config(tmp_path, age_identity, pg_server, big_db, moto_server, bucket)
+    rc, out, err = _backup_with_fault(config, "postgres_dump",
+                                      lambda: wait_for("pg_dump's COPY", lambda: _copy_running(pg_server, big_db)),
+                                      pg_server.restart)
     assert rc == 1 and out == "" and "Traceback" not in err
     [line] = error_lines(err)
     assert line.startswith(f"erp-backup: error: postgres_dump {KILLED}: "), line
@@ -411,20 +418,15 @@ def test_redis_restarted_mid_sync_fails_with_one_line_and_the_next_run_succeeds(
     config = write_config(tmp_path, age_identity, sources=redis_source(redis_server), destinations=[
         {"type": "local", "name": "local", "path": str(tmp_path / "backups")},
         s3_destination(moto_server, bucket, multipart_threshold_mb=5, part_size_mb=5)])
-    proc = start_cli(config, "backup", "redis_snapshot", "--partition", KILLED)
-    try:
-        def syncing() -> bool:
-            try:
-                return bool(r.info("persistence").get("rdb_bgsave_in_progress"))
-            except Exception:
-                return False
-        wait_for("the SYNC snapshot streaming", syncing, interval=0.005)
-        _restart_redis(redis_server)
-        rc, out, err = _finish(proc)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    def syncing() -> bool:
+        try:
+            return bool(r.info("persistence").get("rdb_bgsave_in_progress"))
+        except Exception:
+            return False
+
+    rc, out, err = _backup_with_fault(config, "redis_snapshot",
+                                      lambda: wait_for("the SYNC snapshot streaming", syncing, interval=0.005),
+                                      lambda: _restart_redis(redis_server))
     assert rc == 1 and out == "" and "Traceback" not in err
     [line] = error_lines(err)
     assert line.startswith(f"erp-backup: error: redis_snapshot {KILLED}: redis "), line
