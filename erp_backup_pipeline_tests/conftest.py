@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,41 @@ def moto_server() -> Iterator[MotoServer]:
     server = start_moto()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+@dataclass
+class StrictS3:
+    """An S3 endpoint that checks credentials, with one bucket and one access key allowed to use it."""
+
+    server: MotoServer
+    bucket: str
+    key_id: str
+    secret: str
+
+    def destination(self, **extra: Any) -> dict[str, Any]:
+        return {"type": "s3", "name": "offsite", "bucket": self.bucket, "prefix": "site-a",
+                "endpoint_url": self.server.endpoint, "access_key_id": self.key_id, "secret_access_key": self.secret,
+                **extra}
+
+
+@pytest.fixture(scope="session")
+def strict_s3() -> Iterator[StrictS3]:
+    """moto checking signatures: three unsigned IAM requests make the backup user, its key and its S3 policy."""
+    server = start_moto(unauthenticated_requests=3)
+    try:
+        iam = boto3.client("iam", endpoint_url=server.endpoint, region_name="us-east-1", aws_access_key_id="setup",
+                           aws_secret_access_key="setup")
+        iam.create_user(UserName="erp-backup")
+        key = iam.create_access_key(UserName="erp-backup")["AccessKey"]
+        iam.put_user_policy(UserName="erp-backup", PolicyName="backups", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        strict = StrictS3(server, "erp-strict", key["AccessKeyId"], key["SecretAccessKey"])
+        boto3.client("s3", endpoint_url=server.endpoint, region_name="eu-central-1", aws_access_key_id=strict.key_id,
+                     aws_secret_access_key=strict.secret).create_bucket(
+            Bucket=strict.bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        yield strict
     finally:
         server.stop()
 

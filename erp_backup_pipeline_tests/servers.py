@@ -140,12 +140,17 @@ class MotoServer:
         stop_process(self.proc)
 
 
-def start_moto() -> MotoServer:
-    """moto's S3 server in its own process on loopback."""
+def start_moto(unauthenticated_requests: int | None = None) -> MotoServer:
+    """moto's S3 server in its own process on loopback. By default it accepts any credential; with
+    ``unauthenticated_requests`` = N it accepts the first N requests unsigned, then checks every signature
+    against the access keys made through its IAM API (and their policies), as S3 does."""
     port = free_port()
     exe = Path(sys.executable).parent / "moto_server"
+    env = dict(os.environ)
+    if unauthenticated_requests is not None:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = str(unauthenticated_requests)
     proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=env)
     server = MotoServer(port, proc)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -433,6 +433,13 @@ HELM_ALLOWED = {
     "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[]",
     *(f"dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].{k}"
       for k in ("key", "value", "value.applyLimitPerUniqueValue", "limit")),
+    # helm/dagster/schema/schema/charts/dagster/subschema/concurrency.py @ 0f2d9d8 (Concurrency, ConcurrencyPools,
+    # ConcurrencyRuns, TagConcurrencyLimit; all extra="forbid") and templates/helpers/instance/_concurrency.tpl
+    "concurrency", "concurrency.enabled", "concurrency.pools", "concurrency.pools.granularity",
+    "concurrency.pools.defaultLimit", "concurrency.runs", "concurrency.runs.maxConcurrentRuns",
+    "concurrency.runs.tagConcurrencyLimits", "concurrency.runs.tagConcurrencyLimits[]",
+    *(f"concurrency.runs.tagConcurrencyLimits[].{k}" for k in ("key", "value", "value.applyLimitPerUniqueValue",
+                                                               "limit")),
     "dagsterWebserver", "dagsterWebserver.replicaCount", "dagsterWebserver.service", "dagsterWebserver.service.type",
     "dagsterWebserver.service.port",
     "telemetry", "telemetry.enabled",
@@ -463,6 +470,14 @@ def _helm_unknown_keys(values: Any, prefix: str = "") -> list[str]:
     return unknown
 
 
+def test_the_pools_the_operator_limits_after_a_helm_install_are_the_code_locations_pools() -> None:
+    from erp_backup_pipeline.orchestration.pools import pools
+
+    out = subprocess.run([sys.executable, "-m", "erp_backup_pipeline.orchestration.pools", "--list"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.split() == pools() and "erp_backup/postgres_dump" in pools()
+
+
 def test_helm_values_set_only_keys_the_chart_documents() -> None:
     values = yaml.safe_load(HELM_VALUES.read_text())
     assert _helm_unknown_keys(values) == []
@@ -471,10 +486,11 @@ def test_helm_values_set_only_keys_the_chart_documents() -> None:
 def test_helm_key_check_rejects_a_misspelt_or_misplaced_key() -> None:
     values = yaml.safe_load(HELM_VALUES.read_text())
     values["telemetry"]["enable"] = False
-    values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"][0]["limits"] = 1
+    values["concurrency"]["runs"]["tagConcurrencyLimits"][0]["limits"] = 1
+    values["concurrency"]["pool"] = {"defaultLimit": 1}
     values["runLauncher"]["config"]["k8sRunLauncher"]["image"] = {"repository": "x"}  # unverified: not in the list
     assert sorted(_helm_unknown_keys(values)) == [
-        "dagsterDaemon.runCoordinator.config.queuedRunCoordinator.tagConcurrencyLimits[].limits",
+        "concurrency.pool", "concurrency.runs.tagConcurrencyLimits[].limits",
         "runLauncher.config.k8sRunLauncher.image", "telemetry.enable"]
 
 
@@ -489,8 +505,19 @@ def test_helm_values_describe_the_production_topology(monkeypatch: pytest.Monkey
     assert v["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
     coord = v["dagsterDaemon"]["runCoordinator"]
     assert coord["enabled"] and coord["type"] == "QueuedRunCoordinator"
-    limits = coord["config"]["queuedRunCoordinator"]["tagConcurrencyLimits"]
-    assert {"key": "erp_backup/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in limits
+    # the limits of deploy/production/dagster.yaml, in the chart's own keys, and none left where the chart's
+    # template would refuse them twice (_concurrency.tpl fails on limits in both places)
+    queued = coord["config"]["queuedRunCoordinator"]
+    assert queued["maxConcurrentRuns"] is None and queued["tagConcurrencyLimits"] == []
+    conc = v["concurrency"]
+    production = yaml.safe_load((DEPLOY / "production" / "dagster.yaml").read_text())["concurrency"]
+    assert conc["enabled"] is True
+    assert conc["pools"] == {"granularity": production["pools"]["granularity"],
+                             "defaultLimit": production["pools"]["default_limit"]} == {"granularity": "run",
+                                                                                        "defaultLimit": 1}
+    assert conc["runs"]["maxConcurrentRuns"] == production["runs"]["max_concurrent_runs"]
+    assert conc["runs"]["tagConcurrencyLimits"] == production["runs"]["tag_concurrency_limits"] == [
+        {"key": "erp_backup/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
     (dep,) = v["dagster-user-deployments"]["deployments"]
     assert dep["dagsterApiGrpcArgs"] == ["-m", MODULE] and dep["port"] == 4000
     assert dep["includeConfigInLaunchedRuns"]["enabled"] is True

@@ -24,7 +24,7 @@ from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests import topology
-from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, s3_destination
+from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, StrictS3, s3_destination
 from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port
 
 ASSET = "sqlite_backup"
@@ -160,6 +160,41 @@ def test_missing_storage_setting_and_unreachable_code_server_are_named_in_one_li
         assert web.wait("location status", lambda: topology.location_status(web), 30) == "PythonError"
     finally:
         web.stop()
+
+
+def test_a_wrong_s3_credential_in_the_deployed_config_is_named_in_one_line_of_the_daemon_log(
+        production: Production, pg_server: PostgresServer, strict_s3: StrictS3, tmp_path: Path) -> None:
+    """The deployed config carries a wrong S3 secret (the endpoint checks signatures): the daemon's first sensor
+    tick names the destination and the cause in one line of its log, long before the 02:00 backup would fail."""
+    wrong = "wrong-Secret-3a9d0c-value"
+    config = tmp_path / "erp-backup.yaml"
+    settings = yaml.safe_load(production.config.read_text())
+    config.write_text(yaml.safe_dump({**settings, "destinations": [strict_s3.destination(secret_access_key=wrong)]}))
+    database = topology.create_dagster_database(pg_server)
+    try:
+        home = topology.dagster_home(tmp_path)
+        port = free_port()
+        env = topology.base_env(DAGSTER_HOME=str(home), ERP_BACKUP_CONFIG=str(config), DAGSTER_GRPC_HOST="127.0.0.1",
+                                DAGSTER_GRPC_PORT=str(port), **database.env())
+        stack = topology.Topology(tmp_path, home, env, port, free_port())
+        stack.start("grpc", [str(topology.BIN / "dagster"), "api", "grpc", "-m", topology.MODULE, "--host",
+                             "127.0.0.1", "--port", str(port)])
+        try:
+            stack.wait("code server port", lambda: topology.port_open(port), 60)
+            stack.start_daemon()
+            line = stack.wait("the unusable destination in the daemon's log", lambda: next(
+                (x for x in stack.log("daemon").read_text(errors="replace").splitlines()
+                 if "DESTINATION UNUSABLE" in x), None), 120)
+        finally:
+            stack.stop()
+        assert "Sensor destination_health_sensor skipped: DESTINATION UNUSABLE: destination offsite: access denied " \
+               "(SignatureDoesNotMatch: the secret access key does not belong to the access key id) on list " \
+               f"s3://{strict_s3.bucket}/site-a/" in line, line
+        for log in (stack.log("daemon"), stack.log("grpc")):
+            text = log.read_text(errors="replace")
+            assert wrong not in text and strict_s3.secret not in text
+    finally:
+        database.drop()
 
 
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

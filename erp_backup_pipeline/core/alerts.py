@@ -37,8 +37,10 @@ LOGGER_NAME = "erp_backup_pipeline.alerts"
 SUBJECT_PREFIX = "[erp-backup]"
 USER_AGENT = "erp-backup-pipeline alerts"
 
-AlertKind = Literal["check_failed", "run_failed", "check_recovered"]
-_KIND_WORDS: dict[str, str] = {"check_failed": "failed", "run_failed": "failed", "check_recovered": "recovered"}
+AlertKind = Literal["check_failed", "run_failed", "check_recovered", "destination_failed", "destination_recovered"]
+_KIND_WORDS: dict[str, str] = {"check_failed": "failed", "run_failed": "failed", "check_recovered": "recovered",
+                               "destination_failed": "cannot be used", "destination_recovered": "usable again"}
+RECOVERY_KINDS = ("check_recovered", "destination_recovered")
 
 
 def run_url(ui_url: str, run_id: str) -> str:
@@ -48,9 +50,11 @@ def run_url(ui_url: str, run_id: str) -> str:
 
 @dataclass(frozen=True, kw_only=True)
 class Alert:
-    """One thing an operator must hear about: a failed run or check of one asset (partition).
+    """One thing an operator must hear about: a failed run or check of one asset (partition), or a destination
+    that cannot be used (wrong credential, bucket gone, endpoint down) before the next backup finds out.
 
-    ``source`` is the asset (``postgres_dump``), ``check`` the asset check's name when a check failed,
+    ``source`` is the asset (``postgres_dump``; for a destination alert the destination's name), ``check`` the
+    asset check's name when a check failed,
     ``error`` one line saying why, ``run_url`` the run's page (see ``run_url()``), ``at`` an ISO 8601 time.
     """
 
@@ -65,6 +69,8 @@ class Alert:
 
     def what(self) -> str:
         """``postgres_dump 2026-11-25: check integrity failed`` (no prefix, no error)."""
+        if self.kind.startswith("destination_"):
+            return f"destination {self.source} {_KIND_WORDS[self.kind]}"
         where = f"{self.source} {self.partition}" if self.partition else self.source
         event = f"check {self.check}" if self.check else ("run" if self.kind == "run_failed" else "check")
         return f"{where}: {event} {_KIND_WORDS.get(self.kind, self.kind)}"
@@ -75,7 +81,8 @@ class Alert:
 
     def text(self) -> str:
         """Several lines for a human: what happened, the error, every field and the link to the run."""
-        rows = [("error", self.error or "-"), ("asset", self.source), ("partition", self.partition or "-"),
+        subject = "destination" if self.kind.startswith("destination_") else "asset"
+        rows = [("error", self.error or "-"), (subject, self.source), ("partition", self.partition or "-"),
                 ("check", self.check or "-"), ("kind", self.kind), ("run", self.run_id or "-"),
                 ("link", self.run_url or "-"), ("at", self.at)]
         return "\n".join([self.what(), "", *(f"{k + ':':<11}{_one_line(v)}" for k, v in rows)]) + "\n"
@@ -287,7 +294,7 @@ class LogChannel:
         if self._write is not None:
             self._write(line)
         else:
-            level = logging.INFO if alert.kind == "check_recovered" else logging.WARNING
+            level = logging.INFO if alert.kind in RECOVERY_KINDS else logging.WARNING
             logging.getLogger(LOGGER_NAME).log(level, "%s", line)
 
 

@@ -8,6 +8,7 @@ from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
+from erp_backup_pipeline.orchestration.health import build_health_sensor
 from erp_backup_pipeline.orchestration.maintenance import (
     backup_retention,
     history_job,
@@ -66,7 +67,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,
                    history_schedule, recovery_schedule],
-        sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor()],
+        sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor(),
+                 build_health_sensor()],
         resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
         executor=dg.in_process_executor,
     )

@@ -25,6 +25,11 @@ def pools(defs: dg.Definitions | None = None) -> list[str]:
 
 
 def main() -> int:
+    """Sets every pool's limit in the instance of $DAGSTER_HOME; ``--list`` only prints the pools' names (for an
+    instance reached elsewhere, e.g. ``dagster instance concurrency set NAME 1`` in the daemon's pod)."""
+    if sys.argv[1:] == ["--list"]:
+        print("\n".join(pools()))
+        return 0
     dagster = Path(sys.executable).with_name("dagster")
     for pool in pools():
         subprocess.run([str(dagster), "instance", "concurrency", "set", pool, "1"], check=True,

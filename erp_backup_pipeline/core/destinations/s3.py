@@ -64,6 +64,11 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+# what a refused credential means, for the operator reading the one line (HEAD answers carry no code, only
+# "403"; AccessDenied stays bare: a missing permission and an Object Lock both answer it)
+_DENIED = {"InvalidAccessKeyId": ": the endpoint does not know the access key id",
+           "SignatureDoesNotMatch": ": the secret access key does not belong to the access key id"}
+
 _LOCK_ENABLED: set[tuple[str | None, str]] = set()  # (endpoint, bucket) seen with Object Lock enabled
 
 
@@ -277,7 +282,9 @@ class S3Destination:
             if code in ("NoSuchKey", "404", "NotFound"):
                 raise ArtifactNotFound(f"{self.uri(key)} not found") from None
             if code in ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403"):
-                raise DestinationError(f"destination {self.name}: access denied ({code}) on {what} {self.uri(key)}") from None
+                why = _DENIED.get(code, "")
+                raise DestinationError(f"destination {self.name}: access denied ({code}{why}) on {what} "
+                                       f"{self.uri(key)}") from None
             raise DestinationError(f"destination {self.name}: S3 {what} {self.uri(key)} failed: {code or exc}") from None
         except NoCredentialsError:
             raise DestinationError(f"destination {self.name}: no S3 credentials configured") from None
@@ -287,10 +294,9 @@ class S3Destination:
             raise DestinationError(f"destination {self.name}: S3 {what} failed: {exc}") from None
 
     def check(self) -> None:
-        try:
-            self.call("head bucket", "", self.client.head_bucket, Bucket=self.bucket)
-        except ArtifactNotFound:  # HEAD answers a bare 404 for a missing bucket
-            raise DestinationError(f"destination {self.name}: S3 bucket '{self.bucket}' does not exist") from None
+        # a one-key listing, not HEAD: the same permission (s3:ListBucket), but S3 says in the body *why* it refuses
+        # (InvalidAccessKeyId, SignatureDoesNotMatch, NoSuchBucket) where HEAD answers a bare 403 or 404
+        self.call("list", "", self.client.list_objects_v2, Bucket=self.bucket, Prefix=self.object_key(""), MaxKeys=1)
         if self.object_lock_mode is not None:
             self.check_object_lock()
 
