@@ -2,7 +2,7 @@
 """Side-by-side benchmark of the PostgreSQL backup, in ONE run, on a generated ERP-like database.
 
     .venv/bin/python bench/bench.py [--size-mb 500] [--small-mb 250] [--out bench/out] [--profile] [--skip-redis]
-                                    [--skip-uploads] [--skip-pitr] [--skip-pg]
+                                    [--skip-uploads] [--skip-pitr] [--skip-pg] [--skip-recovery]
 
 Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
   (a) floor      ``pg_dump -Fc -Z0 > /dev/null``
@@ -59,6 +59,18 @@ cluster, archiving from the start, filled with the same ERP-like generator to ``
                  ``restore`` ``--latest`` into a new data directory; RPO = C - newest recovered commit time
                  (target <= 60 s), rows lost = committed - recovered.
 
+Whole-ERP recovery (``--skip-recovery`` leaves it out; run once; alone, with every other ``--skip-*``, it
+generates only the big database): the demo ERP's stores backed up once to the moto S3 server with age
+encryption, in-process (``run_backup``): ``postgres_dump`` of the big ERP-like database (the one of (c)),
+``redis_snapshot`` of a small redis-server (10,000 keys of the same shape), ``config_archive`` and
+``uploads_snapshot`` of the demo ERP's config and uploads (``core.demo``, plus 200 PDF-like files), no SQLite;
+``recovery.document_references`` names 20 documents from the invoices table. Then
+``erp-backup recover``'s code (``plan_recovery`` + ``recover``) into a new directory and a new database:
+  (w)  each store's restore seconds (download, checksum, decrypt, decompress, load; Redis: the snapshot
+       written and a redis-server started on it, loaded), their total (the measured RTO), and the
+       consistency checks' seconds (rows counted in the restored database, the uploads snapshot read once
+       more for its recorded checksums). Everything it started is stopped by PID and the database dropped.
+
 Measurements
   wall        perf_counter around the command(s) / around ``materialize``
   peak RSS    (a),(b): ``/usr/bin/time -f %M`` per command (ru_maxrss of a child spawned directly
@@ -107,6 +119,8 @@ UPLOAD_FILES = 10_000
 UPLOAD_SCANS = 135  # 1-10 MB each; the rest are 1-50 KB PDF-like files
 UPLOAD_CHANGED = 100  # 1 % of the files, changed between (u2) and (u3)
 UPLOAD_SEED = 20261125
+RECOVERY_STORES = ("postgres_dump", "redis_snapshot", "config_archive", "uploads_snapshot")
+RECOVERY_DOCS_QUERY = "SELECT format('invoices/RE-%s.pdf', lpad((id - 1)::text, 5, '0')) FROM invoices WHERE id <= 20"
 
 # --------------------------------------------------------------------------------------------
 # child mode: run the Dagster materialize and report its own figures as JSON
@@ -871,6 +885,8 @@ class Bench:
         self.pitr_base: Path | None = None
         self.pitr_writer: RpoWriter | None = None
         self.pitr_started: list[tuple[Any, Path]] = []  # restored clusters: (settings, data directory)
+        self.rec_redis: Any = None  # the whole-ERP recovery section's small Redis
+        self.recovery_dbs: list[str] = []  # databases the recovery section created (dropped at the end)
 
     # ---------------------------------------------------------------- setup / teardown
     def pg_env(self) -> dict[str, str]:
@@ -913,6 +929,11 @@ class Bench:
 
     def teardown(self) -> None:
         self.pitr_teardown()
+        if self.rec_redis is not None:
+            self.rec_redis.stop()
+        for dbname in self.recovery_dbs:
+            if self.pg is not None:
+                drop_db(self.pg, dbname)
         if self.gnupghome is not None:
             subprocess.run(["gpgconf", "--kill", "gpg-agent"], env={**os.environ, "GNUPGHOME": str(self.gnupghome)},
                            capture_output=True)
@@ -1144,6 +1165,94 @@ class Bench:
     def case_r1(self, label: str, public_key: str, profile: bool = False) -> dict[str, Any]:
         return self.case_c("", label, public_key, profile=profile, asset="redis_snapshot",
                            sources={"redis": {"host": "127.0.0.1", "port": self.redis.port}})
+
+    # ---------------------------------------------------------------- whole-ERP recovery: (w)
+    def recovery_section(self, dbs: dict[str, Any]) -> dict[str, Any]:
+        """Back up a whole demo ERP (the big PostgreSQL, small Redis, config, uploads) once, then recover it."""
+        import boto3
+
+        from erp_backup_pipeline.core.codecs.age import generate_identity
+        from erp_backup_pipeline.core.demo import create_demo
+        from erp_backup_pipeline.core.pipeline import run_backup
+        from erp_backup_pipeline.core.recovery import plan_recovery, recover
+        from erp_backup_pipeline.core.recovery_servers import stop_servers
+        from erp_backup_pipeline.settings import parse_settings
+        from erp_backup_pipeline_tests.servers import start_redis
+
+        t_section = time.perf_counter()
+        base = Path(tempfile.mkdtemp(prefix="recovery-", dir=self.tmp))
+        info: dict[str, Any] = {}
+        if "big" in dbs:
+            db = dbs["big"]
+        else:  # running alone: only the big database
+            db = generate_db(self.pg, "erp_recovery_big", self.invoices_for["big"])
+            self.recovery_dbs.append(db["dbname"])
+            print(f"recovery: database {db['dbname']} {db['db_bytes'] / MB:.1f} MiB generated in {db['generate_s']} s",
+                  flush=True)
+        info["database"] = {k: db[k] for k in ("dbname", "db_bytes", "rows")}
+        self.rec_redis = start_redis(password=None, base=base / "redis-src")
+        info["redis"] = {k: v for k, v in fill_redis(self.rec_redis.client(), n=10_000).items()
+                         if k in ("keys", "used_memory", "used_memory_human")}
+        demo = create_demo(base / "erp")
+        rng = random.Random(UPLOAD_SEED)
+        text = b" ".join(rng.choice(PDF_WORDS) for _ in range(40000))
+        for n in range(200):
+            (demo["uploads"] / "invoices" / f"scan-{n:04d}.pdf").write_bytes(
+                _pdf_like(rng, rng.randrange(1024, 50 * 1024), text, n))
+        info["uploads_bytes"] = _tree_size(demo["uploads"])
+        key = base / "backup.key"
+        public = generate_identity(key)
+        bucket = f"bench-recovery-{int(time.time())}"
+        boto3.client("s3", endpoint_url=self.moto.endpoint, region_name="eu-central-1", aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(
+            Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+        settings = parse_settings({
+            "staging_dir": str(base / "staging"), "state_dir": str(base / "state"), "prefix": "erp-bench",
+            "compression": DEFAULT_COMPRESSION,
+            "encryption": {"codec": "age", "recipients": [public], "identity_file": str(key)},
+            "destinations": [{"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": self.moto.endpoint,
+                              "access_key_id": "testing", "secret_access_key": "testing"}],
+            "sources": {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
+                                     "dbname": db["dbname"], "password": self.pg.password, "sslmode": "disable",
+                                     "bin_dir": self.bindir},
+                        "redis": {"host": "127.0.0.1", "port": self.rec_redis.port},
+                        "config": {"paths": [str(demo["config"])]}, "uploads": {"path": str(demo["uploads"])}},
+            "recovery": {"document_references": [{"source": "postgres_dump", "query": RECOVERY_DOCS_QUERY}]},
+        }, "bench-recovery", base)
+        backups = {}
+        for source in RECOVERY_STORES:
+            t0 = time.perf_counter()
+            m = run_backup(settings, source, PARTITION)
+            backups[source] = {"seconds": round(time.perf_counter() - t0, 2), "artifact_bytes": m.artifact_bytes,
+                               "raw_bytes": m.stage("dump")["bytes"]}
+            print(f"recovery: backed up {source} in {backups[source]['seconds']} s ({m.artifact_bytes:,} bytes)",
+                  flush=True)
+        info["backups"] = backups
+        root = base / "recovered"
+        t0 = time.perf_counter()
+        plan = plan_recovery(settings, PARTITION, root)
+        plan_s = time.perf_counter() - t0
+        self.recovery_dbs += [s.target for s in plan.steps if s.source == "postgres_dump"]
+        try:
+            report = recover(settings, plan, log=lambda line: print(f"recovery: {line}", flush=True))
+            wall = time.perf_counter() - t0
+        finally:
+            problems = stop_servers(settings, plan.steps)
+            if problems:
+                print(f"recovery: could not stop: {problems}", file=sys.stderr)
+        info.update(plan_s=round(plan_s, 2), seconds=report["seconds"], total_s=report["total_seconds"],
+                    check_s=report["check_seconds"], wall_s=round(wall, 2),
+                    checks=[f"{c['check']}: {c['detail']}" for c in report["checks"]],
+                    all_checks_ok=all(c["ok"] for c in report["checks"]))
+        for dbname in list(self.recovery_dbs):  # the recovered database, and the big one if generated here
+            drop_db(self.pg, dbname)
+            self.recovery_dbs.remove(dbname)
+        self.rec_redis.stop()
+        self.rec_redis = None
+        if not self.args.keep:
+            shutil.rmtree(base, ignore_errors=True)
+        info["section_s"] = round(time.perf_counter() - t_section, 1)
+        return info
 
     # ---------------------------------------------------------------- PITR: (p0), (p1), (p2)
     def pitr_settings(self, base: Path, public_key: str, port: int | None = None) -> Any:
@@ -1608,6 +1717,8 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
         lines.append(f"| {t['check']} | {t['value']} | {t['target']} | {res_s} |")
     if "pitr" in res:
         lines += [""] + pitr_markdown(res["pitr"])
+    if "recovery" in res:
+        lines += [""] + recovery_markdown(res["recovery"])
     if "c_big" not in res["cases"]:
         return "\n".join(lines) + "\n"
     cb = res["cases"]["c_big"]
@@ -1664,6 +1775,40 @@ def render_markdown(res: dict[str, Any], rows: list[dict[str, Any]], targets: li
     return "\n".join(lines) + "\n"
 
 
+RECOVERY_NAMES = {"postgres_dump": "postgres_dump -> new database", "redis_snapshot": "redis_snapshot -> "
+                  "dump.rdb + redis-server loaded", "config_archive": "config_archive -> DIR/config",
+                  "uploads_snapshot": "uploads_snapshot -> DIR/uploads"}
+
+
+def recovery_rows(rc: dict[str, Any]) -> list[tuple[str, float, str]]:
+    """(case, seconds, detail) of the whole-ERP recovery section."""
+    rows = []
+    for source, secs in rc["seconds"].items():
+        b = rc["backups"][source]
+        rows.append((f"(w) {RECOVERY_NAMES.get(source, source)}", secs,
+                     f"artifact {b['artifact_bytes']:,} bytes, raw {b['raw_bytes']:,}; backup took {b['seconds']} s"))
+    rows.append(("(w) total restore, every store (the measured RTO)", rc["total_s"], f"plan {rc['plan_s']} s before"))
+    rows.append(("(w) consistency checks", rc["check_s"], "all passed" if rc["all_checks_ok"] else "FAILED"))
+    rows.append(("(w) recover as a whole (plan, restores, checks)", rc["wall_s"], ""))
+    return rows
+
+
+def recovery_table(rc: dict[str, Any]) -> list[str]:
+    out = [f"{'whole-ERP recovery (' + str(rc['database']['db_bytes'] // MB) + ' MiB PostgreSQL)':62} {'wall s':>8}  "
+           "detail", "-" * 100]
+    out += [f"{case:62} {secs:>8.2f}  {detail}" for case, secs, detail in recovery_rows(rc)]
+    return out + [f"checks: {'; '.join(rc['checks'])}"]
+
+
+def recovery_markdown(rc: dict[str, Any]) -> list[str]:
+    lines = [f"Whole-ERP recovery: PostgreSQL {rc['database']['db_bytes'] / MB:.0f} MiB (`postgres_dump`), Redis "
+             f"{rc['redis']['keys']:,} keys, the demo config, uploads {rc['uploads_bytes']:,} bytes; backed up once to "
+             "S3 (moto) with age, then `plan_recovery` + `recover`. The section took " + f"{rc['section_s']} s.", "",
+             "| case | wall s | detail |", "|---|---:|---|"]
+    lines += [f"| {case} | {secs:.2f} | {detail} |" for case, secs, detail in recovery_rows(rc)]
+    return lines + ["", "Checks: " + "; ".join(rc["checks"]) + "."]
+
+
 def print_table(rows: list[dict[str, Any]], targets: list[dict[str, Any]]) -> None:
     hdr = (f"{'case':36} {'DB':>8} {'wall s':>8} {'artifact bytes':>16} {'RSS MiB':>8} {'cli CPU':>8} {'srv CPU':>8} "
            f"{'max staging':>14}")
@@ -1711,6 +1856,8 @@ def main() -> int:
                    help="leave out the PostgreSQL dump cases (a), (b), (c), (c7), (cn) and their databases")
     p.add_argument("--skip-pitr", action="store_true",
                    help="leave out the point-in-time recovery section (p0)-(p2) (about 3 minutes, run once)")
+    p.add_argument("--skip-recovery", action="store_true",
+                   help="leave out the whole-ERP recovery (w) (run once; alone it generates only the big database)")
     p.add_argument("--pitr-writer-s", type=float, default=PITR_WRITER_S,
                    help="(p2): how long the writer runs before the host is lost (default %(default)s)")
     p.add_argument("--child-profile", help=argparse.SUPPRESS)
@@ -1774,6 +1921,9 @@ def main() -> int:
                 results["uploads"] = bench.uploads_scenario(runs, public, rep, args.repeat)
             results["uploads"]["section_s"] = round(time.perf_counter() - t_up, 1)
             print(f"uploads section took {results['uploads']['section_s']} s", flush=True)
+        if not args.skip_recovery:
+            results["recovery"] = bench.recovery_section(dbs)
+            print(f"recovery section took {results['recovery']['section_s']} s", flush=True)
         cases: dict[str, Any] = {}
         for key, rs in runs.items():  # the repetition with the median wall time stands for the case
             chosen = dict(sorted(rs, key=lambda r: r["wall_s"])[(len(rs) - 1) // 2])
@@ -1804,6 +1954,8 @@ def main() -> int:
         print_table(rows, targets)
         if "pitr" in results:
             print("\n" + "\n".join(pitr_table(results["pitr"])))
+        if "recovery" in results:
+            print("\n" + "\n".join(recovery_table(results["recovery"])))
         if "c_big" in cases:
             cb = cases["c_big"]
             print(f"\n(c) big: RSS after imports {mib(cb['rss_after_imports_bytes'])} MiB, peak "

@@ -1,7 +1,8 @@
 """``erp-backup recover`` and ``erp-backup list --sets``: the whole ERP back to one date, checked.
 
 The plan comes first; then each store is restored with its time; then the consistency checks as a
-table; the command fails (exit 1) on any mismatch and ends with how to point the ERP at the result.
+table; the command fails (exit 1) on any mismatch and ends with how to point the ERP at the result
+and how to stop the servers it started.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ def print_sets(settings: Any) -> int:
         stores = ", ".join(sorted(bset.entries))
         missing = f" (missing: {', '.join(bset.missing)})" if bset.missing else ""
         print(f"{bset.date:<11} {'yes' if bset.complete else 'NO':<9} {stores}{missing}")
+        if bset.pg_target is not None:
+            print(f"{'':<21} PostgreSQL point-in-time target {bset.pg_target.isoformat()}")
+        elif bset.pitr_note:
+            print(f"{'':<21} no PostgreSQL point in time: {bset.pitr_note}")
+    for problem in errors:
+        print(f"! {problem}")
     return 0
 
 
@@ -29,6 +36,8 @@ def cmd_recover(settings: Any, args: argparse.Namespace) -> int:
     print(f"recovery plan for {plan.date} into {plan.root}:")
     for i, step in enumerate(plan.steps, 1):
         print(f"  {i}. {step.what}")
+    for note in plan.notes:
+        print(f"  ! {note}")
     if plan.missing:
         print(f"  ! no backup of {', '.join(plan.missing)} on {plan.date}: the set is incomplete")
     if args.dry_run:
@@ -39,10 +48,14 @@ def cmd_recover(settings: Any, args: argparse.Namespace) -> int:
     for check in report["checks"]:
         print(f"{check['check']:<44} {'yes' if check['ok'] else 'NO':<4} {check['detail']}")
     print("restore seconds: " + ", ".join(f"{s} {t}" for s, t in report["seconds"].items())
-          + f"; total {report['total_seconds']} (the measured RTO)")
+          + f"; total {report['total_seconds']} (the measured RTO); checks {report['check_seconds']}")
     print("point the ERP at it:")
-    for step in plan.steps:
-        print(f"  {step.source}: {step.target}")
+    for line in report["use"]:
+        print(f"  {line}")
+    if report["stop"]:
+        print("servers started by this recovery (stop them by PID when done):")
+        for line in report["stop"]:
+            print(f"  {line}")
     return 0
 
 
@@ -66,6 +79,7 @@ def add_parser(sub: Any, settings_of: Any) -> None:
 
     s = sub.add_parser("recover", help="restore every store of one date into a new directory and check them together")
     s.add_argument("--date", required=True, help="YYYY-MM-DD: the backup set (erp-backup list --sets)")
-    s.add_argument("--to", required=True, help="a new directory (the PostgreSQL dump goes to a new database)")
+    s.add_argument("--to", required=True, help="a new directory (the PostgreSQL dump goes to a new database; a "
+                                               "point-in-time PostgreSQL to DIR/postgres)")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     s.set_defaults(func=lambda a: cmd_recover(settings_of(a), a))

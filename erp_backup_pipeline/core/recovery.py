@@ -1,32 +1,45 @@
 """Whole-ERP recovery: every store of one date restored together, then checked for belonging together.
 
 A backup set is a date's newest verified capture of every configured source (complete when every
-source has one). ``plan_recovery`` names what goes where under DIR: the SQLite file
-(``DIR/sqlite/<name>``), a new PostgreSQL database ``erp_recovered_<date>`` on the configured server,
-Redis's ``dump.rdb`` with the command that starts a server on it (``DIR/redis``), the configuration tree
-(``DIR/config``) and the uploads tree (``DIR/uploads``). ``recover`` restores each store (timed: the
-measured RTO per store and in total) and then runs the cross-store checks: rows per table equal to
-what the manifests recorded, every document a database row references (``recovery.document_references``)
-present in the restored uploads, the configuration's files all there. Any mismatch fails loudly.
+source has one). With point-in-time recovery configured (``pitr``), the set's PostgreSQL is the
+archived cluster at the set's recovery target: the uploads capture time (documents are written before
+the rows that reference them), else the earliest capture of the other stores; a target outside the
+archived range says why and falls back to the date's ``postgres_dump``. ``plan_recovery`` names what
+goes where under DIR and refuses what would overwrite anything: the SQLite file (``DIR/sqlite/<name>``),
+a new PostgreSQL database ``erp_recovered_<date>`` on the configured server (or the point-in-time
+cluster in ``DIR/postgres`` on a free loopback port), Redis's ``dump.rdb`` with a redis-server started on
+it (``DIR/redis``), the configuration tree (``DIR/config``) and the uploads tree (``DIR/uploads``).
+``recover`` restores each store (timed: the measured RTO per store and in total) and then runs the
+cross-store checks: rows per table equal to what the manifests recorded, Redis's keys equal to the
+snapshot's, every document a database row references (``recovery.document_references``) present in the
+restored uploads with the sha256 the uploads snapshot recorded, the configuration's files all there.
+Any mismatch fails loudly. The servers it started keep running for the ERP (``recovery_servers``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sqlite3
+import tarfile
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from erp_backup_pipeline.core import recovery_servers as servers
 from erp_backup_pipeline.core.catalog import Entry, load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
-from erp_backup_pipeline.core.restore import restore_backup
+from erp_backup_pipeline.core.restore import fetched, plaintext_reader, restore_backup
 from erp_backup_pipeline.core.sources import build_source, enabled_sources
 from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.sources.sqlite import check_file
-from erp_backup_pipeline.core.streams import Progress
-from erp_backup_pipeline.errors import RestoreError, VerifyError
+from erp_backup_pipeline.core.streams import CHUNK, Progress
+from erp_backup_pipeline.errors import BackupError, RestoreError, VerifyError
+
+PITR = "postgres_pitr"  # the step of a set whose PostgreSQL comes from the WAL archive
 
 
 @dataclass
@@ -34,6 +47,8 @@ class BackupSet:
     date: str
     entries: dict[str, Entry]  # source -> the newest verified capture of that date
     missing: list[str]
+    pg_target: datetime | None = None  # PostgreSQL point in time matching the other stores (pitr configured)
+    pitr_note: str | None = None  # why the set has no point-in-time PostgreSQL
 
     @property
     def complete(self) -> bool:
@@ -48,7 +63,20 @@ def backup_sets(settings: Any, errors: list[str] | None = None) -> list[BackupSe
         m = entry.manifest
         if m.source in sources and m.verify.get("ok") and m.complete:
             by_date.setdefault(m.partition, {})[m.source] = entry  # entries come oldest first: the newest wins
-    return [BackupSet(d, found, [s for s in sources if s not in found]) for d, found in sorted(by_date.items())]
+    sets = [BackupSet(d, found, [s for s in sources if s not in found]) for d, found in sorted(by_date.items())]
+    if servers.pitr_enabled(settings) and sets:
+        window, problem = None, None
+        try:
+            window = servers.archived_range(settings)
+        except BackupError as exc:
+            problem = f"pgBackRest: {exc}"
+        for bset in sets:
+            bset.pg_target, bset.pitr_note = servers.pitr_target(bset.entries, window, problem)
+            if bset.pg_target is not None:
+                bset.missing = [s for s in bset.missing if s != "postgres_dump"]
+            elif "postgres_dump" not in bset.entries and "postgres_dump" not in bset.missing:
+                bset.missing.append("postgres point-in-time")
+    return sets
 
 
 def find_set(settings: Any, date: str) -> BackupSet:
@@ -63,6 +91,9 @@ class Step:
     source: str
     target: str
     what: str
+    port: int | None = None  # the server recover starts (Redis, point-in-time PostgreSQL)
+    pitr_plan: Any = None
+    started: bool = False
 
 
 @dataclass
@@ -71,57 +102,131 @@ class RecoveryPlan:
     root: Path
     steps: list[Step] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    entries: dict[str, Entry] = field(default_factory=dict)
+    pg_target: datetime | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def _target(settings: Any, source: str, root: Path, date: str) -> tuple[str, str]:
+def _pg_database_free(settings: Any, name: str) -> None:
+    src = build_source(settings, "postgres_dump")
+    pg = settings.sources.postgres
+    with src.connect(dbname="postgres") as conn:  # type: ignore[attr-defined]
+        taken = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+    if taken:
+        raise RestoreError(f"database {name} already exists on {pg.host}:{pg.port}: a recovery never overwrites one; "
+                           "drop or rename it first, or recover with another database name")
+
+
+def _target(settings: Any, source: str, root: Path, date: str, pg_database: str | None) -> tuple[str, str]:
     if source == "sqlite_backup":
         name = Path(settings.sources.sqlite.path).name
         return str(root / "sqlite" / name), f"SQLite file {root / 'sqlite' / name}"
     if source == "postgres_dump":
-        db = f"erp_recovered_{date.replace('-', '')}"
+        db = pg_database or f"erp_recovered_{date.replace('-', '')}"
         pg = settings.sources.postgres
         return db, f"new PostgreSQL database {db} on {pg.host}:{pg.port}"
     if source == "redis_snapshot":
-        return str(root / "redis"), f"{root / 'redis' / 'dump.rdb'} (start a redis-server on it)"
+        return str(root / "redis"), f"{root / 'redis' / 'dump.rdb'}, a redis-server started on it"
     if source == "config_archive":
         return str(root / "config"), f"configuration tree {root / 'config'}"
     return str(root / "uploads"), f"uploads tree {root / 'uploads'}"
 
 
-def plan_recovery(settings: Any, date: str, root: Path) -> RecoveryPlan:
+def _check_reachable(settings: Any, root: Path) -> None:
+    """pgBackRest restores as pitr.os_user: it must reach DIR (refused now, not after the other stores)."""
+    from erp_backup_pipeline.core.pitr.recover import as_user
+
+    user = settings.pitr.os_user
+    if os.geteuid() != 0 or user == "root":
+        return
+    existing = next(p for p in (root, *root.parents) if p.exists())
+    try:
+        as_user(user, ["test", "-x", str(existing)], "test")
+    except RestoreError:
+        raise RestoreError(f"user {user} cannot reach {existing}: the point-in-time restore runs as {user}; recover "
+                           "into a directory whose parents it can search") from None
+
+
+def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None = None) -> RecoveryPlan:
+    """What goes where; RestoreError before anything changes when a target is taken or unreachable."""
     bset = find_set(settings, date)
     root = Path(root).absolute()
     if root.exists() and any(root.iterdir()):
         raise RestoreError(f"recovery directory {root} is not empty; recover into a new directory")
-    plan = RecoveryPlan(date=date, root=root, missing=list(bset.missing))
-    for source, entry in bset.entries.items():
-        target, what = _target(settings, source, root, date)
-        plan.steps.append(Step(source, target, f"{source} captured {entry.manifest.captured_at} -> {what}"))
+    plan = RecoveryPlan(date=date, root=root, missing=list(bset.missing), entries=dict(bset.entries),
+                        pg_target=bset.pg_target)
+    order = ["postgres_dump", "sqlite_backup", "config_archive", "uploads_snapshot", "redis_snapshot"]
+    for source in sorted(bset.entries, key=order.index):
+        entry = bset.entries[source]
+        if source == "postgres_dump" and bset.pg_target is not None:
+            continue  # the point in time replaces the day's dump
+        target, what = _target(settings, source, root, date, pg_database)
+        if source == "postgres_dump":
+            _pg_database_free(settings, target)
+        step = Step(source, target, f"{source} captured {entry.manifest.captured_at} -> {what}")
+        if source == "redis_snapshot":
+            step.port = servers.free_port()
+            step.what += f" (127.0.0.1:{step.port})"
+        plan.steps.append(step)
+    if bset.pg_target is not None:
+        from erp_backup_pipeline.core.pitr import recover as pitr_recover
+
+        _check_reachable(settings, root)
+        datadir = root / "postgres"
+        step = Step(PITR, str(datadir), "", port=servers.free_port(),
+                    pitr_plan=pitr_recover.plan_restore(settings, datadir, target_time=bset.pg_target))
+        step.what = (f"PostgreSQL point-in-time to {bset.pg_target.isoformat()} (backup set {step.pitr_plan.label}) "
+                     f"-> new data directory {datadir} (port {step.port})")
+        plan.steps.insert(0, step)
+    elif bset.pitr_note:
+        plan.notes.append(f"no point-in-time PostgreSQL for {date}: {bset.pitr_note}"
+                          + ("; the day's postgres_dump instead" if "postgres_dump" in bset.entries else ""))
     return plan
+
+
+def _restore_step(settings: Any, plan: RecoveryPlan, step: Step, progress: Progress | None) -> dict[str, Any]:
+    if step.source == PITR:
+        step.started = True  # stopping goes by postmaster.pid: a no-op when the cluster never came up
+        return servers.start_pitr(settings, step.pitr_plan, step.port or servers.free_port())
+    result = restore_backup(settings, step.source, plan.date, step.target, progress=progress)
+    if step.source == "redis_snapshot":
+        port = step.port or servers.free_port()
+        step.started = True  # the pid file tells whether it is up; stopping a server that never came is a no-op
+        result["pid"] = servers.start_redis(settings, Path(step.target), port)
+    return result
 
 
 def recover(settings: Any, plan: RecoveryPlan, progress: Progress | None = None,
             log: Any = print) -> dict[str, Any]:
-    """Restore every store of the plan, then check them together. VerifyError when a check fails."""
+    """Restore every store of the plan, start its servers, then check them together. VerifyError when a check
+    fails; on any failure the servers started so far are stopped again (the restored files stay)."""
     plan.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(plan.root, 0o711 if any(s.source == PITR for s in plan.steps) else 0o700)  # os_user passes through
     timings: dict[str, float] = {}
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()
-    for step in plan.steps:
+    try:
+        for step in plan.steps:
+            t = time.monotonic()
+            log(f"restoring {step.what}")
+            results[step.source] = _restore_step(settings, plan, step, progress)
+            timings[step.source] = round(time.monotonic() - t, 2)
+            log(f"  done in {timings[step.source]} s")
+        total = round(time.monotonic() - t0, 2)
         t = time.monotonic()
-        log(f"restoring {step.what}")
-        results[step.source] = restore_backup(settings, step.source, plan.date, step.target, progress=progress)
-        timings[step.source] = round(time.monotonic() - t, 2)
-        log(f"  done in {timings[step.source]} s")
-    total = round(time.monotonic() - t0, 2)
-    checks = consistency_checks(settings, plan)
-    failed = [c for c in checks if not c["ok"]]
-    report = {"date": plan.date, "root": str(plan.root), "seconds": timings, "total_seconds": total,
-              "checks": checks, "missing": plan.missing, "results": results}
-    if failed:
-        raise VerifyError(f"recovery of {plan.date}: {len(failed)} consistency check(s) failed: "
-                          + "; ".join(f"{c['check']}: {c['detail']}" for c in failed[:3]))
-    return report
+        checks = consistency_checks(settings, plan)
+        check_seconds = round(time.monotonic() - t, 2)
+        failed = [c for c in checks if not c["ok"]]
+        if failed:
+            raise VerifyError(f"recovery of {plan.date}: {len(failed)} consistency check(s) failed: "
+                              + "; ".join(f"{c['check']}: {c['detail']}" for c in failed[:3]))
+    except BaseException:
+        servers.stop_servers(settings, plan.steps)
+        raise
+    use, stop = servers.pointers(settings, plan.steps)
+    return {"date": plan.date, "root": str(plan.root), "seconds": timings, "total_seconds": total,
+            "check_seconds": check_seconds, "checks": checks, "missing": plan.missing, "results": results,
+            "use": use, "stop": stop}
 
 
 def _rows(settings: Any, step: Step) -> dict[str, int]:
@@ -134,44 +239,101 @@ def _rows(settings: Any, step: Step) -> dict[str, int]:
         return count_rows(conn)
 
 
+def _referenced(settings: Any, ref: Any, step: Step) -> list[str]:
+    if ref.source == "sqlite_backup":
+        with sqlite3.connect(f"file:{step.target}?mode=ro", uri=True) as conn:
+            return [r[0] for r in conn.execute(ref.query) if r[0]]
+    if step.source == PITR:
+        assert step.port is not None
+        return [r[0] for r in servers.pitr_query(settings, Path(step.target), step.port, ref.query,
+                                                  servers.pitr_dbname(settings)) if r and r[0]]
+    src = build_source(settings, "postgres_dump")
+    with src.connect(dbname=step.target) as conn:  # type: ignore[attr-defined]
+        return [r[0] for r in conn.execute(ref.query).fetchall() if r[0]]
+
+
+def recorded_uploads(settings: Any, entry: Entry) -> dict[str, str]:
+    """name -> sha256 of every file in the uploads snapshot, as the artifact recorded it (its last member;
+    paths never reach the manifest). Reads the date's artifact once more: checksum, decrypt, decompress."""
+    from erp_backup_pipeline.core.sources.uploads import SNAPSHOT_NAME
+
+    with fetched(settings, entry) as path, open(path, "rb") as fh:
+        reader: Any = plaintext_reader(settings, entry.manifest, fh, stage="check")
+        snapshot = None
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as tar:
+                for member in tar:
+                    if member.name == SNAPSHOT_NAME and (data := tar.extractfile(member)) is not None:
+                        snapshot = json.loads(data.read())
+        except (tarfile.TarError, EOFError, ValueError) as exc:
+            raise VerifyError(f"uploads: the artifact is not a sound tar ({exc})") from None
+        while reader.read(CHUNK):
+            pass
+    if snapshot is None:
+        raise VerifyError(f"uploads: the artifact has no {SNAPSHOT_NAME}")
+    return {e["name"]: e["sha256"] for e in snapshot if e.get("type") == "file"}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _documents(settings: Any, plan: RecoveryPlan, steps: dict[str, Step]) -> list[dict[str, Any]]:
     checks = []
     uploads = steps.get("uploads_snapshot")
+    recorded: dict[str, str] | None = None
     for ref in settings.recovery.document_references:
-        step = steps.get(ref.source)
+        name = f"documents referenced by {ref.source}"
+        step = steps.get(ref.source) or (steps.get(PITR) if ref.source == "postgres_dump" else None)
         if step is None or uploads is None:
-            checks.append({"check": f"documents referenced by {ref.source}", "ok": False,
+            checks.append({"check": name, "ok": False,
                            "detail": f"the set has no {ref.source if step is None else 'uploads_snapshot'} backup"})
             continue
-        if ref.source == "sqlite_backup":
-            with sqlite3.connect(f"file:{step.target}?mode=ro", uri=True) as conn:
-                paths = [r[0] for r in conn.execute(ref.query) if r[0]]
-        else:
-            src = build_source(settings, "postgres_dump")
-            with src.connect(dbname=step.target) as conn:  # type: ignore[attr-defined]
-                paths = [r[0] for r in conn.execute(ref.query).fetchall() if r[0]]
+        paths = _referenced(settings, ref, step)
+        if recorded is None:
+            recorded = recorded_uploads(settings, plan.entries["uploads_snapshot"])
         root = Path(uploads.target)
-        absent = [p for p in paths if not (root / p).is_file() or not (root / p).resolve().is_relative_to(root.resolve())]
-        checks.append({"check": f"documents referenced by {ref.source}", "ok": not absent,
-                       "detail": (f"{len(paths)} referenced, all present" if not absent else
-                                  f"{len(absent)} of {len(paths)} missing from the restored uploads, first {absent[0]}")})
+        absent, differ = [], []
+        for p in paths:
+            full = root / p
+            if not full.is_file() or not full.resolve().is_relative_to(root.resolve()):
+                absent.append(p)
+            elif recorded.get(p) != _sha256(full):
+                differ.append(p)
+        detail = f"{len(paths)} referenced, all present with the recorded sha256"
+        if absent:
+            detail = f"{len(absent)} of {len(paths)} missing from the restored uploads, first {absent[0]}"
+        if differ:
+            detail = ((detail + "; ") if absent else "") + (
+                f"{len(differ)} of {len(paths)} differ from the sha256 the uploads snapshot recorded, first {differ[0]}")
+        checks.append({"check": name, "ok": not absent and not differ, "detail": detail})
     return checks
 
 
 def consistency_checks(settings: Any, plan: RecoveryPlan) -> list[dict[str, Any]]:
     steps = {s.source: s for s in plan.steps}
-    bset = find_set(settings, plan.date)
+    entries = plan.entries or find_set(settings, plan.date).entries
+    plan.entries = entries
     checks: list[dict[str, Any]] = []
     for source in ("sqlite_backup", "postgres_dump"):
         if source in steps:
-            expected = bset.entries[source].manifest.facts.get("row_counts")
+            expected = entries[source].manifest.facts.get("row_counts")
             try:
                 compare_counts(source, expected, _rows(settings, steps[source]))
                 checks.append({"check": f"{source} rows per table", "ok": True, "detail": "equal to the manifest"})
             except VerifyError as exc:
                 checks.append({"check": f"{source} rows per table", "ok": False, "detail": str(exc)})
+    if PITR in steps:
+        assert plan.pg_target is not None
+        checks.append(servers.pitr_check(settings, steps[PITR], plan.pg_target, entries.get("postgres_dump")))
+    if "redis_snapshot" in steps:
+        checks.append(servers.redis_check(steps["redis_snapshot"], entries["redis_snapshot"].manifest.verify.get("keys")))
     if "config_archive" in steps:
-        index = bset.entries["config_archive"].manifest.facts.get("index") or []
+        index = entries["config_archive"].manifest.facts.get("index") or []
         root = Path(steps["config_archive"].target)
         files = [e["name"] for e in index if e.get("type", "file") == "file"]
         absent = [n for n in files if not os.path.isfile(root / n)]

@@ -125,7 +125,7 @@ def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir
         entry = pwd.getpwnam(pitr.os_user)
         os.chown(datadir, entry.pw_uid, entry.pw_gid)
     try:
-        _as_user(pitr.os_user, ["test", "-w", str(datadir)], "test")
+        as_user(pitr.os_user, ["test", "-w", str(datadir)], "test")
     except RestoreError:
         raise RestoreError(f"user {pitr.os_user} cannot write {datadir}: every parent directory must be searchable "
                            "by it") from None
@@ -140,26 +140,26 @@ def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir
                  "archive_mode = off\n")
     result: dict[str, Any] = {"datadir": str(datadir), "label": plan.label, "target": plan.target,
                               "restore_seconds": round(time.monotonic() - t0, 2), "port": port}
-    bindir = Path(pg_bin_dir or pitr.pg_bin_dir or _pg_bindir())
+    bindir = Path(pg_bin_dir or pitr.pg_bin_dir or pg_bindir())
     start_cmd = [str(bindir / "pg_ctl"), "-D", str(datadir), "-l", str(datadir / "restore.log"), "-w", "-t", "3600", "start"]
     result["start"] = " ".join(start_cmd)
     if not start:
         return result
-    _as_user(pitr.os_user, start_cmd, f"pg_ctl start ({datadir / 'restore.log'})")
+    as_user(pitr.os_user, start_cmd, f"pg_ctl start ({datadir / 'restore.log'})")
     result["timeline"] = _wait_promoted(pitr.os_user, bindir, datadir, port, pitr.pg_user)
     result["seconds"] = round(time.monotonic() - t0, 2)
     return result
 
 
 def stop(settings: Any, datadir: Path) -> None:
-    bindir = Path(settings.pitr.pg_bin_dir or _pg_bindir())
-    _as_user(settings.pitr.os_user, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
+    bindir = Path(settings.pitr.pg_bin_dir or pg_bindir())
+    as_user(settings.pitr.os_user, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
 
 
 def psql(settings: Any, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> str:
     """One query on a restored cluster, through its socket directory (a restore puts it in the data directory)."""
-    bindir = Path(settings.pitr.pg_bin_dir or _pg_bindir())
-    return _as_user(settings.pitr.os_user, [str(bindir / "psql"), "-h", str(socket_dir), "-p", str(port),
+    bindir = Path(settings.pitr.pg_bin_dir or pg_bindir())
+    return as_user(settings.pitr.os_user, [str(bindir / "psql"), "-h", str(socket_dir), "-p", str(port),
                                             "-U", settings.pitr.pg_user, "-d", dbname, "-Atc", sql], "psql").strip()
 
 
@@ -169,7 +169,7 @@ def _wait_promoted(user: str, bindir: Path, datadir: Path, port: int, pg_user: s
              "SELECT pg_is_in_recovery(), (SELECT timeline_id FROM pg_control_checkpoint())"]
     while True:
         try:
-            out = _as_user(user, query, "psql").strip()
+            out = as_user(user, query, "psql").strip()
             in_recovery, timeline = out.split("|")
             if in_recovery == "f":
                 return int(timeline)
@@ -181,7 +181,7 @@ def _wait_promoted(user: str, bindir: Path, datadir: Path, port: int, pg_user: s
         time.sleep(0.2)
 
 
-def _as_user(user: str, argv: list[str], what: str) -> str:
+def as_user(user: str, argv: list[str], what: str) -> str:
     if os.geteuid() == 0 and user != "root":
         argv = ["runuser", "-u", user, "--", *argv]
     done = subprocess.run(argv, capture_output=True, text=True)
@@ -191,7 +191,7 @@ def _as_user(user: str, argv: list[str], what: str) -> str:
     return done.stdout
 
 
-def _pg_bindir() -> str:
+def pg_bindir() -> str:
     try:
         return subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
