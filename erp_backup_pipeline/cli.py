@@ -224,10 +224,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
     result = prune(settings, dry_run=args.dry_run, log=log)
     rows = result.as_rows()
-    counts = {"deleted": len(result.deleted), "kept": len(result.kept), "failed": len(result.failed)}
+    counts = {"deleted": result.count("deleted"), "kept": result.count("keep"), "failed": result.count("failed")}
     if args.json:
         print(json.dumps({"dry_run": result.dry_run, **counts,
-                          "to_delete": len(result.plan.delete) if result.dry_run else 0,
+                          "to_delete": result.count("delete") if result.dry_run else 0,
                           "notes": [redact(n) for n in result.notes],
                           "rows": [{k: redact(v) for k, v in r.items()} for r in rows]}, indent=2))
     else:
@@ -237,12 +237,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
         for note in result.notes:
             print(redact(f"note: {note}"))
         if result.dry_run:
-            print(f"dry run: {len(result.plan.delete)} to delete, {len(result.plan.keep)} to keep; nothing deleted")
+            print(f"dry run: {result.count('delete')} to delete, {counts['kept']} to keep; nothing deleted")
         else:
             print(f"deleted {counts['deleted']}, kept {counts['kept']}, failed {counts['failed']}")
-    if result.failed:
-        print(f"erp-backup: error: prune: {len(result.failed)} backup(s) could not be deleted everywhere "
-              "(see the lines above)", file=sys.stderr)
+    if counts["failed"]:
+        print(f"erp-backup: error: prune: {counts['failed']} backup(s) or artifact(s) without a manifest could not be "
+              "deleted everywhere (see the lines above)", file=sys.stderr)
         return 1
     return 0
 

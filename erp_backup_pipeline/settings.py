@@ -238,10 +238,15 @@ class RetentionSettings(_Model):
     redis_snapshot: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["redis_snapshot"])
     config_archive: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["config_archive"])
     uploads_snapshot: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["uploads_snapshot"])
+    orphan_grace_hours: int = Field(48, ge=24, le=24 * 366,
+                                    description="prune deletes an artifact without a manifest (a run stopped between "
+                                                "upload and manifest) once its capture is this many hours old; at least "
+                                                "24, so that no run still writing its manifest loses its artifact")
 
     def policies(self) -> dict[str, RetentionPolicy]:
         """Source name -> its policy, as ``retention.plan`` takes them."""
-        return {name: getattr(self, name) for name in type(self).model_fields}
+        return {name: value for name in type(self).model_fields
+                if isinstance(value := getattr(self, name), RetentionPolicy)}
 
 
 class WebhookSettings(_Model):

@@ -4,8 +4,10 @@ refusals (an unreadable destination, a stopped pipeline), the uploads state and 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ import yaml
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import LocalDestination, S3Destination, build_destinations, put_bytes, read_bytes
 from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, Manifest
-from erp_backup_pipeline.core.pipeline import run_backup
+from erp_backup_pipeline.core.pipeline import STAGES, Capture, new_capture, run_backup, stage_manifest
 from erp_backup_pipeline.core.prune import PruneRefused, prune
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
 from erp_backup_pipeline.core.sources.uploads import load_state, save_state
@@ -399,3 +401,204 @@ def test_retention_settings_default_to_the_original_strategy_and_refuse_unknown_
         with pytest.raises(ConfigError) as err:
             make_settings(tmp_path, age_identity, retention=bad)
         assert str(err.value) == f"config test: {message}"
+    assert settings.retention.orphan_grace_hours == 48
+    for bad_hours, message in [(12, "Input should be greater than or equal to 24"),
+                               ("two days", "Input should be a valid integer, unable to parse string as an integer"),
+                               (1.5, "Input should be a valid integer, got a number with a fractional part")]:
+        with pytest.raises(ConfigError) as err:
+            make_settings(tmp_path, age_identity, retention={"orphan_grace_hours": bad_hours})
+        assert str(err.value) == f"config test: retention.orphan_grace_hours: {message}"
+    assert make_settings(tmp_path, age_identity, retention={"orphan_grace_hours": 72}).retention.policies() == \
+        DEFAULT_POLICIES
+
+
+# --- artifacts without a manifest (a run stopped between upload and manifest) -----------------------------------
+
+def orphan(settings: Any, source: str, partition: str, now: datetime | None = None) -> Capture:
+    """What a run stopped between the upload's commit and the manifest leaves: the artifact, committed on every
+    destination, and no manifest."""
+    capture = new_capture(settings, source, partition, now=now)
+    for stage in STAGES:
+        capture = stage(settings, capture)
+    shutil.rmtree(capture.workdir)
+    return capture
+
+
+def orphan_rows(result: Any) -> list[tuple[str, str, str]]:
+    """(destination, action, reason) of each artifact without a manifest, by destination."""
+    return sorted((o.destination, action, reason) for o, action, reason in result.orphans)
+
+
+def test_an_artifact_without_a_manifest_is_swept_once_past_the_grace_period_never_before(
+        tmp_path: Path, demo_sqlite: Path, age_identity: Any, moto_server: Any, bucket: str,
+        spy_deletes: list[tuple[str, str]]) -> None:
+    settings = both(tmp_path, age_identity, moto_server, bucket, sources={"sqlite": {"path": str(demo_sqlite)}})
+    parts = days_back(3)
+    good = [run_backup(settings, "sqlite_backup", p) for p in parts[:2]]
+    left = orphan(settings, "sqlite_backup", parts[2])
+    key = left.artifact["key"]
+    assert key == f"{settings.prefix}/sqlite_backup/{parts[2]}/{left.stamp}.sqlite3.zst.age"
+    before = keys(settings)
+    assert all(key in listed for listed in before.values())
+    assert [e.manifest.partition for e in load_catalog(build_destinations(settings), settings.prefix)] == parts[:2]
+    now = datetime.now(UTC)
+
+    # young: a run may still be writing its manifest; kept on both destinations, in the dry run and for real
+    for dry_run, later in ((True, timedelta(0)), (False, timedelta(hours=1)), (False, timedelta(hours=47))):
+        result = prune(settings, now=now + later, dry_run=dry_run, log=pytest.fail)
+        rows = orphan_rows(result)
+        assert [(d, a) for d, a, _ in rows] == [("local", "keep"), ("offsite", "keep")]
+        assert all(r.startswith(f"artifact without a manifest on {d}, captured ") and r.endswith(
+            "kept for retention.orphan_grace_hours (48 h), a run may still write its manifest") for d, _, r in rows)
+    assert keys(settings) == before and spy_deletes == []
+    row = next(r for r in result.as_rows() if r["partition"] == parts[2])
+    assert (row["source"], row["action"], row["captured_at"]) == ("sqlite_backup", "keep", left.captured_at)
+
+    # past the grace period: the dry run says it would go, and deletes nothing
+    dry = prune(settings, now=now + timedelta(days=3), dry_run=True, log=pytest.fail)
+    assert [(d, a) for d, a, _ in orphan_rows(dry)] == [("local", "delete"), ("offsite", "delete")]
+    reason = orphan_rows(dry)[0][2]
+    assert reason.startswith("artifact without a manifest on local (a run stopped between upload and manifest): no "
+                             "backup, captured 3.0 days ago, older than retention.orphan_grace_hours (48 h)"), reason
+    assert dry.count("delete") == 2 + len(dry.plan.delete) and keys(settings) == before
+
+    # for real: the artifact goes from both destinations, one line each, nothing else is touched
+    lines: list[str] = []
+    result = prune(settings, now=now + timedelta(days=3), dry_run=False, log=lines.append)
+    assert [(d, a) for d, a, _ in orphan_rows(result)] == [("local", "deleted"), ("offsite", "deleted")]
+    assert sorted(spy_deletes) == [("local", key), ("offsite", key)]
+    assert sorted(lines) == sorted(f"deleted sqlite_backup {parts[2]} artifact {key} (no manifest) from {d}: "
+                                   f"{r}" for d, _, r in orphan_rows(result))
+    assert not any(S3_SECRET in line for line in lines)
+    assert {n: [k for k in listed if k != key] for n, listed in before.items()} == keys(settings)
+    assert [r["action"] for r in result.as_rows() if r["partition"] == parts[2]] == ["deleted", "deleted"]
+    assert result.count("deleted") == 2 and result.count("failed") == 0
+    for m in good:
+        assert verify_backup(settings, "sqlite_backup", m.partition)["ok"]
+    assert prune(settings, now=now + timedelta(days=3), dry_run=False, log=pytest.fail).orphans == []
+
+
+def test_the_sweep_deletes_only_exact_artifact_names_of_configured_sources_that_nothing_names(
+        tmp_path: Path, age_identity: Any, moto_server: Any, bucket: str, spy_deletes: list[tuple[str, str]]) -> None:
+    up = tmp_path / "uploads"
+    settings = both(tmp_path, age_identity, moto_server, bucket, sources={"uploads": {"path": str(up)}},
+                    state_dir=str(tmp_path / "state"), retention={"uploads_snapshot": {"keep_daily": 30}})
+    m = uploads_history(settings, up, [{"base.pdf": b"base " * 200}, {"more.pdf": b"more " * 200}, {}])
+    assert m[1].facts["depends_on"] == [m[0].artifact_key]
+    dests = {d.name: d for d in build_destinations(settings)}
+    # d0's manifest is gone everywhere, d2's from local only: their artifacts have no manifest beside them there
+    for name in ("local", "offsite"):
+        dests[name].delete(m[0].key)
+    dests["local"].delete(m[2].key)
+    # look-alikes that are not our artifacts, and an artifact of a source this configuration does not back up
+    stamp = m[2].stamp.split("-")[0]
+    folder = f"{settings.prefix}/uploads_snapshot/{m[2].partition}"
+    strangers = [f"{folder}/{stamp}.tar.zst.age.bak", f"{folder}/{stamp}.tar.zst", f"{folder}/{stamp[:15]}Z.tar.zst.age",
+                 f"{folder}/notes.txt", f"{folder}/sub/{stamp}.tar.zst.age", f"other/uploads_snapshot/x/{stamp}.tar.zst.age",
+                 f"{settings.prefix}/redis_snapshot/{m[2].partition}/{stamp}.rdb.zst.age",
+                 f"{settings.prefix}/uploads_snapshot/{stamp}.tar.zst.age"]
+    for name in strangers:
+        for dest in dests.values():
+            put_bytes(dest, name, b"not ours")
+    before = keys(settings)
+    now = datetime.now(UTC) + timedelta(days=30)
+    spy_deletes.clear()  # the setup's own deletions
+
+    result = prune(settings, now=now, dry_run=False, log=pytest.fail)
+    rows = {(o.destination, o.key): (action, reason) for o, action, reason in result.orphans}
+    assert sorted(rows) == sorted([("local", m[0].artifact_key), ("offsite", m[0].artifact_key),
+                                   ("local", m[2].artifact_key)])
+    assert m[2].facts["depends_on"] == sorted([m[0].artifact_key, m[1].artifact_key])
+    for name in ("local", "offsite"):  # kept snapshots depend on d0 (the newest is named): their content is there
+        assert rows[name, m[0].artifact_key] == (
+            "keep", f"artifact without a manifest on {name}, but uploads_snapshot {m[2].partition} (captured "
+                    f"{m[2].captured_at}) depends on it")
+    assert rows["local", m[2].artifact_key] == (
+        "keep", f"artifact without a manifest on local, but the manifest on offsite names it (uploads_snapshot "
+                f"{m[2].partition} captured {m[2].captured_at})")
+    assert keys(settings) == before and spy_deletes == []
+
+    # once no manifest names d0 (d1 and d2 gone too), the uploads state still does: kept; an unreadable state keeps
+    # it too
+    for name in ("local", "offsite"):
+        for later in m[1:]:
+            dests[name].delete(later.key)
+            dests[name].delete(later.artifact_key)
+    state_file = tmp_path / "state" / "uploads_snapshot.json"
+    state = load_state(state_file)
+    assert m[0].artifact_key in state["blobs"].values()
+    rows = {(o.destination, o.key): (a, r) for o, a, r in prune(settings, now=now, log=pytest.fail).orphans}
+    assert rows["offsite", m[0].artifact_key] == (
+        "keep", f"artifact without a manifest on offsite, but the uploads state {state_file} names it")
+    state_file.write_text("{torn")
+    rows = {(o.destination, o.key): (a, r) for o, a, r in prune(settings, now=now, log=pytest.fail).orphans}
+    assert rows["offsite", m[0].artifact_key] == (
+        "keep", f"artifact without a manifest on offsite, but the uploads state {state_file} cannot be read (not an "
+                "uploads state)")
+    # a state that no longer names it: it goes, from both destinations; the strangers and every manifest stay
+    save_state(state_file, {"files": {}, "blobs": {}})
+    spy_deletes.clear()
+    result = prune(settings, now=now, dry_run=False, log=lambda line: None)
+    assert sorted((o.destination, o.key, a) for o, a, _ in result.orphans) == [
+        ("local", m[0].artifact_key, "deleted"), ("offsite", m[0].artifact_key, "deleted")]
+    assert sorted(spy_deletes) == [("local", m[0].artifact_key), ("offsite", m[0].artifact_key)]
+    ours = sorted(k for k in strangers if k.startswith(settings.prefix + "/"))
+    assert keys(settings) == {name: ours for name in ("local", "offsite")}
+    assert all(dest.exists(k) for dest in dests.values() for k in strangers)
+
+
+def test_an_artifact_without_a_manifest_under_object_lock_is_kept_until_the_lock_ends(
+        tmp_path: Path, demo_sqlite: Path, age_identity: Any, moto_server: Any, s3_client: Any) -> None:
+    lock_bucket = f"erp-lock-{uuid.uuid4().hex[:12]}"
+    s3_client.create_bucket(Bucket=lock_bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"},
+                            ObjectLockEnabledForBucket=True)
+    settings = make_settings(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}},
+                             destinations=[s3_destination(moto_server, lock_bucket,
+                                                          object_lock={"mode": "GOVERNANCE", "min_days": 1})])
+    left = orphan(settings, "sqlite_backup", days_back(1)[0])
+    key = left.artifact["key"]
+    [dest] = build_destinations(settings)
+    assert isinstance(dest, S3Destination)
+    until = dest.lock(key)
+    assert until is not None and until.startswith("locked until ")  # sqlite_backup keeps 30 days: locked 30 days
+
+    later = datetime.now(UTC) + timedelta(days=3)
+    dry = prune(settings, now=later, dry_run=True, log=pytest.fail)
+    assert orphan_rows(dry) == [("offsite", "keep", f"artifact without a manifest on offsite: {until}")]
+    lines: list[str] = []
+    result = prune(settings, now=later, dry_run=False, log=lines.append)
+    assert orphan_rows(result) == [("offsite", "keep", f"artifact without a manifest on offsite: {until}")]
+    assert lines == [] and dest.exists(key)
+
+    # the lock ends (an administrator, bypassing GOVERNANCE): every version goes, no delete marker hides anything
+    obj = dest.object_key(key)
+    for v in s3_client.list_object_versions(Bucket=lock_bucket, Prefix=obj).get("Versions", []):
+        s3_client.put_object_retention(Bucket=lock_bucket, Key=obj, VersionId=v["VersionId"],
+                                       BypassGovernanceRetention=True,
+                                       Retention={"Mode": "GOVERNANCE",
+                                                  "RetainUntilDate": datetime.now(UTC) - timedelta(days=1)})
+    result = prune(settings, now=later, dry_run=False, log=lines.append)
+    assert [(d, a) for d, a, _ in orphan_rows(result)] == [("offsite", "deleted")]
+    listed = s3_client.list_object_versions(Bucket=lock_bucket, Prefix=obj)
+    assert listed.get("Versions", []) == [] and listed.get("DeleteMarkers", []) == []
+
+
+def test_a_manifest_is_never_written_for_an_artifact_that_is_gone(
+        tmp_path: Path, demo_sqlite: Path, age_identity: Any, moto_server: Any, bucket: str) -> None:
+    """A run whose manifest step is re-executed days later, after prune swept its artifact as one without a
+    manifest: the manifest is written only where the artifact still is; a required destination without it fails
+    the run with one line."""
+    settings = both(tmp_path, age_identity, moto_server, bucket, sources={"sqlite": {"path": str(demo_sqlite)}})
+    capture = new_capture(settings, "sqlite_backup", days_back(1)[0])
+    for stage in STAGES:
+        capture = stage(settings, capture)
+    local = LocalDestination(tmp_path / "backups")
+    local.delete(capture.artifact["key"])
+    with pytest.raises(DestinationError) as err:
+        stage_manifest(settings, capture)
+    assert str(err.value) == (
+        f"sqlite_backup {capture.partition}: not backed up on every required destination (local: manifest: "
+        f"{local.uri(capture.artifact['key'])} is gone (an artifact without a manifest is swept by prune after "
+        "retention.orphan_grace_hours))")
+    held = {e.manifest.artifact_key: e.held_by for e in load_catalog(build_destinations(settings), settings.prefix)}
+    assert held == {capture.artifact["key"]: ["offsite"]}

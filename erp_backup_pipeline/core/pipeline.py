@@ -12,7 +12,11 @@ and is never staged on disk:
 - verify publishes the verification as the blocking check, and aborts every upload on failure;
 - encrypt publishes what was encrypted and for whom (fingerprints);
 - ship commits the uploads, making the artifact visible;
-- manifest writes the manifest beside the artifact: the commit point of the backup.
+- manifest writes the manifest beside the artifact: the commit point of the backup (only where the artifact
+  still is: a run re-executed days later may find it swept by prune as one without a manifest).
+
+Each capture is named by its stamp (``new_stamp``: UTC time to the millisecond and a random token), so two
+captures of one source and partition never share a scratch dir or a key, even in the same millisecond.
 
 A destination with ``object_lock`` writes the artifact and its manifest under S3 Object Lock until the
 capture time plus the source's ``keep_within`` (the planner never deletes anything younger), at least
@@ -26,6 +30,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import secrets
 import shutil
 import time
 from collections.abc import Iterator
@@ -93,15 +99,50 @@ def _cleanup_on_failure(capture: Capture, settings: Any = None) -> Iterator[None
         raise
 
 
+# a capture's stamp: UTC time to the millisecond and a random token; stamps without the token came before it
+STAMP = re.compile(r"(?P<time>\d{8}T\d{6})(?P<ms>\d{3})Z(?:-[0-9a-f]{8})?")
+
+
+def new_stamp(now: datetime) -> str:
+    """A capture's own name: its UTC time to the millisecond, then a random token, ``20261125T010203456Z-9f3a61c2``.
+    Two captures of one source and partition never share it, not even in the same millisecond on two hosts, so
+    their scratch dirs and their keys on a destination (artifact and manifest) are their own. Readers take the
+    capture time from it (``stamp_time``; the S3 sweep reads the first 15 characters); catalog and retention order
+    captures by the manifest's ``captured_at``, never by the stamp."""
+    if now.tzinfo is not None:
+        now = now.astimezone(UTC)
+    return now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
+
+
+def stamp_time(stamp: str) -> datetime | None:
+    """The capture time a stamp names (UTC, to the millisecond), or None when it is not one of ``new_stamp``'s."""
+    found = STAMP.fullmatch(stamp)
+    if found is None:
+        return None
+    try:
+        return datetime.strptime(found["time"], "%Y%m%dT%H%M%S").replace(
+            tzinfo=UTC, microsecond=int(found["ms"]) * 1000)
+    except ValueError:
+        return None
+
+
 def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None, mode: str = "live") -> Capture:
     now = now or datetime.now(UTC)
-    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
-    workdir = Path(settings.staging_dir) / safe_part(source) / f"{safe_part(partition)}-{stamp}"
     Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.staging_dir, 0o700)
-    workdir.parent.mkdir(exist_ok=True, mode=0o700)  # not parents=True: it makes parents with the umask's mode
-    os.chmod(workdir.parent, 0o700)
-    workdir.mkdir(mode=0o700)
+    parent = Path(settings.staging_dir) / safe_part(source)
+    parent.mkdir(exist_ok=True, mode=0o700)  # not parents=True: it makes parents with the umask's mode
+    os.chmod(parent, 0o700)
+    for _ in range(8):  # a token drawn twice in one millisecond: draw again
+        stamp = new_stamp(now)
+        workdir = parent / f"{safe_part(partition)}-{stamp}"
+        try:
+            workdir.mkdir(mode=0o700)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise BackupError(f"{source} {partition}: cannot make a scratch dir of its own under {parent}")
     return Capture(source=source, partition=partition, captured_at=now.isoformat(timespec="seconds"),
                    stamp=stamp, workdir=str(workdir), mode=mode)
 
@@ -360,6 +401,11 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
         for dest in _destinations(settings, capture):
             if capture.destinations.get(dest.name, {}).get("ok"):
                 try:
+                    # a manifest never points at nothing: a run re-executed days after its ship step may find its
+                    # artifact swept by prune as one without a manifest (retention.orphan_grace_hours)
+                    if not dest.exists(manifest.artifact_key):
+                        raise DestinationError(f"{dest.uri(manifest.artifact_key)} is gone (an artifact without a "
+                                               "manifest is swept by prune after retention.orphan_grace_hours)")
                     put_bytes(dest, manifest.key, data)
                 except BackupError as exc:
                     capture.destinations[dest.name] = {"ok": False, "error": f"manifest: {exc}"}

@@ -21,13 +21,15 @@ Refusals and guards, on top of the planner's own invariants:
   destinations that do not hold it locked delete it. The plan says so already (a dry run reads the locks too).
   There, deleting removes every version of the key, never adding a delete marker over a backup.
 
+Artifacts without a manifest are swept too, conservatively (``core.orphans`` finds them and says why each is
+kept or deleted): found by both readings, older than ``retention.orphan_grace_hours``, unlocked.
+
 No Dagster here: the CLI (``erp-backup prune``) and the orchestration call it.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,14 +38,13 @@ from typing import Any
 from erp_backup_pipeline.core.catalog import Entry, load_catalog
 from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
 from erp_backup_pipeline.core.manifest import Manifest
+from erp_backup_pipeline.core.orphans import UPLOADS_SOURCE, ListingFailed, Log, Orphan, find_orphans, state_references, sweep
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
 
-UPLOADS_SOURCE = "uploads_snapshot"
 UPLOADS_STATE = "uploads_snapshot.json"  # under state_dir; written by core.sources.uploads (save_state)
 
-Log = Callable[[str], None]
 _STAYS = "; stays where locked: "  # a planned deletion's reason, when Object Lock holds it on some destination
 
 
@@ -58,17 +59,27 @@ class PruneResult:
     deleted: list[tuple[Entry, str]] = field(default_factory=list)  # gone from every destination; the reason
     kept: list[tuple[Entry, str]] = field(default_factory=list)
     failed: list[tuple[Entry, str]] = field(default_factory=list)  # the reason, then what failed where
+    # artifacts without a manifest: (orphan, action, reason); action keep/delete (dry run) or keep/deleted/failed
+    orphans: list[tuple[Orphan, str, str]] = field(default_factory=list)
 
     @property
     def notes(self) -> list[str]:
         return self.plan.notes
 
+    def count(self, action: str) -> int:
+        """Captures and orphan artifacts with this action (keep, delete, deleted, failed)."""
+        captures = {"keep": self.plan.keep if self.dry_run else self.kept, "delete": self.plan.delete,
+                    "deleted": self.deleted, "failed": self.failed}.get(action, [])
+        return len(captures) + sum(1 for _, a, _ in self.orphans if a == action)
+
     def as_rows(self) -> list[dict[str, str]]:
         """source, partition, captured_at, action, reason; action keep/delete (dry run) or keep/deleted/failed."""
         if self.dry_run:
-            return self.plan.as_rows()
-        rows = [_row(e, action, r) for action, items in (("keep", self.kept), ("deleted", self.deleted),
-                                                          ("failed", self.failed)) for e, r in items]
+            rows = self.plan.as_rows()
+        else:
+            rows = [_row(e, action, r) for action, items in (("keep", self.kept), ("deleted", self.deleted),
+                                                              ("failed", self.failed)) for e, r in items]
+        rows += [o.row(action, reason) for o, action, reason in self.orphans]
         return sorted(rows, key=lambda r: (r["source"], r["partition"], r["captured_at"]))
 
 
@@ -86,10 +97,11 @@ def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log:
     destinations = build_destinations(settings)
     policies = settings.retention.policies()
     state_file = Path(settings.state_dir) / UPLOADS_STATE
-    first = _plan(settings, destinations, policies, now, state_file)
+    first, first_orphans = _plan(settings, destinations, policies, now, state_file)
     if dry_run:
-        return PruneResult(first, True, kept=list(first.keep))
-    fresh = _plan(settings, destinations, policies, now, state_file)  # right before deleting: what is there now
+        return PruneResult(first, True, kept=list(first.keep), orphans=first_orphans)
+    # right before deleting: what is there now
+    fresh, fresh_orphans = _plan(settings, destinations, policies, now, state_file)
     reviewed = {e.manifest.key for e, _ in first.delete}
     result = PruneResult(fresh, False, kept=list(fresh.keep))
     todo = []
@@ -99,33 +111,24 @@ def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log:
         else:
             result.kept.append((entry, f"deletable only in the catalog read again before deleting: left for the "
                                        f"next prune (otherwise: {reason})"))
-    _delete(todo, {d.name: d for d in destinations}, result, log)
+    by_name = {d.name: d for d in destinations}
+    _delete(todo, by_name, result, log)
+    result.orphans += sweep(first_orphans, fresh_orphans, by_name, log)
     return result
 
 
 def _plan(settings: Any, destinations: list[Destination], policies: dict[str, RetentionPolicy], now: datetime,
-          state_file: Path) -> Plan:
+          state_file: Path) -> tuple[Plan, list[tuple[Orphan, str, str]]]:
     errors: list[str] = []
     entries = load_catalog(destinations, settings.prefix, errors=errors)
     if errors:
         raise PruneRefused(f"refusing to prune: {len(errors)} destination(s) could not be read, so the plan would "
                            f"miss their backups ({'; '.join(errors)})")
-    return _guard_locks(_guard_uploads_state(plan(entries, policies, now), state_file), destinations)
-
-
-def _state_references(state_file: Path) -> tuple[set[str], str | None]:
-    """The artifact keys the uploads state names as content holders, or why the state cannot be read."""
+    planned = _guard_locks(_guard_uploads_state(plan(entries, policies, now), state_file), destinations)
     try:
-        text = state_file.read_text()
-    except FileNotFoundError:
-        return set(), None
-    except OSError as exc:
-        return set(), exc.strerror or type(exc).__name__
-    try:
-        blobs = json.loads(text)["blobs"]
-        return {str(key) for key in blobs.values() if key}, None
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return set(), "not an uploads state"
+        return planned, find_orphans(settings, destinations, entries, now, state_file)
+    except ListingFailed as exc:
+        raise PruneRefused(f"refusing to prune: {exc}") from None
 
 
 def _guard_uploads_state(result: Plan, state_file: Path) -> Plan:
@@ -133,7 +136,7 @@ def _guard_uploads_state(result: Plan, state_file: Path) -> Plan:
     uploads = {e.manifest.artifact_key: (e, r) for e, r in result.delete if e.manifest.source == UPLOADS_SOURCE}
     if not uploads:
         return result
-    referenced, problem = _state_references(state_file)
+    referenced, problem = state_references(state_file)
     moved: dict[str, str] = {}
     if problem is not None:
         for key, (_, reason) in uploads.items():

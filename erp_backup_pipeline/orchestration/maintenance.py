@@ -1,7 +1,8 @@
 """Housekeeping in Dagster: ``backup_retention`` (apply the retention plan daily) and Dagster's own history.
 
 ``backup_retention`` (daily, 07:00 Europe/Berlin, after every backup and the nightly drills) runs
-``core.prune`` for real and records what it deleted, kept and could not delete; its check
+``core.prune`` for real (retention, and the sweep of artifacts a stopped run left without a manifest once they are
+older than ``retention.orphan_grace_hours``) and records what it deleted, kept and could not delete; its check
 ``prune_complete`` fails (and alerts) when a deletion failed, and a refusal (an unreadable
 destination) fails the run with its one line. ``dagster_history_maintenance`` (daily, 07:30) deletes
 Dagster runs older than ``maintenance.run_history_days``, never one still going and never the run
@@ -38,7 +39,8 @@ def _table(rows: list[dict[str, str]]) -> str:
           check_specs=[dg.AssetCheckSpec("prune_complete", asset=RETENTION,
                                          description="Every deletion the retention plan asked for succeeded.")],
           description="Applies the retention policies (erp-backup prune): deletes what the plan deletes, never the "
-                      "newest verified backup, anything a kept backup depends on, or anything while backups fail.")
+                      "newest verified backup, anything a kept backup depends on, or anything while backups fail; "
+                      "sweeps artifacts a stopped run left without a manifest once past retention.orphan_grace_hours.")
 def backup_retention(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
     try:
         result = prune(backup_settings.load(), dry_run=False, log=context.log.info)
@@ -51,7 +53,7 @@ def backup_retention(context: dg.AssetExecutionContext, backup_settings: BackupS
                                 description=(f"{len(failed)} deletion(s) failed, first: {failed[0]['reason']}"
                                              if failed else None))
     return dg.MaterializeResult(metadata={
-        "deleted": dg.MetadataValue.int(len(deleted)), "kept": dg.MetadataValue.int(len(result.kept)),
+        "deleted": dg.MetadataValue.int(len(deleted)), "kept": dg.MetadataValue.int(result.count("keep")),
         "failed": dg.MetadataValue.int(len(failed)),
         "deleted_items": dg.MetadataValue.md(_table(deleted) if deleted else "nothing deleted"),
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none")},

@@ -21,8 +21,10 @@ import psutil
 import psycopg
 import pytest
 
+from erp_backup_pipeline.core import pipeline
 from erp_backup_pipeline.core.destinations import s3 as s3_module
 from erp_backup_pipeline.core.pipeline import run_backup
+from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import verify_backup
 from erp_backup_pipeline.orchestration.assets import daily_partitions
 from erp_backup_pipeline.orchestration.pitr import hourly_partitions
@@ -212,6 +214,32 @@ def test_sigkill_leaves_no_half_backup_and_the_next_runs_recover(
                                                         "multipart uploads": []}
     if left != {"partial files": [], "scratch dirs": [], "multipart uploads": []}:
         assert any("left by an interrupted backup" in ln for ln in lines)
+    entries = catalog(settings)
+    assert [e.manifest.partition for e in entries] == [GOOD, KILLED, "2026-11-26"]
+    assert all(verify_entry(settings, e) for e in entries)
+    if moment == "manifest":
+        _prune_sweeps_the_orphans(settings, tmp_path, s3_client, bucket, new_local, new_s3)
+
+
+def _prune_sweeps_the_orphans(settings: Any, tmp_path: Path, s3_client: Any, bucket: str, local_keys: list[str],
+                              s3_keys: list[str]) -> None:
+    """The artifact the killed run committed but never described stays while a run could still write its manifest
+    (retention.orphan_grace_hours, 48 h) and is swept by prune after it, from both destinations; nothing else goes."""
+    [local_key], [s3_key] = local_keys, s3_keys
+    held = local_files(tmp_path / "backups"), s3_objects(s3_client, bucket)
+    now = datetime.now(UTC)
+    young = prune(settings, now=now + timedelta(hours=1), dry_run=False, log=pytest.fail)
+    assert sorted((o.destination, o.key, a) for o, a, _ in young.orphans) == [
+        ("local", local_key, "keep"), ("offsite", local_key, "keep")]
+    assert s3_key == f"site-a/{local_key}" and young.deleted == young.failed == []
+    assert (local_files(tmp_path / "backups"), s3_objects(s3_client, bucket)) == held
+    lines: list[str] = []
+    swept = prune(settings, now=now + timedelta(days=3), dry_run=False, log=lines.append)
+    assert sorted((o.destination, o.key, a) for o, a, _ in swept.orphans) == [
+        ("local", local_key, "deleted"), ("offsite", local_key, "deleted")]
+    assert swept.deleted == swept.failed == [] and len(lines) == 2
+    assert local_files(tmp_path / "backups") == {k: v for k, v in held[0].items() if k != local_key}
+    assert s3_objects(s3_client, bucket) == {k: v for k, v in held[1].items() if k != s3_key}
     entries = catalog(settings)
     assert [e.manifest.partition for e in entries] == [GOOD, KILLED, "2026-11-26"]
     assert all(verify_entry(settings, e) for e in entries)
@@ -463,6 +491,41 @@ def test_two_runs_of_one_partition_at_once_never_interleave(
         assert sorted(e.held_by) == ["local", "offsite"]
     assert multipart_uploads(s3_client, bucket) == []
     assert [p for p in (tmp_path / "backups").rglob("*") if ".partial-" in p.name] == []
+
+
+def test_two_captures_in_the_same_millisecond_get_their_own_names(
+        tmp_path: Path, age_identity: Any, demo_sqlite: Path, moto_server: Any, bucket: str, s3_client: Any,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one source and partition that start in the same millisecond (two hosts, or a manual run at the
+    scheduled moment). The stamp named the scratch dir and both keys by the millisecond alone: the second capture
+    failed with a FileExistsError traceback, and on two hosts the second upload could overwrite the first's artifact
+    under the first's manifest. Each stamp now carries a random token, drawn again should it collide."""
+    settings = settings_of(write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}},
+                                        destinations=[{"type": "local", "name": "local", "path": str(tmp_path / "b")},
+                                                      s3_destination(moto_server, bucket)]))
+    now = datetime(2026, 11, 25, 1, 0, 0, 123456, tzinfo=UTC)
+    a, b = (pipeline.new_capture(settings, "sqlite_backup", KILLED, now=now) for _ in range(2))
+    assert a.stamp != b.stamp and a.workdir != b.workdir
+    assert re.fullmatch(r"20261125T010000123Z-[0-9a-f]{8}", a.stamp) and a.stamp[:19] == b.stamp[:19]
+    assert pipeline.stamp_time(a.stamp) == pipeline.stamp_time(b.stamp) == now.replace(microsecond=123000)
+    assert pipeline.stamp_time("20261125T010000123Z") == now.replace(microsecond=123000)  # before the token
+    for stage in pipeline.STAGES:  # interleaved, as two processes would run them
+        a, b = stage(settings, a), stage(settings, b)
+    ma, mb = pipeline.stage_manifest(settings, a), pipeline.stage_manifest(settings, b)
+    assert len({ma.artifact_key, mb.artifact_key, ma.key, mb.key}) == 4
+    entries = catalog(settings)
+    assert sorted(e.manifest.key for e in entries) == sorted([ma.key, mb.key])
+    assert [sorted(e.held_by) for e in entries] == [["local", "offsite"]] * 2
+    assert sorted(verify_entry(settings, e) for e in entries) == sorted([ma.artifact_key, mb.artifact_key])
+    assert sorted(s3_objects(s3_client, bucket)) == sorted(f"site-a/{k}" for k in (ma.artifact_key, ma.key,
+                                                                                  mb.artifact_key, mb.key))
+    # the same token twice in one millisecond: the second capture draws again
+    tokens = iter(["0badc0de", "0badc0de", "5eed1e55"])
+    monkeypatch.setattr(pipeline.secrets, "token_hex", lambda n: next(tokens))
+    c, d = (pipeline.new_capture(settings, "sqlite_backup", KILLED, now=now) for _ in range(2))
+    assert (c.stamp, d.stamp) == ("20261125T010000123Z-0badc0de", "20261125T010000123Z-5eed1e55")
+    for capture in (c, d):
+        Path(capture.workdir).rmdir()
 
 
 # --- 6. Clock and calendar --------------------------------------------------------------------------------------
