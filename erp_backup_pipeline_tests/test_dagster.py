@@ -326,3 +326,6 @@ def test_both_instance_files_load_with_run_granularity_pools_and_the_run_queue_l
         assert [dict(x) for x in queue.tag_concurrency_limits] == [
             {"key": "erp_backup/source", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        if which == "production":  # a run that crashed or never started is run once more; a failed op is not
+            assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
+            assert instance.run_retries_retry_on_asset_or_op_failure is False

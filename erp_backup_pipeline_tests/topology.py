@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -156,6 +157,20 @@ class Topology:
             raise RuntimeError(f"GraphQL errors: {answer['errors']}")
         return dict(answer["data"])
 
+    def kill(self, name: str, sig: int = signal.SIGKILL, timeout: float = 60) -> int:
+        """Sends ``sig`` to the process group of ``name`` (started in its own session, so the group id is its PID:
+        the process and every child it started, nothing else), waits for the process to exit and forgets it, so
+        that it can be started again (``start_daemon``); returns its exit code."""
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, sig)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise TimeoutError(f"{name} still running {timeout:.0f} s after signal {sig}; killed") from None
+
     def stop(self) -> None:
         # webserver and daemon first (they talk to the code server), the code server last
         for name in ("webserver", "daemon", "grpc"):
@@ -234,6 +249,16 @@ def backfill_runs(topo: Topology, backfill_id: str) -> list[dict[str, Any]]:
         ... on Runs { results { runId status startTime endTime tags { key value } } } } }""", {"id": backfill_id})
     runs = data["runsOrError"]["results"]
     return [{**r, "tags": {t["key"]: t["value"] for t in r["tags"]}} for r in runs]
+
+
+def backfill_status(topo: Topology, backfill_id: str) -> str:
+    """The backfill's status as the UI shows it (REQUESTED while the daemon works on it, COMPLETED_SUCCESS, ...)."""
+    data = topo.graphql("""query($id: String!) { partitionBackfillOrError(backfillId: $id) {
+        __typename ... on PartitionBackfill { status } ... on PythonError { message } } }""", {"id": backfill_id})
+    found = data["partitionBackfillOrError"]
+    if found["__typename"] != "PartitionBackfill":
+        raise RuntimeError(f"backfill {backfill_id}: {found}")
+    return str(found["status"])
 
 
 def wait_for_backfill_runs(topo: Topology, backfill_id: str, count: int, timeout: float) -> list[dict[str, Any]]:
