@@ -157,9 +157,15 @@ def test_each_date_recovers_as_it_was_and_the_stores_belong_together(tmp_path: P
                 assert tree(root / "uploads") == state["uploads"]
                 assert tree(root / "config") == {f"config/{k}": v for k, v in state["config"].items()}
                 redis_step = next(s for s in plan.steps if s.source == "redis_snapshot")
-                assert redis_state(redis.Redis(host="127.0.0.1", port=redis_step.port)) == state["redis"]
+                # the recovered server asks for the original's password, kept in a 0600 file, never in argv
+                with pytest.raises(redis.AuthenticationError):
+                    redis.Redis(host="127.0.0.1", port=redis_step.port).ping()
+                assert redis_state(redis.Redis(host="127.0.0.1", port=redis_step.port,
+                                               password=redis_server.password)) == state["redis"]
+                assert (root / "redis" / "redis-recovered.conf").stat().st_mode & 0o777 == 0o600
                 pid = redis_pid(root)
                 assert alive(pid)
+                assert redis_server.password.encode() not in Path(f"/proc/{pid}/cmdline").read_bytes()
                 checks = {c["check"]: c["detail"] for c in report["checks"]}
                 i = days.index(day)
                 assert checks["documents referenced by sqlite_backup"] == \
@@ -253,7 +259,8 @@ def test_the_command_line_plans_recovers_and_lists_sets(tmp_path: Path, erp) -> 
     try:
         assert "the measured RTO" in done.stdout and "point the ERP at it:" in done.stdout
         port = re.search(r"Redis: redis://127\.0\.0\.1:(\d+)/0", done.stdout)
-        assert port and redis_state(redis.Redis(host="127.0.0.1", port=int(port.group(1)))) == \
+        assert port and redis_state(redis.Redis(host="127.0.0.1", port=int(port.group(1)),
+                                                password=redis_server.password)) == \
             redis_state(redis_server.client())
         assert f"SQLite database file: {tmp_path / 'out' / 'sqlite' / demo['sqlite'].name}" in done.stdout
         assert f"Redis: kill $(cat {tmp_path / 'out' / 'redis' / 'redis.pid'})" in done.stdout

@@ -331,7 +331,8 @@ def consistency_checks(settings: Any, plan: RecoveryPlan) -> list[dict[str, Any]
         assert plan.pg_target is not None
         checks.append(servers.pitr_check(settings, steps[PITR], plan.pg_target, entries.get("postgres_dump")))
     if "redis_snapshot" in steps:
-        checks.append(servers.redis_check(steps["redis_snapshot"], entries["redis_snapshot"].manifest.verify.get("keys")))
+        expected_keys = entries["redis_snapshot"].manifest.verify.get("keys")
+        checks.append(servers.redis_check(settings, steps["redis_snapshot"], expected_keys))
     if "config_archive" in steps:
         index = entries["config_archive"].manifest.facts.get("index") or []
         root = Path(steps["config_archive"].target)

@@ -142,13 +142,23 @@ def start_redis(settings: Any, directory: Path, port: int, timeout: float = 600)
     rd = settings.sources.redis
     binary = find_program("redis-server", rd.bin_dir if rd is not None else None)
     pidfile, logfile = redis_files(directory)
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes", "--dir", str(directory),
-            "--dbfilename", "dump.rdb", "--appendonly", "no", "--daemonize", "yes", "--pidfile", str(pidfile),
-            "--logfile", str(logfile)]
+    # the original's password (and ACL user), in a 0600 file, never on the command line: the ERP's sessions
+    # are in there, and the ERP's own credential works against the recovered server
+    conf = directory / "redis-recovered.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        password = rd.secret_password() if rd is not None else None
+        if password:
+            out.write(f"requirepass {_redis_quote(password)}\n")
+            if rd is not None and rd.username:
+                out.write(f"user {_redis_quote(rd.username)} on {_redis_quote('>' + password)} ~* &* +@all\n")
+    argv = [binary, str(conf), "--port", str(port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            "--dir", str(directory), "--dbfilename", "dump.rdb", "--appendonly", "no", "--daemonize", "yes",
+            "--pidfile", str(pidfile), "--logfile", str(logfile)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise RestoreError(f"redis-server did not start: {redact((done.stderr or done.stdout).strip()[-200:])}")
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
+    client = redis_client(settings, port)
     deadline = time.monotonic() + timeout
     pid: int | None = None
     try:
@@ -189,8 +199,21 @@ def redis_loaded(directory: Path) -> tuple[int, int] | None:
     return (int(m.group(1)), int(m.group(2))) if m else None
 
 
-def redis_keyspace(port: int) -> dict[str, int]:
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=60)
+def _redis_quote(value: str) -> str:
+    """A redis.conf argument in double quotes (backslash and quote escaped)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def redis_client(settings: Any, port: int) -> redis.Redis:
+    """A client of the recovered server, with the original's credential."""
+    rd = settings.sources.redis
+    password = rd.secret_password() if rd is not None else None
+    return redis.Redis(host="127.0.0.1", port=port, socket_timeout=60, password=password or None,
+                       username=(rd.username if rd is not None and password else None))
+
+
+def redis_keyspace(settings: Any, port: int) -> dict[str, int]:
+    client = redis_client(settings, port)
     try:
         return {name: int(info["keys"]) for name, info in client.info("keyspace").items() if isinstance(info, dict)}
     finally:
@@ -205,13 +228,13 @@ def _last_line(path: Path) -> str:
     return redact(lines[-1].strip()) if lines else "no log"
 
 
-def redis_check(step: Any, expected: int | None) -> dict[str, Any]:
+def redis_check(settings: Any, step: Any, expected: int | None) -> dict[str, Any]:
     """The started server's keys (loaded + expired while loading) against the keys the snapshot held."""
     name = "redis keys loaded by the started server"
     loaded = redis_loaded(Path(step.target))
     if step.port is None or loaded is None:
         return {"check": name, "ok": False, "detail": "the started redis-server did not report what it loaded"}
-    held = sum(redis_keyspace(step.port).values())
+    held = sum(redis_keyspace(settings, step.port).values())
     n_loaded, n_expired = loaded
     if n_loaded != held or (expected is not None and n_loaded + n_expired != expected):
         return {"check": name, "ok": False, "detail": f"{n_loaded} loaded (+{n_expired} expired since), the server "
@@ -299,7 +322,7 @@ def pointers(settings: Any, steps: list[Any]) -> tuple[list[str], list[str]]:
             stop.append(f"PostgreSQL: runuser -u {settings.pitr.os_user} -- {bindir}/pg_ctl -D {step.target} -m fast "
                         f"stop   (or: kill $(head -1 {step.target}/postmaster.pid))")
         elif step.source == "redis_snapshot":
-            use.append(f"Redis: redis://127.0.0.1:{step.port}/0 (loopback only, no password; data in {step.target})")
+            use.append(f"Redis: redis://127.0.0.1:{step.port}/0 (loopback only, the original's password; data in {step.target})")
             stop.append(f"Redis: kill $(cat {redis_files(Path(step.target))[0]})")
         elif step.source == "config_archive":
             use.append(f"configuration files: {step.target} (the archived names below it)")
