@@ -415,3 +415,27 @@ def test_point_in_time_postgres_matches_the_uploads_capture(tmp_path: Path, age_
         assert alive(pg_pid) and alive(redis_pid(root))
     assert not alive(pg_pid) and not (root / "postgres" / "postmaster.pid").exists()
     assert not servers_in(str(root))
+
+    # the monthly drill in Dagster recovers the same set, point in time included, and leaves nothing behind
+    import dagster as dg
+
+    from erp_backup_pipeline.core.pitr.config import layout
+    from erp_backup_pipeline.orchestration.definitions import build_definitions
+    from erp_backup_pipeline_tests.test_dagster import write_config
+
+    config = write_config(tmp_path, age_identity, destinations=[{"type": "local", "path": str(tmp_path / "backups")}],
+                          sources={"config": {"paths": [str(demo["config"])]}, "uploads": {"path": str(demo["uploads"])},
+                                   **redis_source(redis_server),
+                                   "postgres": {"host": "127.0.0.1", "port": c.server.port, "user": "postgres",
+                                                "password": c.server.password, "dbname": "erp", "sslmode": "disable"}},
+                          pitr=pitr_section(c.base, pg_port=c.server.port), recovery={"document_references": [PG_DOCS]})
+    result = build_definitions(str(config)).resolve_job_def("disaster_recovery_drill").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral())
+    [event] = result.get_asset_materialization_events()
+    [check] = result.get_asset_check_evaluations()
+    md = {k: v.value for k, v in event.materialization.metadata.items()}
+    assert check.passed, check.description
+    assert md["date"] == "2026-11-25" and md["seconds/postgres_pitr"] > 0
+    assert f"ok: postgres point-in-time tables: 1 table(s), 3 rows at {capture.isoformat()}" in md["checks"]
+    work_dir = layout(settings).work_dir
+    assert not list(Path(work_dir).glob("recovery-drill-*")) and not servers_in(str(work_dir))
