@@ -66,6 +66,11 @@ def test_exporter_reports_success_size_duration_and_failures(tmp_path: Path, dem
     newest = instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(dg.AssetKey("sqlite_backup"), "restore_drill"), limit=1)[0]
     assert newest.evaluation is not None and not newest.evaluation.passed
+    for _ in range(60):  # however many failed drills came after, the newest pass is still found
+        instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey("sqlite_backup"), check_name="restore_drill", passed=False))
+    assert len(instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("sqlite_backup"), "restore_drill"), limit=100)) >= 61
     (tmp_path / "broken").mkdir()
     broken = write_config(tmp_path / "broken", age_identity, sources={"sqlite": {"path": str(tmp_path / "gone.db")}})
     assert not run_job(broken, instance, "2026-11-26")

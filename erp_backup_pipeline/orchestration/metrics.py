@@ -99,9 +99,12 @@ class BackupCollector(Collector):
 
     def _last_passed(self, asset: str, check: str) -> tuple[float, dg.AssetCheckEvaluation] | None:
         """The newest evaluation of the check that passed (the newest one may have failed) and its time."""
+        from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+        # asked for passed evaluations only: however many failures came after, the newest pass is found
         records = self.instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=50)
-        for record in records:  # newest first; planned (not yet evaluated) records carry no result
+            dg.AssetCheckKey(dg.AssetKey(asset), check), limit=5, status={AssetCheckExecutionRecordStatus.SUCCEEDED})
+        for record in records:  # newest first
             if isinstance(record.evaluation, dg.AssetCheckEvaluation) and record.evaluation.passed and record.event:
                 return float(record.event.timestamp), record.evaluation
         return None
