@@ -1935,10 +1935,11 @@ def main() -> int:
             cases[key] = chosen
         results["cases"] = cases
         if args.profile:
-            print("profiling (c) on the big database (cProfile; not part of the figures) ...", flush=True)
-            prof = bench.case_c(dbs["big"]["dbname"], "big-profiled", public, profile=True)
-            results["profile_run"] = {"wall_s": prof["wall_s"], "steps": prof["steps"],
-                                      "file": str(bench.out / "profile-big-profiled.txt")}
+            if "big" in dbs:  # not with --skip-pg
+                print("profiling (c) on the big database (cProfile; not part of the figures) ...", flush=True)
+                prof = bench.case_c(dbs["big"]["dbname"], "big-profiled", public, profile=True)
+                results["profile_run"] = {"wall_s": prof["wall_s"], "steps": prof["steps"],
+                                          "file": str(bench.out / "profile-big-profiled.txt")}
             if "r1" in cases:
                 print("profiling (r1) (cProfile; not part of the figures) ...", flush=True)
                 prof = bench.case_r1("redis-profiled", public, profile=True)
