@@ -210,6 +210,15 @@ def s3_destination(moto: MotoServer, bucket: str, **extra: Any) -> dict[str, Any
             "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET, **extra}
 
 
+def stored_manifests(backups: Path, s3_client: Any, bucket: str) -> list[str]:
+    """The text of every manifest (JSON) under a local destination root and in an S3 bucket, for secret scans."""
+    texts = [p.read_text() for p in backups.rglob("*.json")]
+    for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
+        if obj["Key"].endswith(".json"):
+            texts.append(s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode())
+    return texts
+
+
 def pg_source(pg: PostgresServer, dbname: str, **extra: Any) -> dict[str, Any]:
     return {"postgres": {"host": "127.0.0.1", "port": pg.port, "user": "erp_user", "dbname": dbname,
                          "password": ERP_PASSWORD, "sslmode": "disable", **extra}}
@@ -232,4 +241,5 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
-__all__ = ["ERP_PASSWORD", "REDIS_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "redis_source", "s3_destination"]
+__all__ = ["ERP_PASSWORD", "REDIS_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "redis_source", "s3_destination",
+           "stored_manifests"]

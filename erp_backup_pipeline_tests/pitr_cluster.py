@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,23 @@ class PitrCluster:
         with psycopg.connect(self.server.dsn(), autocommit=True) as conn:
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
+
+    def archive(self) -> None:
+        """Closes the current WAL segment and waits until pgBackRest holds it."""
+        self.sql("SELECT pg_switch_wal()")
+        self.engine.check()
+
+    def target_between(self, before: str, after: str) -> datetime:
+        """Runs ``before`` and archives it, takes a recovery target a second later (whole seconds apart from
+        both sides), then runs ``after`` and archives it; returns the target."""
+        self.sql(before)
+        self.archive()
+        time.sleep(1.1)
+        target = datetime.now(UTC)
+        time.sleep(1.1)
+        self.sql(after)
+        self.archive()
+        return target
 
 
 def pitr_section(base: Path, **pitr: Any) -> dict[str, Any]:

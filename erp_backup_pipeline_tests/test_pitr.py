@@ -213,15 +213,8 @@ def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: Pit
     assert CIPHER not in setup.stdout + setup.stderr
     c.sql("CREATE TABLE orders (id int)")
     full = c.engine.backup("full")
-    c.sql("INSERT INTO orders SELECT generate_series(1, 7)")
-    c.sql("SELECT pg_switch_wal()")
-    c.engine.check()
-    time.sleep(1.1)
-    target = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
-    time.sleep(1.1)
-    c.sql("INSERT INTO orders SELECT generate_series(8, 9)")
-    c.sql("SELECT pg_switch_wal()")
-    c.engine.check()
+    target = c.target_between("INSERT INTO orders SELECT generate_series(1, 7)",
+                              "INSERT INTO orders SELECT generate_series(8, 9)").isoformat(sep=" ", timespec="seconds")
     datadir = scratch(c) / "data"
     dry = cli("restore", "postgres", "--target-time", target, "--to", str(datadir), "--dry-run", config=config)
     assert f"backup set {full['label']} (full" in dry.stdout and "dry run: nothing changed" in dry.stdout
@@ -252,15 +245,8 @@ def test_the_runbook_restores_with_pgbackrest_alone(pitr_cluster: PitrCluster) -
     c = pitr_cluster
     c.sql("CREATE TABLE ledger (id int)")
     c.engine.backup("full")
-    c.sql("INSERT INTO ledger SELECT generate_series(1, 3)")
-    c.sql("SELECT pg_switch_wal()")
-    c.engine.check()
-    time.sleep(1.1)
-    target = datetime.now(UTC).isoformat(sep=" ", timespec="seconds")
-    time.sleep(1.1)
-    c.sql("INSERT INTO ledger SELECT generate_series(4, 5)")
-    c.sql("SELECT pg_switch_wal()")
-    c.engine.check()
+    target = c.target_between("INSERT INTO ledger SELECT generate_series(1, 3)",
+                              "INSERT INTO ledger SELECT generate_series(4, 5)").isoformat(sep=" ", timespec="seconds")
     datadir = scratch(c) / "data"
     datadir.mkdir(mode=0o700)
     subprocess.run(["chown", "postgres:postgres", str(datadir)], check=True)

@@ -16,7 +16,6 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import yaml
 
@@ -24,7 +23,7 @@ from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests import topology
-from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, StrictS3, s3_destination
+from erp_backup_pipeline_tests.conftest import StrictS3
 from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port
 
 ASSET = "sqlite_backup"
@@ -52,32 +51,9 @@ class Production:
 @pytest.fixture(scope="module")
 def production(tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer, moto_server: MotoServer,
                age_identity: tuple[Path, str]) -> Iterator[Production]:
-    from erp_backup_pipeline.core.demo import fill_sqlite
-
     base = tmp_path_factory.mktemp("production")
-    bucket = "erp-production-e2e"
-    boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1", aws_access_key_id=S3_KEY_ID,
-                 aws_secret_access_key=S3_SECRET).create_bucket(
-        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-    sqlite = base / "erp" / "production.sqlite3"
-    sqlite.parent.mkdir()
-    fill_sqlite(sqlite, customers=50, invoices=200)
-    config = base / "erp-backup.yaml"
-    config.write_text(yaml.safe_dump({
-        "staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
-        "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
-        "destinations": [s3_destination(moto_server, bucket)],
-        "sources": {"sqlite": {"path": str(sqlite)}}}))
-    database = topology.create_dagster_database(pg_server)
-    try:
-        topo = topology.start_topology(base / "stack", config, database)
-        try:
-            yield Production(topo, database, config, load_settings(str(config)))
-        finally:
-            topo.stop()
-            print(f"production topology logs: {topo.base}")
-    finally:
-        database.drop()
+    with topology.demo_stack(base, pg_server, moto_server, age_identity, "erp-production-e2e") as (topo, database, config):
+        yield Production(topo, database, config, load_settings(str(config)))
 
 
 def days_ago(*days: int) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, stored_manifests
 from erp_backup_pipeline_tests.test_dagster import materialize
 
 
@@ -44,11 +44,7 @@ def test_no_secret_anywhere(tmp_path: Path, pg_server, erp_db, age_identity, mot
                                    *(["--partition", "2026-11-25"] if cmd[0] == "backup" else [])],
                                   capture_output=True, text=True)
             texts += [done.stdout, done.stderr]
-    for p in (tmp_path / "backups").rglob("*.json"):
-        texts.append(p.read_text())
-    for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        if obj["Key"].endswith(".json"):
-            texts.append(s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode())
+    texts += stored_manifests(tmp_path / "backups", s3_client, bucket)
     captured = capfd.readouterr()
     texts += [captured.out, captured.err]
     blob = "\n".join(texts)

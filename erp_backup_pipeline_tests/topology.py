@@ -20,7 +20,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -220,6 +221,42 @@ def start_topology(base: Path, config: Path, database: DagsterDatabase) -> Topol
         topo.stop()
         raise
     return topo
+
+
+@contextmanager
+def demo_stack(base: Path, pg_server: PostgresServer, moto_server: Any, age_identity: tuple[Path, str],
+               bucket: str) -> Iterator[tuple[Topology, DagsterDatabase, Path]]:
+    """The production topology backing up a demo SQLite ERP (50 customers, 200 invoices) to ``bucket`` (created
+    here) on moto's S3 server, with Dagster's storage in a new database of ``pg_server``; yields the topology, that
+    database and the config file. Stopped and dropped afterwards; the logs' directory is printed."""
+    import boto3
+    import yaml
+
+    from erp_backup_pipeline.core.demo import fill_sqlite
+    from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, s3_destination
+
+    boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1", aws_access_key_id=S3_KEY_ID,
+                 aws_secret_access_key=S3_SECRET).create_bucket(
+        Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
+    sqlite = base / "erp" / "production.sqlite3"
+    sqlite.parent.mkdir()
+    fill_sqlite(sqlite, customers=50, invoices=200)
+    config = base / "erp-backup.yaml"
+    config.write_text(yaml.safe_dump({
+        "staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
+        "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "destinations": [s3_destination(moto_server, bucket)],
+        "sources": {"sqlite": {"path": str(sqlite)}}}))
+    database = create_dagster_database(pg_server)
+    try:
+        topo = start_topology(base / "stack", config, database)
+        try:
+            yield topo, database, config
+        finally:
+            topo.stop()
+            print(f"topology logs: {topo.base}")
+    finally:
+        database.drop()
 
 
 def location_status(topo: Topology) -> str | None:

@@ -26,13 +26,12 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-import yaml
 
 from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests import topology
-from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, s3_destination
+from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET
 from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer
 
 ASSET = "sqlite_backup"
@@ -62,42 +61,11 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, pg_server: PostgresServer, moto_server: MotoServer,
           age_identity: tuple[Path, str]) -> Iterator[Stack]:
-    from erp_backup_pipeline.core.demo import fill_sqlite
-
     base = tmp_path_factory.mktemp("daemon-restart")
-    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1",
-                      aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
-    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-central-1"})
-    sqlite = base / "erp" / "production.sqlite3"
-    sqlite.parent.mkdir()
-    fill_sqlite(sqlite, customers=50, invoices=200)
-    config = base / "erp-backup.yaml"
-    config.write_text(yaml.safe_dump({
-        "staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
-        "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
-        "destinations": [s3_destination(moto_server, BUCKET)],
-        "sources": {"sqlite": {"path": str(sqlite)}}}))
-    database = topology.create_dagster_database(pg_server)
-    try:
-        topo = topology.start_topology(base / "stack", config, database)
-        try:
-            yield Stack(topo, database, load_settings(str(config)), s3)
-        finally:
-            topo.stop()
-            print(f"daemon-restart topology logs: {topo.base}")
-    finally:
-        database.drop()
-
-
-def _wait(what: str, check: Any, timeout: float = TIMEOUT, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f} s")
-        time.sleep(interval)
+    with topology.demo_stack(base, pg_server, moto_server, age_identity, BUCKET) as (topo, database, config):
+        s3 = boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1",
+                          aws_access_key_id=S3_KEY_ID, aws_secret_access_key=S3_SECRET)
+        yield Stack(topo, database, load_settings(str(config)), s3)
 
 
 def _runs_by_id(topo: topology.Topology, run_ids: list[str]) -> list[dict[str, Any]]:
@@ -129,7 +97,7 @@ def test_the_daemon_killed_mid_submission_and_stopped_mid_run_backs_up_every_dat
             rows = conn.execute("SELECT run_id, status FROM runs WHERE backfill_id = %s", (backfill,)).fetchall()
             return [(str(r), str(s)) for r, s in rows]
 
-        seen = _wait("the backfill's first run in storage", first_run, interval=0)
+        seen = topo.wait("the backfill's first run in storage", first_run, TIMEOUT, interval=0)
     assert topo.kill("daemon", signal.SIGKILL) == -signal.SIGKILL
     print(f"SIGKILL after {time.monotonic() - t0:.1f} s; the backfill's runs then: {seen}")
     time.sleep(3)
@@ -141,7 +109,7 @@ def test_the_daemon_killed_mid_submission_and_stopped_mid_run_backs_up_every_dat
         statuses = [s for _, s in runs]
         return runs if "STARTED" in statuses and "QUEUED" in statuses else None
 
-    seen = _wait("a run in progress and another queued", one_running_others_queued)
+    seen = topo.wait("a run in progress and another queued", one_running_others_queued, TIMEOUT, interval=0.01)
     assert topo.kill("daemon", signal.SIGTERM) == 0  # a graceful stop
     print(f"SIGTERM after {time.monotonic() - t0:.1f} s; the backfill's runs then: {seen}")
     time.sleep(3)

@@ -29,7 +29,7 @@ from erp_backup_pipeline.core.restore import restore_backup, verify_backup
 from erp_backup_pipeline.errors import ConfigError
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, make_settings
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, make_settings, stored_manifests
 
 DAY = "2026-11-25"
 WRONG_PASSWORD = "Wrong-Pw-0c9e77-secret"
@@ -139,10 +139,7 @@ def test_no_secret_in_argv_logs_events_metadata_manifests_or_errors(
     assert all("--no-password" in a for a in pg_runs if "--host" in a)  # the password goes by environment
     texts += [" ".join(a) for a in argvs]
     texts += [f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records]
-    texts += [p.read_text() for p in (tmp_path / "backups").rglob("*.json")]
-    for obj in s3_client.list_objects_v2(Bucket=bucket).get("Contents", []):
-        if obj["Key"].endswith(".json"):
-            texts.append(s3_client.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read().decode())
+    texts += stored_manifests(tmp_path / "backups", s3_client, bucket)
     captured = capfd.readouterr()
     texts += [captured.out, captured.err]
     blob = "\n".join(texts)
