@@ -33,6 +33,7 @@ from erp_backup_pipeline.core import recovery_servers as servers
 from erp_backup_pipeline.core.catalog import Entry, load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.restore import fetched, plaintext_reader, restore_backup
+from erp_backup_pipeline.core.runner import free_port
 from erp_backup_pipeline.core.sources import build_source, enabled_sources
 from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.sources.sqlite import check_file
@@ -165,7 +166,7 @@ def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None 
             _pg_database_free(settings, target)
         step = Step(source, target, f"{source} captured {entry.manifest.captured_at} -> {what}")
         if source == "redis_snapshot":
-            step.port = servers.free_port()
+            step.port = free_port()
             step.what += f" (127.0.0.1:{step.port})"
         plan.steps.append(step)
     if bset.pg_target is not None:
@@ -173,7 +174,7 @@ def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None 
 
         _check_reachable(settings, root)
         datadir = root / "postgres"
-        step = Step(PITR, str(datadir), "", port=servers.free_port(),
+        step = Step(PITR, str(datadir), "", port=free_port(),
                     pitr_plan=pitr_recover.plan_restore(settings, datadir, target_time=bset.pg_target))
         step.what = (f"PostgreSQL point-in-time to {bset.pg_target.isoformat()} (backup set {step.pitr_plan.label}) "
                      f"-> new data directory {datadir} (port {step.port})")
@@ -187,10 +188,10 @@ def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None 
 def _restore_step(settings: Any, plan: RecoveryPlan, step: Step, progress: Progress | None) -> dict[str, Any]:
     if step.source == PITR:
         step.started = True  # stopping goes by postmaster.pid: a no-op when the cluster never came up
-        return servers.start_pitr(settings, step.pitr_plan, step.port or servers.free_port())
+        return servers.start_pitr(settings, step.pitr_plan, step.port or free_port())
     result = restore_backup(settings, step.source, plan.date, step.target, progress=progress)
     if step.source == "redis_snapshot":
-        port = step.port or servers.free_port()
+        port = step.port or free_port()
         step.started = True  # the pid file tells whether it is up; stopping a server that never came is a no-op
         result["pid"] = servers.start_redis(settings, Path(step.target), port)
     return result

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from datetime import UTC, datetime
@@ -24,21 +23,15 @@ from typing import Any
 import redis
 
 from erp_backup_pipeline.core.runner import find_program, redact
+from erp_backup_pipeline.core.sources.redis import keys_loaded
 from erp_backup_pipeline.errors import BackupError, RestoreError
 
-_LOADED = re.compile(r"keys loaded: (\d+), keys expired: (\d+)")
 _TABLE_COUNTS = (
     "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), (xpath('/row/c/text()', query_to_xml("
     "format('SELECT count(*) AS c FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text"
     " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
     " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def parse_captured_at(value: str) -> datetime:
@@ -195,8 +188,7 @@ def read_pid(pidfile: Path) -> int | None:
 
 def redis_loaded(directory: Path) -> tuple[int, int] | None:
     """(keys loaded, keys expired while loading) from the started server's log."""
-    m = _LOADED.search(redis_files(directory)[1].read_text(errors="replace"))
-    return (int(m.group(1)), int(m.group(2))) if m else None
+    return keys_loaded(redis_files(directory)[1].read_text(errors="replace"))
 
 
 def _redis_quote(value: str) -> str:

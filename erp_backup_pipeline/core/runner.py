@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,13 @@ def redact(text: str) -> str:
     for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now, for a server we start (a scratch or recovered one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def find_program(name: str, bin_dir: Path | None = None) -> str:

@@ -14,7 +14,6 @@ the latest state the same way and measures how long it takes.
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from zoneinfo import ZoneInfo
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, Manifest
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.pitr import config, recover
+from erp_backup_pipeline.core.runner import free_port
 from erp_backup_pipeline.core.streams import Progress
 from erp_backup_pipeline.errors import ConfigError, RestoreError
 
@@ -32,12 +32,6 @@ def end_of_day(day: str) -> datetime:
     """Midnight after ``day`` in Europe/Berlin (DST-aware), as the recovery target."""
     d = date.fromisoformat(day)
     return datetime.combine(d + timedelta(days=1), time(0), tzinfo=ZoneInfo(PARTITION_TIMEZONE))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def backfill_dump(settings: Any, day: str, progress: Progress | None = None, now: datetime | None = None,
@@ -56,7 +50,7 @@ def backfill_dump(settings: Any, day: str, progress: Progress | None = None, now
     base.chmod(0o755)
     datadir = base / "data"
     plan = recover.plan_restore(settings, datadir, target_time=target)
-    port = _free_port()
+    port = free_port()
     try:
         recover.restore(settings, plan, port, listen="127.0.0.1")
         pg = settings.sources.postgres.model_copy(update={"host": "127.0.0.1", "port": port, "sslmode": "disable"})
@@ -81,7 +75,7 @@ def drill(settings: Any) -> dict[str, Any]:
     datadir = base / "data"
     try:
         plan = recover.plan_restore(settings, datadir)
-        port = _free_port()
+        port = free_port()
         result = recover.restore(settings, plan, port)
         databases = recover.psql(settings, datadir, port,
                                  "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "

@@ -29,13 +29,19 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from erp_backup_pipeline.core.runner import Process, find_program, redact
+from erp_backup_pipeline.core.runner import Process, find_program, free_port, redact
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
 _KEYS_READ = re.compile(r"\[info\] (\d+) keys read")
 _EOF_MARK_LEN = 40
 _LOADED = re.compile(r"keys loaded: (\d+), keys expired: (\d+)")
+
+
+def keys_loaded(log_text: str) -> tuple[int, int] | None:
+    """(keys loaded, keys expired while loading) from a redis-server's log, or None when it did not say."""
+    m = _LOADED.search(log_text)
+    return (int(m.group(1)), int(m.group(2))) if m else None
 
 
 def _reason(exc: BaseException) -> str:
@@ -270,10 +276,10 @@ class RedisSource:
                         if isinstance(info, dict)}
         finally:
             server.stop()
-        loaded = _LOADED.search(log.read_text(errors="replace"))
+        loaded = keys_loaded(log.read_text(errors="replace"))
         if loaded is None:
             raise VerifyError("redis: the throwaway redis-server did not report how many keys it loaded")
-        n_loaded, n_expired = int(loaded.group(1)), int(loaded.group(2))
+        n_loaded, n_expired = loaded
         if n_loaded != sum(keyspace.values()):
             raise VerifyError(f"redis: server reports {n_loaded} keys loaded but holds {sum(keyspace.values())}")
         expected = verify.get("keys")
@@ -333,9 +339,7 @@ class _TempServer:
     """A throwaway redis-server on loopback that loads ``dump.rdb`` from ``directory``; stopped by PID."""
 
     def __init__(self, directory: Path, binary: str, logfile: Path | None = None) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
+        port = free_port()
         log = ["--logfile", str(logfile)] if logfile is not None else []
         self.proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
                                       "--dbfilename", "dump.rdb", "--save", "", "--appendonly", "no",
