@@ -150,7 +150,7 @@ def find_orphans(settings: Any, destinations: list[Destination], entries: list[E
                                               f"may still write its manifest"))
                 continue
             try:
-                locked = _lock_of(dest, key)
+                locked = lock_of(dest, key)
             except BackupError as exc:
                 locked = f"Object Lock state unreadable ({exc})"
             if locked:
@@ -167,7 +167,9 @@ def _hours(span: timedelta) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{max(hours, 0):.1f} h"
 
 
-def _lock_of(dest: Destination, key: str) -> str | None:
+def lock_of(dest: Destination, key: str) -> str | None:
+    """What Object Lock keeps of ``key`` on dest ('locked until …', 'under legal hold'), or None; only a destination
+    that writes with object_lock is asked."""
     if not isinstance(dest, S3Destination) or dest.object_lock_mode is None:
         return None
     return dest.lock(key)
@@ -192,7 +194,7 @@ def sweep(first: list[tuple[Orphan, str, str]], fresh: list[tuple[Orphan, str, s
             if dest.exists(orphan.manifest_key):
                 done.append((orphan, "keep", f"its manifest appeared on {dest.name} right before deleting"))
                 continue
-            locked = _lock_of(dest, orphan.key)
+            locked = lock_of(dest, orphan.key)
             if locked:
                 log(redact(f"kept {what} on {dest.name}: {locked}"))
                 done.append((orphan, "keep", f"artifact without a manifest on {dest.name}: {locked}"))

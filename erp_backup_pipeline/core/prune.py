@@ -38,7 +38,16 @@ from typing import Any
 from erp_backup_pipeline.core.catalog import Entry, load_catalog
 from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
 from erp_backup_pipeline.core.manifest import Manifest
-from erp_backup_pipeline.core.orphans import UPLOADS_SOURCE, ListingFailed, Log, Orphan, find_orphans, state_references, sweep
+from erp_backup_pipeline.core.orphans import (
+    UPLOADS_SOURCE,
+    ListingFailed,
+    Log,
+    Orphan,
+    find_orphans,
+    lock_of,
+    state_references,
+    sweep,
+)
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
@@ -165,9 +174,7 @@ def _guard_uploads_state(result: Plan, state_file: Path) -> Plan:
 
 def _lock(dest: Destination, m: Manifest) -> str | None:
     """What Object Lock keeps of this capture on dest (its manifest or its artifact), or None."""
-    if not isinstance(dest, S3Destination) or dest.object_lock_mode is None:
-        return None
-    return dest.lock(m.key) or dest.lock(m.artifact_key)
+    return lock_of(dest, m.key) or lock_of(dest, m.artifact_key)
 
 
 def _guard_locks(result: Plan, destinations: list[Destination]) -> Plan:
