@@ -200,7 +200,8 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.partition:
         raise ConfigError("--partition is required (or, for postgres, --target-time/--target-lsn/--latest)")
     source = _source_name(args.kind)
-    steps = restore_plan(settings, source, args.partition, args.to, args.force)
+    options = _restore_options(args)
+    steps = restore_plan(settings, source, args.partition, args.to, args.force, options)
     print("restore plan:")
     for i, step in enumerate(steps, 1):
         print(f"  {i}. {step}")
@@ -208,11 +209,26 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print("dry run: nothing changed")
         return 0
     with progress_reporter() as report:
-        result = restore_backup(settings, source, args.partition, args.to, args.force, report)
+        result = restore_backup(settings, source, args.partition, args.to, args.force, report, options)
     kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
     print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
           f"in {result['seconds']} s{kept}")
+    if result.get("roles_created"):
+        print(f"roles created: {', '.join(result['roles_created'])}")
+    if result.get("owners"):
+        print(f"owners: {result['owners']}")
+    for note in result.get("notes") or []:
+        print(redact(f"note: {note}"))
     return 0
+
+
+def _restore_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The source's own restore options; PostgreSQL's only for a PostgreSQL restore."""
+    if args.kind != "postgres":
+        if args.no_owner or args.server:
+            raise ConfigError("--no-owner and --server are for postgres only")
+        return {}
+    return {"no_owner": args.no_owner, "server": args.server}
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -320,12 +336,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("kind", choices=sorted(RESTORE_KINDS))
     s.add_argument("--partition", help="YYYY-MM-DD (required, except for postgres point-in-time restores)")
     cli_pitr.add_restore_arguments(s)
-    s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name, or with "
+    s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name (plain, or \"quoted\"), or with "
                    "--target-time/--target-lsn/--latest a new data directory; "
                    "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside")
+    s.add_argument("--no-owner", action="store_true",
+                   help="postgres: every restored object belongs to the restoring role (default: owners and grants "
+                        "as recorded, missing roles created first)")
+    s.add_argument("--server", metavar="CONNINFO",
+                   help="postgres: restore onto this server instead of the configured one, e.g. 'host=db2 port=5432 "
+                        "user=postgres' (no dbname, no password: PGPASSWORD or ~/.pgpass)")
     s.set_defaults(func=cmd_restore)
     return p
 

@@ -170,6 +170,8 @@ class PostgresSourceSettings(_WithPassword):
     connect_timeout: int = Field(10, ge=1)
     exact_row_counts: bool = Field(True, description="count every table's rows in the dump's own snapshot (restore drills "
                                                      "compare against them); off: planner estimates only")
+    role_passwords: bool = Field(False, description="record the roles' password hashes with the globals (needs a "
+                                                    "superuser: they are in pg_authid); off: roles without passwords")
     owner: str = "team:erp-ops"
 
 

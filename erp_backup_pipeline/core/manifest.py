@@ -6,6 +6,8 @@ order (restore inverts it), recipient fingerprints (never keys), tool versions a
 destination's result. Object layout::
 
     <prefix>/<source>/<partition>/<stamp>.<ext chain>       the artifact
+    <prefix>/<source>/<partition>/<stamp>.<name>.<format>.<compression>.<encryption>
+                                                            its attachments, if any (PostgreSQL: globals, database)
     <prefix>/<source>/<partition>/<stamp>.manifest.json     its manifest
 """
 
@@ -49,12 +51,18 @@ class Manifest:
     destinations: dict[str, dict[str, Any]]
     complete: bool
     mode: str = "live"
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # core.attachments: the capture's small extras
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return self.artifact_key.rsplit("/", 1)[0] + "/" + self.stamp + MANIFEST_SUFFIX
+
+    @property
+    def object_keys(self) -> list[str]:
+        """Every object of this capture but the manifest: the artifact, then its attachments."""
+        return [self.artifact_key] + [a["key"] for a in self.attachments]
 
     @property
     def stamp(self) -> str:
@@ -67,7 +75,12 @@ class Manifest:
     def from_json(cls, data: bytes) -> Manifest:
         raw = json.loads(data)
         known = {f for f in cls.__dataclass_fields__}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        found = cls(**{k: v for k, v in raw.items() if k in known})
+        if not isinstance(found.attachments, list) or not all(
+                isinstance(a, dict) and all(isinstance(a.get(k), str) for k in ("name", "key", "sha256", "artifact_sha256"))
+                for a in found.attachments):
+            raise ValueError("attachments is not a list of attachment records")
+        return found
 
     def stage(self, name: str) -> dict[str, Any]:
         for entry in self.chain:

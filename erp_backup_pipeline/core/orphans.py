@@ -42,6 +42,8 @@ Log = Callable[[str], None]
 FORMATS = {"sqlite_backup": SqliteSource.extension, "postgres_dump": PostgresSource.extension,
            "redis_snapshot": RedisSource.extension, "config_archive": FilesSource.extension,
            "uploads_snapshot": UploadsSource.extension}
+# the formats of a source's attachments (``<stamp>.<name>.<format>.…``), swept like its artifacts
+ATTACHMENT_FORMATS = {"postgres_dump": [f"{name}.{fmt}" for name, fmt in PostgresSource.attachment_formats.items()]}
 
 
 class ListingFailed(BackupError):
@@ -89,7 +91,11 @@ def _artifact_names(settings: Any) -> dict[str, tuple[str, re.Pattern[str]]]:
         return "|".join(re.escape(str(f.extension)) for f in factories.values())
 
     chain = rf"\.(?:{alternatives(COMPRESSORS)})\.(?:{alternatives(ENCRYPTORS)})"
-    return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.{re.escape(FORMATS[name])}{chain}"))
+
+    def formats(name: str) -> str:
+        return "|".join(re.escape(f) for f in [FORMATS[name], *ATTACHMENT_FORMATS.get(name, [])])
+
+    return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.(?:{formats(name)}){chain}"))
             for name in enabled_sources(settings) if name in FORMATS}
 
 
@@ -111,7 +117,7 @@ def find_orphans(settings: Any, destinations: list[Destination], entries: list[E
     """Every artifact without its manifest on its destination, with keep (why) or delete."""
     grace = timedelta(hours=settings.retention.orphan_grace_hours)
     names = _artifact_names(settings)
-    described = {e.manifest.artifact_key: e for e in entries}
+    described = {key: e for e in entries for key in e.manifest.object_keys}
     needed = {dep: e for e in entries for dep in e.manifest.facts.get("depends_on") or []}
     found: list[tuple[Orphan, str, str]] = []
     state: tuple[set[str], str | None] | None = None

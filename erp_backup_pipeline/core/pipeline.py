@@ -15,6 +15,10 @@ and is never staged on disk:
 - manifest writes the manifest beside the artifact: the commit point of the backup (only where the artifact
   still is: a run re-executed days later may find it swept by prune as one without a manifest).
 
+A source with attachments (``core.attachments``: the PostgreSQL globals) has them taken right after its dump,
+in the compress stage, sealed (compressed, verified, encrypted) there and put on each destination by ship
+before the artifact is committed.
+
 Each capture is named by its stamp (``new_stamp``: UTC time to the millisecond and a random token), so two
 captures of one source and partition never share a scratch dir or a key, even in the same millisecond.
 
@@ -42,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from erp_backup_pipeline import __version__
+from erp_backup_pipeline.core import attachments
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations, put_bytes
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
@@ -76,6 +81,7 @@ class Capture:
     verify: dict[str, Any] = field(default_factory=dict)
     artifact: dict[str, Any] = field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attachments: list[dict[str, Any]] = field(default_factory=list)  # sealed, staged in workdir until ship
     mode: str = "live"  # or how the data was obtained otherwise (a point-in-time copy of a past day)
 
     def stage(self, name: str) -> dict[str, Any]:
@@ -291,6 +297,16 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         if raw.stats.bytes == 0:
             fan.abort()
             raise BackupError(f"{capture.source}: the dump is empty (0 bytes)")
+        facts = {**capture.facts, **learnt}
+        try:
+            sealed = _seal_attachments(source, codec, enc, capture, facts, key)
+        except VerifyError as exc:  # published by stage_verify, as a failed check of the main stream is
+            sealed = []
+            if verify.get("ok"):
+                verify = {"ok": False, "error": str(exc)}
+        except BaseException:
+            fan.abort()
+            raise
         pending: dict[str, dict[str, Any]] = {}
         for name, writer in fan.writers.items():
             try:
@@ -311,9 +327,24 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
         ]
         _log(progress, format_progress("dump|compress|encrypt", raw.stats.bytes, None, wall)
              + f" -> {fan.stats.bytes} bytes to {', '.join(pending)} (not yet visible)")
-        return replace(capture, chain=chain, verify=verify, pending=pending, destinations=fan.results,
-                       facts={**capture.facts, **learnt},
-                       artifact={"key": key, "bytes": fan.stats.bytes, "sha256": fan.stats.sha256})
+        return replace(capture, chain=chain, verify=verify, pending=pending, destinations=fan.results, facts=facts,
+                       artifact={"key": key, "bytes": fan.stats.bytes, "sha256": fan.stats.sha256},
+                       attachments=sealed)
+
+
+def _seal_attachments(source: Any, codec: Any, enc: Any, capture: Capture, facts: dict[str, Any],
+                      key: str) -> list[dict[str, Any]]:
+    """Take the source's attachments now, right after its dump, and seal each one (core.attachments)."""
+    taken = getattr(source, "attachments", None)
+    if taken is None:
+        return []
+    workdir = Path(capture.workdir)
+
+    def check(name: str, data: bytes) -> dict[str, Any]:
+        return dict(source.verify_attachment(name, data, facts))
+
+    return [attachments.seal(att, codec, enc, workdir, key.rsplit("/", 1)[0], capture.stamp, check)
+            for att in taken(workdir, facts)]
 
 
 def _verify_result(verifier: PipeConsumer, verified: StageStats, dump: StageStats) -> dict[str, Any]:
@@ -357,6 +388,7 @@ def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None
             if state is None:
                 continue
             try:
+                attachments.ship(dest, capture.attachments)  # before the artifact: nothing named is ever missing
                 results[dest.name] = {"ok": True, "uri": dest.resume_writer(capture.artifact["key"], state).commit()}
                 lock = dest.lock_args() if isinstance(dest, S3Destination) else {}
                 if lock:  # the manifest records how long this copy cannot be deleted
@@ -365,6 +397,8 @@ def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None
                         "retain_until": lock["ObjectLockRetainUntilDate"].isoformat(timespec="seconds")}
             except BackupError as exc:
                 results[dest.name] = {"ok": False, "error": str(exc)}
+                with contextlib.suppress(BackupError):  # nothing of this capture becomes visible there
+                    dest.resume_writer(capture.artifact["key"], state).abort()
         ok = [n for n, r in results.items() if r["ok"]]
         if not ok:
             raise _no_destination("every destination failed", results)
@@ -396,6 +430,7 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             artifact_sha256=capture.artifact["sha256"], chain=capture.chain, verify=capture.verify,
             facts=capture.facts, tools={**tool_versions(), **{k: v for k, v in capture.facts.items() if k == "pg_dump"}},
             destinations=capture.destinations, complete=not missing, mode=capture.mode,
+            attachments=attachments.manifest_records(capture.attachments),
         )
         data = manifest.to_json()
         for dest in _destinations(settings, capture):
@@ -403,8 +438,9 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
                 try:
                     # a manifest never points at nothing: a run re-executed days after its ship step may find its
                     # artifact swept by prune as one without a manifest (retention.orphan_grace_hours)
-                    if not dest.exists(manifest.artifact_key):
-                        raise DestinationError(f"{dest.uri(manifest.artifact_key)} is gone (an artifact without a "
+                    gone = [k for k in manifest.object_keys if not dest.exists(k)]
+                    if gone:
+                        raise DestinationError(f"{dest.uri(gone[0])} is gone (an artifact without a "
                                                "manifest is swept by prune after retention.orphan_grace_hours)")
                     put_bytes(dest, manifest.key, data)
                 except BackupError as exc:

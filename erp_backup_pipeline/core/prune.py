@@ -248,7 +248,7 @@ def _delete(todo: Iterable[tuple[Entry, str]], destinations: dict[str, Destinati
                 locked[name] = why
                 log(redact(f"kept {what} on {name}: {why}"))
                 continue
-            for part, key in (("manifest", m.key), ("artifact", m.artifact_key)):
+            for part, key in (("manifest", m.key), *(("artifact", k) for k in m.object_keys)):
                 try:
                     dest.delete(key)
                 except (BackupError, OSError) as exc:

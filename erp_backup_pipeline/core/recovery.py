@@ -108,14 +108,18 @@ class RecoveryPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _pg_database_free(settings: Any, name: str) -> None:
+def _pg_database_free(settings: Any, name: str, facts: dict[str, Any]) -> None:
+    """The recovered database's name is free and the server can take the dump (version, extensions, roles)."""
     src = build_source(settings, "postgres_dump")
     pg = settings.sources.postgres
     with src.connect(dbname="postgres") as conn:  # type: ignore[attr-defined]
         taken = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+        pre = src.preflight(conn, facts, "roles" in facts)  # type: ignore[attr-defined]
     if taken:
         raise RestoreError(f"database {name} already exists on {pg.host}:{pg.port}: a recovery never overwrites one; "
                            "drop or rename it first, or recover with another database name")
+    if pre.problems:
+        raise RestoreError("postgres_dump: " + "; ".join(pre.problems[:3]) + "; nothing was changed")
 
 
 def _target(settings: Any, source: str, root: Path, date: str, pg_database: str | None) -> tuple[str, str]:
@@ -163,7 +167,7 @@ def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None 
             continue  # the point in time replaces the day's dump
         target, what = _target(settings, source, root, date, pg_database)
         if source == "postgres_dump":
-            _pg_database_free(settings, target)
+            _pg_database_free(settings, target, entry.manifest.facts)
         step = Step(source, target, f"{source} captured {entry.manifest.captured_at} -> {what}")
         if source == "redis_snapshot":
             step.port = free_port()

@@ -2,7 +2,8 @@
 
 The inverse chain is read from the manifest alone. The encrypted artifact is fetched to the
 staging dir first and its sha256 checked against the manifest before anything is decrypted,
-so a damaged download never reaches a database.
+so a damaged download never reaches a database. A capture's attachments (``core.attachments``) are
+read back the same way and handed to the source's restore and verification.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core import attachments
 from erp_backup_pipeline.core.catalog import Entry, latest, load_catalog
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, get
@@ -68,6 +70,20 @@ def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | A
                          total=manifest.stage("dump")["bytes"])
 
 
+def read_attachments(settings: Any, entry: Entry) -> dict[str, bytes]:
+    """name -> plaintext of every attachment of the capture, each checked (ciphertext and plaintext sha256)."""
+    m = entry.manifest
+    if not m.attachments:
+        return {}
+    encryptor = encryptor_from_settings(settings.encryption)
+    if encryptor.name != m.stage("encrypt")["codec"]:
+        raise BackupError(f"artifact is encrypted with {m.stage('encrypt')['codec']}, config says {encryptor.name}")
+    codec = compressor(m.stage("compress")["codec"])
+    dests = build_destinations(settings)
+    return {rec["name"]: attachments.read(dests, entry.held_by, rec, encryptor.decrypt, codec.decompress)
+            for rec in m.attachments}
+
+
 def _check_plain(reader: HashingReader, manifest: Manifest) -> None:
     while reader.read(CHUNK):
         pass
@@ -106,11 +122,15 @@ def verify_backup(settings: Any, source: str, partition: str, progress: Progress
     src = build_source(settings, source)
     t0 = time.monotonic()
     depends = _depended_on(settings, m)
+    extra: dict[str, Any] = {}
+    for name, data in read_attachments(settings, entry).items():
+        extra[f"attachment_{name}"] = src.verify_attachment(name, data, m.facts)  # type: ignore[attr-defined]
     with fetched(settings, entry) as path, open(path, "rb") as fh:
         reader = plaintext_reader(settings, m, fh, progress, "verify")
         details = src.verify(reader, path.parent, m.facts)
         _check_plain(reader, m)
-    extra: dict[str, Any] = {"depends_on": len(depends)} if depends else {}
+    if depends:
+        extra["depends_on"] = len(depends)
     if depends and read_data is not None:
         keys = sorted(depends)
         chosen = keys if read_data == 0 else random.sample(keys, min(read_data, len(keys)))
@@ -121,7 +141,8 @@ def verify_backup(settings: Any, source: str, partition: str, progress: Progress
             "seconds": round(time.monotonic() - t0, 2), **details, **extra}
 
 
-def restore_plan(settings: Any, source: str, partition: str, target: str, force: bool) -> list[str]:
+def restore_plan(settings: Any, source: str, partition: str, target: str, force: bool,
+                 options: dict[str, Any] | None = None) -> list[str]:
     entry = find_entry(settings, source, partition)
     m = entry.manifest
     steps = [f"use {m.source} {m.partition} captured {m.captured_at} ({m.artifact_bytes} bytes, "
@@ -129,11 +150,13 @@ def restore_plan(settings: Any, source: str, partition: str, target: str, force:
              "download and check sha256, then " + " | ".join(
                  f"{e['codec']} decrypt" if e["stage"] == "encrypt" else f"{e['codec']} decompress"
                  for e in reversed(m.chain) if e["stage"] in ("encrypt", "compress"))]
-    return steps + build_source(settings, source).restore_plan(target, force, m.facts)
+    return steps + build_source(settings, source).restore_plan(target, force, m.facts, **(options or {}))
 
 
 def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False,
-                   progress: Progress | None = None) -> dict[str, Any]:
+                   progress: Progress | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore the newest verified capture of the partition into a NEW target. ``options`` are the source's own
+    restore options (PostgreSQL: ``no_owner``, ``server``)."""
     entry = find_entry(settings, source, partition)
     m = entry.manifest
     src = build_source(settings, source)
@@ -148,9 +171,11 @@ def restore_backup(settings: Any, source: str, partition: str, target: str, forc
             yield plain
             _check_plain(plain, older)
 
+    extras = read_attachments(settings, entry)  # before anything changes: a missing one refuses the restore
     with fetched(settings, entry) as path, open(path, "rb") as fh:
         reader = plaintext_reader(settings, m, fh, progress, "restore")
-        result = src.restore(reader, target, force, path.parent, fetch=fetch)
+        result = src.restore(reader, target, force, path.parent, fetch=fetch, facts=m.facts, attachments=extras,
+                             **(options or {}))
         _check_plain(reader, m)
     return {"source": source, "partition": partition, "captured_at": m.captured_at,
             "seconds": round(time.monotonic() - t0, 2), **result}

@@ -16,13 +16,15 @@ from erp_backup_pipeline.core.cadence import clock_time
 from erp_backup_pipeline.core.sources import enabled_sources
 
 LINES = {
-    "postgres_dump": ["createdb TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore --no-owner -d TARGET"],
+    "postgres_dump": ["age -d -i KEY GLOBALS | zstd -d | psql -X -q -d postgres",
+                      "age -d -i KEY ARTIFACT | zstd -d | pg_restore --create -d postgres"],
     "sqlite_backup": ["age -d -i KEY ARTIFACT | zstd -d -o RESTORED && sqlite3 RESTORED 'PRAGMA integrity_check'"],
     "redis_snapshot": ["age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb",
                        "redis-server --dir DIR --dbfilename dump.rdb --port 6380"],
     "config_archive": ["mkdir DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"],
     "uploads_snapshot": ["age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"],
 }
+BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
 PITR_LINES = [
     "pgbackrest --config=CONF --stanza=erp info",
     'pgbackrest --config=CONF --stanza=erp --pg1-path=DATADIR --type=time --target="TIME" --target-action=promote '
@@ -84,6 +86,15 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
             "ARTIFACT (the downloaded artifact), and the target names.", ""]
     for s in sources:
         out += [f"### {WHAT[s]} (`{s}`)", "", "```sh", *LINES[s], "```", ""]
+        if s == "postgres_dump":
+            out += ["Onto a new server, as its superuser (PGHOST, PGPORT, PGUSER set): GLOBALS is the "
+                    "`<stamp>.globals.sql.zst.age` beside the artifact (the roles the database needs, their memberships "
+                    "and settings); then the database under its own name, with its owner, encoding, locale, settings "
+                    "and grants. Run the first line only on a server without the ERP's roles (it resets existing "
+                    "roles' attributes, and with recorded hashes their passwords, `postgres` included); a role "
+                    "recorded without a password needs `ALTER ROLE … PASSWORD` before it logs in. Beside the "
+                    "original, under another name TARGET owned by OWNER (the manifest's `facts.database.owner`):",
+                    "", "```sh", *BESIDE_LINES, "```", ""]
         if s == "uploads_snapshot":
             out += ["Unpack every artifact in the day's manifest `depends_on` and then the day's own into one "
                     "directory BLOBS; `.erp-backup-snapshot.json` lists each file's `name` and `sha256`: copy "

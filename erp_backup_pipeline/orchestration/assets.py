@@ -122,15 +122,18 @@ def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
 
 
 def _fact_metadata(facts: dict[str, Any]) -> dict[str, Any]:
-    """What each source counted, as numbers: rows per table, keys per Redis database, files archived."""
+    """What each source counted, as numbers: rows per table, keys per Redis database, files archived, PostgreSQL's
+    large objects and recorded roles."""
     md: dict[str, Any] = {}
     for table, count in (facts.get("row_counts") or facts.get("row_estimates") or {}).items():
         md[f"rows/{table}"] = dg.MetadataValue.int(int(count))
     for db, count in (facts.get("keyspace") or {}).items():
         md[f"keys/{db}"] = dg.MetadataValue.int(int(count))
-    for key in ("files", "keys", "new_blobs", "new_bytes", "unchanged_files"):
+    for key in ("files", "keys", "new_blobs", "new_bytes", "unchanged_files", "large_objects"):
         if isinstance(facts.get(key), int):
             md[key] = dg.MetadataValue.int(facts[key])
+    if isinstance(facts.get("roles"), list):  # PostgreSQL: the roles recorded with the globals
+        md["roles"] = dg.MetadataValue.int(len(facts["roles"]))
     return md
 
 

@@ -23,7 +23,7 @@ def _postgres(settings: Any) -> Source:
     pg = settings.sources.postgres
     return PostgresSource(host=pg.host, port=pg.port, user=pg.user, dbname=pg.dbname, password=pg.secret_password(),
                           sslmode=pg.sslmode, bin_dir=pg.bin_dir, connect_timeout=pg.connect_timeout,
-                          exact_row_counts=pg.exact_row_counts)
+                          exact_row_counts=pg.exact_row_counts, role_passwords=pg.role_passwords)
 
 
 def _redis(settings: Any) -> Source:

@@ -8,10 +8,14 @@
   failure, and may return facts learnt while dumping (a file list, say) for the manifest.
 - ``verify(reader, workdir, facts)`` consumes the decompressed artifact and raises
   VerifyError when it is not a sound backup of what ``prepare`` saw; returns details.
-- ``restore(reader, target, force, workdir, fetch)`` loads a decompressed artifact into a NEW
-  target; a live target is refused without ``force`` and then kept aside, never destroyed.
-  ``fetch(artifact_key)`` opens another artifact's plaintext, for a source whose backups build on
-  earlier ones (uploads).
+- ``restore(reader, target, force, workdir, fetch, facts, attachments, **options)`` loads a decompressed
+  artifact into a NEW target; a live target is refused without ``force`` and then kept aside, never
+  destroyed. ``fetch(artifact_key)`` opens another artifact's plaintext, for a source whose backups build
+  on earlier ones (uploads); ``facts`` are the manifest's; ``attachments`` the plaintext of the capture's
+  attachments by name; ``options`` the source's own restore options (PostgreSQL: ``no_owner``, ``server``).
+  ``restore_plan(target, force, facts, **options)`` says what it would do, refusing the same way.
+- ``attachments(workdir, facts)`` and ``verify_attachment(name, data, facts)``, optional: the small extra
+  records a capture needs besides its dump, taken right after it (``core.attachments``), and their check.
 - ``drill(restore, workdir, facts, verify)``: the restore drill. Calls ``restore(target)`` once with a
   scratch target of its kind under workdir (a new database gets a fresh name and is dropped
   afterwards), then compares what the target holds with the manifest's ``facts``/``verify``
@@ -53,7 +57,8 @@ class Source(Protocol):
         """Human-readable steps a restore into target would take (for --dry-run); facts are the manifest's."""
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Any,
-                fetch: Any = None) -> dict[str, Any]: ...
+                fetch: Any = None, facts: dict[str, Any] | None = None,
+                attachments: dict[str, bytes] | None = None) -> dict[str, Any]: ...
 
     def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Any, facts: dict[str, Any],
               verify: dict[str, Any]) -> dict[str, Any]: ...

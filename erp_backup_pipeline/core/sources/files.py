@@ -101,7 +101,8 @@ class FilesSource:
         return plan_restore(target, force, facts)
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
-                fetch: Any = None) -> dict[str, Any]:
+                fetch: Any = None, facts: dict[str, Any] | None = None,
+                attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
         return restore_tree(reader, target, force)
 
     def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],

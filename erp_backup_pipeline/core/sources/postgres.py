@@ -1,15 +1,21 @@
-"""PostgreSQL logical dump: ``pg_dump -Fc -Z0`` streamed, verified by ``pg_restore --list``.
+"""PostgreSQL logical dump: ``pg_dump -Fc -Z0`` streamed, verified by ``pg_restore --list``, with its globals.
 
 pg_dump's own compression is off (our compressor is faster and better); its stdout streams
 into the compressor, so the raw dump never touches disk. The password travels in
-PGPASSWORD, never on a command line. Verification feeds the decompressed artifact to
-``pg_restore --list`` and checks that every table seen before the dump has its data entry.
-Restore creates a NEW database and runs ``pg_restore --exit-on-error`` into it.
+PGPASSWORD, never on a command line; database names reach libpq as quoted conninfo values,
+never as a string it could expand. Verification feeds the decompressed artifact to
+``pg_restore --list`` and checks that every table seen before the dump has its data entry,
+matched by table OID (the listing prints names unquoted). Each capture also records what the
+database needs from its cluster (``postgres_globals``: its roles, their memberships and settings,
+its own properties) as two attachments. Restore creates a NEW database the source's way, with
+the missing roles, and runs ``pg_restore --exit-on-error`` into it keeping owners and grants
+(``postgres_restore``; ``--no-owner`` to own everything as the restoring role).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import secrets
 import tempfile
@@ -21,28 +27,25 @@ from typing import IO, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from erp_backup_pipeline.core.attachments import Attachment
 from erp_backup_pipeline.core.runner import Process, find_program, redact, run
+from erp_backup_pipeline.core.sources import postgres_globals as cluster
+from erp_backup_pipeline.core.sources import postgres_restore as onto
 from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+from erp_backup_pipeline.errors import ConfigError, RestoreError, SourceError, ToolError, VerifyError
 
-_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
-
-
-_TABLES = ("SELECT n.nspname, c.relname, quote_ident(n.nspname) || '.' || quote_ident(c.relname)"
-           " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-           " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-           " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1, 2")
+_TABLE_DATA = re.compile(r"^\d+; \d+ (?P<oid>\d+) TABLE DATA ")
+_LEGACY_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
+ATTACHMENT_FORMATS = {"globals": "sql", "database": "json"}
+_SERVER_KEYS = frozenset({"host", "hostaddr", "port", "user", "sslmode"})
 
 
 def count_rows(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Exact rows per table (``schema.table``, quoted as the manifest names them), in the connection's snapshot."""
-    counts = {}
-    for nsp, rel, name in conn.execute(_TABLES).fetchall():
-        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(nsp, rel))
-        counts[name] = int(conn.execute(query).fetchone()[0])  # type: ignore[index]
-    return counts
+    return dict(cluster.snapshot_facts(conn)["row_counts"])
 
 
 class _PgDumpStream:
@@ -53,7 +56,7 @@ class _PgDumpStream:
     def __init__(self, proc: Process, snapshot_conn: psycopg.Connection[Any] | None = None) -> None:
         self._proc = proc
         self._conn = snapshot_conn
-        self._counts: dict[str, int] = {}
+        self._counts: dict[str, Any] = {}
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         if snapshot_conn is not None:
@@ -63,7 +66,7 @@ class _PgDumpStream:
     def _count(self) -> None:
         try:
             assert self._conn is not None
-            self._counts = count_rows(self._conn)
+            self._counts = cluster.snapshot_facts(self._conn)
         except BaseException as exc:  # reported by finish()
             self._error = exc
 
@@ -78,7 +81,7 @@ class _PgDumpStream:
             self._close()
         if self._error is not None:
             raise SourceError(f"postgres: counting rows in the dump's snapshot failed: {_pg_reason(self._error)}")
-        return {"row_counts": self._counts} if self._thread is not None else None
+        return self._counts if self._thread is not None else None
 
     def _close(self) -> None:
         if self._thread is not None:
@@ -99,20 +102,26 @@ class _PgDumpStream:
 class PostgresSource:
     kind = "postgres"
     extension = "pgdump"
+    attachment_formats = ATTACHMENT_FORMATS
 
     def __init__(self, *, host: str, port: int, user: str, dbname: str, password: str | None = None,
                  sslmode: str = "prefer", bin_dir: Path | None = None, connect_timeout: int = 10,
-                 exact_row_counts: bool = True) -> None:
+                 exact_row_counts: bool = True, role_passwords: bool = False) -> None:
         self.host, self.port, self.user, self.dbname = host, port, user, dbname
         self._password = password
         self.sslmode = sslmode
         self.bin_dir = bin_dir
         self.connect_timeout = connect_timeout
         self.exact_row_counts = exact_row_counts
+        self.role_passwords = role_passwords
 
     @property
     def where(self) -> str:
         return f"postgres {self.user}@{self.host}:{self.port}/{self.dbname}"
+
+    @property
+    def server(self) -> str:
+        return f"{self.host}:{self.port}"
 
     def env(self) -> dict[str, str]:
         env = {"PGSSLMODE": self.sslmode, "PGCONNECT_TIMEOUT": str(self.connect_timeout), "PGAPPNAME": "erp-backup"}
@@ -120,9 +129,35 @@ class PostgresSource:
             env["PGPASSWORD"] = self._password
         return env
 
+    def _server_args(self) -> list[str]:
+        return ["--host", self.host, "--port", str(self.port), "--username", self.user, "--no-password"]
+
     def _conn_args(self, dbname: str | None = None) -> list[str]:
-        return ["--host", self.host, "--port", str(self.port), "--username", self.user,
-                "--dbname", dbname or self.dbname, "--no-password"]
+        """Connection options for the client programs; the database as a conninfo value, so a name is a name."""
+        return self._server_args() + ["--dbname", make_conninfo(dbname=dbname or self.dbname)]
+
+    def on_server(self, conninfo: str | None) -> PostgresSource:
+        """This source pointed at another server (``restore --server``): host, port, user, TLS from a conninfo
+        string that names neither a database nor a password; the password is that server's, from PGPASSWORD or
+        ~/.pgpass, never the configured one."""
+        if not conninfo:
+            return self
+        try:
+            given = conninfo_to_dict(conninfo)
+        except psycopg.ProgrammingError as exc:
+            raise ConfigError(f"--server is not a connection string ({str(exc).splitlines()[0]})") from None
+        if "password" in given:
+            raise ConfigError("--server must not carry a password (it would be visible in the process list): put it in "
+                              "PGPASSWORD or ~/.pgpass")
+        unknown = sorted(set(given) - _SERVER_KEYS)
+        if unknown:
+            raise ConfigError(f"--server names {', '.join(unknown)}: only {', '.join(sorted(_SERVER_KEYS))} may be given "
+                              "(the database is --to)")
+        user = str(given.get("user", self.user))
+        return replace_source(self, host=str(given.get("host") or given.get("hostaddr") or self.host),
+                              port=int(str(given.get("port") or self.port)), user=user,
+                              sslmode=str(given.get("sslmode", self.sslmode)),
+                              password=None)
 
     def connect(self, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection[Any]:
         try:
@@ -136,18 +171,24 @@ class PostgresSource:
     def prepare(self, workdir: Path) -> dict[str, Any]:
         pg_dump = find_program("pg_dump", self.bin_dir)
         find_program("pg_restore", self.bin_dir)
+        find_program("pg_dumpall", self.bin_dir)
         with self.connect() as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
-            rows = conn.execute(
+            tables = conn.execute(cluster.TABLES).fetchall()
+            estimates = dict(conn.execute(
                 "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname),"
                 " greatest(c.reltuples::bigint, coalesce(s.n_live_tup, 0))"
                 " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid"
-                " WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-                " AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1").fetchall()
+                " WHERE c.oid = ANY(%s)", ([t[0] for t in tables],)).fetchall())
+            facts = cluster.cluster_facts(conn, self.user, self.role_passwords)
+            if not self.exact_row_counts:  # no exported snapshot to measure in: measure now, rows aside
+                facts.update(cluster.snapshot_facts(conn, rows=False))
         tool_version = run([pg_dump, "--version"], timeout=30).stdout.decode().strip()
-        return {"engine": f"PostgreSQL {version}", "pg_dump": tool_version,
-                "row_estimates": {name: int(est) for name, est in rows}, "database": self.dbname}
+        return {"engine": f"PostgreSQL {version}", "pg_dump": tool_version, "database": self.dbname, **facts,
+                "row_estimates": {name: int(estimates.get(name, 0)) for _oid, _n, _r, name, _k in tables},
+                # the tables whose data the dump must hold (a partitioned table's rows are in its partitions)
+                "table_oids": {name: int(oid) for oid, _n, _r, name, kind in tables if kind == "r"}}
 
     def open_dump(self, workdir: Path, facts: dict[str, Any]) -> _PgDumpStream:
         argv = [find_program("pg_dump", self.bin_dir), "--format=custom", "--compress=0"] + self._conn_args()
@@ -162,6 +203,38 @@ class PostgresSource:
             conn.close()
             raise
         return _PgDumpStream(proc, conn)
+
+    def attachments(self, workdir: Path, facts: dict[str, Any]) -> list[Attachment]:
+        """Right after the dump: ``globals`` (pg_dumpall --globals-only, verbatim) and ``database`` (the structured
+        record the restore creates roles and the database from)."""
+        argv = cluster.globals_argv(find_program("pg_dumpall", self.bin_dir), self._server_args() + [
+            "-l", make_conninfo(dbname=self.dbname)], self.role_passwords)
+        try:
+            sql_text = run(argv, env=self.env(), timeout=600).stdout
+        except ToolError as exc:
+            if "permission denied" in str(exc):
+                raise SourceError(f"postgres: the backup role {self.user} cannot read role definitions for pg_dumpall "
+                                  f"--globals-only ({str(exc).rsplit('ERROR:', 1)[-1].strip()}); grant it SELECT on "
+                                  "that catalog"
+                                  + ("" if not self.role_passwords else ", or set sources.postgres.role_passwords: "
+                                     "false to record the roles without password hashes")) from None
+            raise
+        with self.connect() as conn:
+            try:
+                doc = cluster.database_document(conn, facts)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                raise SourceError(f"postgres: the backup role {self.user} cannot read role definitions "
+                                  f"({_pg_reason(exc)})") from None
+        return [Attachment("globals", ATTACHMENT_FORMATS["globals"], sql_text),
+                Attachment("database", ATTACHMENT_FORMATS["database"],
+                           (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())]
+
+    def verify_attachment(self, name: str, data: bytes, facts: dict[str, Any]) -> dict[str, Any]:
+        if name == "globals":
+            return cluster.check_globals(data, facts)
+        if name == "database":
+            return cluster.check_document(data, facts)
+        raise VerifyError(f"postgres: unknown attachment {name!r}")
 
     def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
         argv = [find_program("pg_restore", self.bin_dir), "--list"]
@@ -181,39 +254,93 @@ class PostgresSource:
                 raise VerifyError(f"postgres: pg_restore --list rejects the artifact: {proc.stderr_text().strip()[:200]}")
             listing.seek(0)
             lines = listing.read().decode("utf-8", "replace").splitlines()
-        data = {f"{m.group(1)}.{m.group(2)}" for ln in lines if (m := _TABLE_DATA.match(ln))}
         entries = [ln for ln in lines if ln and not ln.startswith(";")]
-        expected = set(facts.get("row_estimates", {}))
-        missing = sorted(expected - data)
+        if "table_oids" in facts:  # by OID: the listing prints names unquoted, spaces and all
+            oids = {int(m["oid"]) for ln in lines if (m := _TABLE_DATA.match(ln))}
+            missing = sorted(name for name, oid in facts["table_oids"].items() if oid not in oids)
+            with_data = len(oids)
+        else:  # a capture from before OIDs were recorded: names, as they were compared then
+            names = {f"{m.group(1)}.{m.group(2)}" for ln in lines if (m := _LEGACY_TABLE_DATA.match(ln))}
+            missing = sorted(set(facts.get("row_estimates", {})) - names)
+            with_data = len(names)
         if missing:
             raise VerifyError(f"postgres: dump has no data for {len(missing)} table(s): {', '.join(missing[:5])}")
-        return {"method": "pg_restore --list", "toc_entries": len(entries), "tables_with_data": len(data)}
+        return {"method": "pg_restore --list", "toc_entries": len(entries), "tables_with_data": with_data}
 
     def _db_exists(self, conn: psycopg.Connection[Any], name: str) -> bool:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
 
-    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
-        with self.connect(dbname="postgres") as conn:
-            exists = self._db_exists(conn, target)
-        steps = []
+    def _tool_major(self) -> int | None:
+        found = re.search(r"\) (\d+)", run([find_program("pg_restore", self.bin_dir), "--version"],
+                                            timeout=30).stdout.decode())
+        return int(found.group(1)) if found else None
+
+    def preflight(self, conn: psycopg.Connection[Any], facts: dict[str, Any], keep_owner: bool) -> onto.Preflight:
+        return onto.preflight(conn, f"the server at {self.server}", facts, keep_owner, self._tool_major())
+
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any], no_owner: bool = False,
+                     server: str | None = None) -> list[str]:
+        src, name = self.on_server(server), onto.database_name(target)
+        keep_owner = not no_owner and "roles" in facts
+        with src.connect(dbname="postgres") as conn:
+            exists = src._db_exists(conn, name)
+            pre = src.preflight(conn, facts, keep_owner)
+        steps = [f"REFUSE: {p}" for p in pre.problems]
         if exists:
-            steps.append(f"rename existing database {target} to {target}_before_restore_<timestamp>" if force
-                         else f"REFUSE: database {target} exists (use --force to keep it aside and replace it)")
-        steps += [f"CREATE DATABASE {target} on {self.host}:{self.port}",
-                  f"pg_restore --exit-on-error --no-owner --dbname={target} (stream: decrypt | decompress)"]
+            steps.append(f"rename existing database {name} to {name}_before_restore_<timestamp>" if force
+                         else f"REFUSE: database {name} exists (use --force to keep it aside and replace it)")
+        db = _recorded_database(facts)
+        steps.append(f"CREATE DATABASE {name} on {src.server}" + (
+            f" (encoding {db.get('encoding')}, locale {db.get('collate')})" if db else ""))
+        if pre.missing_roles:
+            steps.append(f"create {len(pre.missing_roles)} missing role(s) from the recorded globals: "
+                         f"{', '.join(pre.missing_roles[:8])}")
+        if "roles" in facts:
+            steps.append("apply the database's recorded settings and privileges"
+                         + (f", owner {db.get('owner')}" if keep_owner and db.get("owner") else ""))
+        steps.append(f"pg_restore --exit-on-error{'' if keep_owner else ' --no-owner'} into {name} "
+                     "(stream: decrypt | decompress)" + (", keeping owners and grants" if keep_owner else ""))
         return steps
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
-                fetch: Any = None) -> dict[str, Any]:
+                fetch: Any = None, facts: dict[str, Any] | None = None, attachments: dict[str, bytes] | None = None,
+                no_owner: bool = False, server: str | None = None) -> dict[str, Any]:
+        src, name, facts = self.on_server(server), onto.database_name(target), facts or {}
+        doc = _document(attachments)
+        keep_owner = not no_owner and doc is not None  # a capture without the roles: owned by the restoring role
         kept = None
-        with self.connect(dbname="postgres", autocommit=True) as conn:
-            if self._db_exists(conn, target):
+        with src.connect(dbname="postgres", autocommit=True) as conn:
+            pre = src.preflight(conn, facts, keep_owner)
+            if pre.problems:
+                raise RestoreError("; ".join(pre.problems[:3]) + "; nothing was changed")
+            if src._db_exists(conn, name):
                 if not force:
-                    raise RestoreError(f"database {target} exists; use --force to keep it aside and replace it")
-                kept = f"{target}_before_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(target), sql.Identifier(kept)))
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
-        argv = [find_program("pg_restore", self.bin_dir), "--exit-on-error", "--no-owner"] + self._conn_args(target)
+                    raise RestoreError(f"database {name} exists; use --force to keep it aside and replace it")
+                kept = f"{name}_before_restore_{datetime.now(UTC):%Y%m%d%H%M%S}"
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(name), sql.Identifier(kept)))
+            made = onto.Target(conn, name, f"the server at {src.server}")
+            try:
+                made.create_database(_recorded_database(facts))
+                if doc is not None:
+                    made.create_roles(doc, pre.missing_roles, pre.superuser)
+                    made.compare_roles(doc)
+                made.configure(doc, (doc or {}).get("database", {}).get("owner") if keep_owner else None)
+                src._pg_restore(reader, name, keep_owner)
+            except BaseException:
+                made.undo()
+                if kept:
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(kept),
+                                                                                  sql.Identifier(name)))
+                raise
+        if doc is None:
+            made.notes.append("this capture records no roles: the restored objects belong to the restoring role "
+                              f"{src.user} (as with --no-owner)")
+        return {"target": name, "kept_aside": kept, "server": src.server, "roles_created": made.created_roles,
+                "owners": "as recorded" if keep_owner else f"{src.user} (--no-owner)", "notes": made.notes}
+
+    def _pg_restore(self, reader: IO[bytes] | Any, name: str, keep_owner: bool) -> None:
+        argv = ([find_program("pg_restore", self.bin_dir), "--exit-on-error"] + ([] if keep_owner else ["--no-owner"])
+                + self._conn_args(name))
         proc = Process(argv, env=self.env(), stdin=-1, stdout=-3)
         try:
             try:
@@ -225,31 +352,80 @@ class PostgresSource:
             proc.wait()
         except BaseException:
             proc.kill()
-            with self.connect(dbname="postgres", autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target)))
-                if kept:
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(kept), sql.Identifier(target)))
             raise
-        return {"target": target, "kept_aside": kept}
 
     def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
               verify: dict[str, Any]) -> dict[str, Any]:
-        """Restore into a new database on the configured server, count its rows, drop it."""
+        """Restore into a new database on the configured server, compare it with the manifest, drop it: rows per
+        table, large objects, every owner and privilege, and the database's owner reading every table it read."""
         target = f"erp_backup_drill_{secrets.token_hex(4)}"
+        restored: dict[str, Any] = {}
         try:
-            restore(target)
+            restored = restore(target)
             with self.connect(dbname=target) as conn:
-                counts = count_rows(conn)
+                found = cluster.snapshot_facts(conn, owner=_recorded_database(facts).get("owner"))
         finally:
             with self.connect(dbname="postgres", autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(target)))
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(target)))
+                for role in restored.get("roles_created", []):  # the drill leaves the server as it found it
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
+        counts = found["row_counts"]
         expected = facts.get("row_counts")
         if expected is None:  # exact_row_counts off: the tables at least must all be there
             missing = sorted(set(facts.get("row_estimates", {})) - set(counts))
             if missing:
                 raise VerifyError(f"postgres: restored database lacks {len(missing)} table(s): {', '.join(missing[:3])}")
         result = compare_counts("postgres", expected, counts)
-        return {**result, "database": target, "dropped": True}
+        return {**result, **_compare_cluster_facts(facts, found, restored), "database": target, "dropped": True}
+
+
+def _compare_cluster_facts(facts: dict[str, Any], found: dict[str, Any], restored: dict[str, Any]) -> dict[str, Any]:
+    """Large objects, owners and privileges of a restored copy against the manifest (what it recorded)."""
+    checked: dict[str, Any] = {}
+    if isinstance(facts.get("large_objects"), int):
+        if found["large_objects"] != facts["large_objects"]:
+            raise VerifyError(f"postgres: restored database has {found['large_objects']} large object(s), the manifest "
+                              f"{facts['large_objects']}")
+        checked["large_objects"] = found["large_objects"]
+    unreadable = sorted(set(found["owner_cannot_read"]) - set(facts.get("owner_cannot_read") or []))
+    if unreadable and "owner_cannot_read" in facts:
+        raise VerifyError(f"postgres: the database's owner cannot read {len(unreadable)} restored table(s) it could "
+                          f"read in the source, first {unreadable[0]}")
+    recorded = facts.get("privileges")
+    if isinstance(recorded, dict) and restored.get("owners") == "as recorded":
+        if found["privileges"]["sha256"] != recorded.get("sha256"):
+            raise VerifyError(f"postgres: owners or privileges of the restored database differ from the source's "
+                              f"({found['privileges']['objects']} objects restored, {recorded.get('objects')} recorded)")
+        checked["privileged_objects"] = found["privileges"]["objects"]
+    return checked
+
+
+def _recorded_database(facts: dict[str, Any]) -> dict[str, Any]:
+    """The database's owner, encoding and locale as the manifest records them ({} for older captures)."""
+    found = facts.get("database")
+    return found if isinstance(found, dict) else {}
+
+
+def _document(attachments: dict[str, bytes] | None) -> dict[str, Any] | None:
+    data = (attachments or {}).get("database")
+    if data is None:
+        return None
+    try:
+        return cluster.load_document(data)
+    except ValueError as exc:
+        raise RestoreError(f"postgres: the capture's database record is not valid ({exc})") from None
+
+
+def replace_source(src: PostgresSource, **changes: Any) -> PostgresSource:
+    """A copy of src with other connection settings."""
+    password = changes.pop("password", src._password)
+    copy = PostgresSource(host=src.host, port=src.port, user=src.user, dbname=src.dbname, password=password,
+                          sslmode=src.sslmode, bin_dir=src.bin_dir, connect_timeout=src.connect_timeout,
+                          exact_row_counts=src.exact_row_counts, role_passwords=src.role_passwords)
+    for key, value in changes.items():
+        setattr(copy, key, value)
+    return copy
 
 
 def _pg_reason(exc: BaseException) -> str:

@@ -234,7 +234,8 @@ class RedisSource:
                 "--port <PORT> (then CONFIG SET appendonly yes if you use AOF)"]
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
-                fetch: Any = None) -> dict[str, Any]:
+                fetch: Any = None, facts: dict[str, Any] | None = None,
+                attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
         if target.startswith(("redis://", "rediss://")):
             return self._restore_into(reader, target, force, Path(workdir))
         directory = Path(target)

@@ -124,7 +124,8 @@ class SqliteSource:
         return steps
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
-                fetch: Any = None) -> dict[str, Any]:
+                fetch: Any = None, facts: dict[str, Any] | None = None,
+                attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
         t = Path(target).absolute()
         if t.exists() and not force:
             raise RestoreError(f"restore target {t} exists; use --force to keep it aside and replace it")

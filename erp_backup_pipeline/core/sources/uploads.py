@@ -203,7 +203,8 @@ class UploadsSource:
         return steps + [f"rename {t}.partial-<timestamp> to {t}"]
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
-                fetch: Fetch | None = None) -> dict[str, Any]:
+                fetch: Fetch | None = None, facts: dict[str, Any] | None = None,
+                attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
         t = Path(target).absolute()
         if _occupied(t) and not force:
             raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside")
