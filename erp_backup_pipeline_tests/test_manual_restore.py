@@ -28,18 +28,23 @@ def test_standard_tools_are_installed() -> None:
 
 
 def test_postgres_pipeline_from_the_readme(tmp_path: Path, pg_server, erp_db, age_identity) -> None:
+    """Beside the original, as its owner: createdb with the recorded owner, pg_restore keeping owners."""
+    from erp_backup_pipeline.core.runbook import BESIDE_LINES
+
     settings = make_settings(tmp_path, age_identity, sources=pg_source(pg_server, erp_db))
     m = run_backup(settings, "postgres_dump", "2026-11-25")
     artifact = tmp_path / "backups" / m.artifact_key
-    line = "age -d -i KEY ARTIFACT | zstd -d | pg_restore --no-owner -d TARGET"
-    assert line in README.read_text()
     target = erp_db + "_manual"
-    with psycopg.connect(pg_server.dsn(), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{target}" OWNER erp_user')
-    run_line(line, env={"PGPASSWORD": ERP_PASSWORD, "PATH": "/usr/bin:/bin"}, KEY=str(age_identity[0]),
-             ARTIFACT=str(artifact), TARGET=f"'host=127.0.0.1 port={pg_server.port} user=erp_user dbname={target}'")
+    env = {"PGPASSWORD": ERP_PASSWORD, "PATH": "/usr/bin:/bin", "PGHOST": "127.0.0.1", "PGPORT": str(pg_server.port),
+           "PGUSER": "erp_user", "PGDATABASE": "postgres"}
+    for line in BESIDE_LINES:
+        assert line in README.read_text()
+        run_line(line, env=env, KEY=str(age_identity[0]), ARTIFACT=str(artifact), TARGET=target,
+                 OWNER=m.facts["database"]["owner"])
     with psycopg.connect(pg_server.dsn(target, "erp_user", ERP_PASSWORD)) as conn:
         assert conn.execute("SELECT count(*) FROM invoice_lines").fetchone()[0] == 6000
+        assert conn.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'").fetchall() == [
+            ("erp_user",)]
 
 
 def test_sqlite_pipeline_from_the_readme(tmp_path: Path, demo_sqlite: Path, age_identity) -> None:

@@ -189,7 +189,8 @@ def test_sigkill_leaves_no_half_backup_and_the_next_runs_recover(
     new_local = sorted(set(after_local) - set(before_local))
     new_s3 = sorted(set(after_s3) - set(before_s3))
     if moment == "manifest":  # committed, never described: invisible to the catalog, not a backup
-        assert [Path(k).name.endswith(".pgdump.zst.age") for k in new_local + new_s3] == [True, True]
+        names = sorted(Path(k).name.split(".", 1)[1] for k in new_local + new_s3)  # the artifact and its attachments
+        assert names == sorted(["pgdump.zst.age", "globals.sql.zst.age", "database.json.zst.age"] * 2)
         assert left["multipart uploads"] == [] and left["partial files"] == []
     else:
         assert new_s3 == []
@@ -223,23 +224,24 @@ def test_sigkill_leaves_no_half_backup_and_the_next_runs_recover(
 
 def _prune_sweeps_the_orphans(settings: Any, tmp_path: Path, s3_client: Any, bucket: str, local_keys: list[str],
                               s3_keys: list[str]) -> None:
-    """The artifact the killed run committed but never described stays while a run could still write its manifest
-    (retention.orphan_grace_hours, 48 h) and is swept by prune after it, from both destinations; nothing else goes."""
-    [local_key], [s3_key] = local_keys, s3_keys
+    """The artifact (and its attachments) the killed run committed but never described stay while a run could still
+    write its manifest (retention.orphan_grace_hours, 48 h) and are swept by prune after it, from both destinations;
+    nothing else goes."""
+    assert [f"site-a/{k}" for k in local_keys] == s3_keys and len(local_keys) == 3
     held = local_files(tmp_path / "backups"), s3_objects(s3_client, bucket)
     now = datetime.now(UTC)
     young = prune(settings, now=now + timedelta(hours=1), dry_run=False, log=pytest.fail)
-    assert sorted((o.destination, o.key, a) for o, a, _ in young.orphans) == [
-        ("local", local_key, "keep"), ("offsite", local_key, "keep")]
-    assert s3_key == f"site-a/{local_key}" and young.deleted == young.failed == []
+    assert sorted((o.destination, o.key, a) for o, a, _ in young.orphans) == sorted(
+        (d, k, "keep") for d in ("local", "offsite") for k in local_keys)
+    assert young.deleted == young.failed == []
     assert (local_files(tmp_path / "backups"), s3_objects(s3_client, bucket)) == held
     lines: list[str] = []
     swept = prune(settings, now=now + timedelta(days=3), dry_run=False, log=lines.append)
-    assert sorted((o.destination, o.key, a) for o, a, _ in swept.orphans) == [
-        ("local", local_key, "deleted"), ("offsite", local_key, "deleted")]
-    assert swept.deleted == swept.failed == [] and len(lines) == 2
-    assert local_files(tmp_path / "backups") == {k: v for k, v in held[0].items() if k != local_key}
-    assert s3_objects(s3_client, bucket) == {k: v for k, v in held[1].items() if k != s3_key}
+    assert sorted((o.destination, o.key, a) for o, a, _ in swept.orphans) == sorted(
+        (d, k, "deleted") for d in ("local", "offsite") for k in local_keys)
+    assert swept.deleted == swept.failed == [] and len(lines) == 6
+    assert local_files(tmp_path / "backups") == {k: v for k, v in held[0].items() if k not in local_keys}
+    assert s3_objects(s3_client, bucket) == {k: v for k, v in held[1].items() if k not in s3_keys}
     entries = catalog(settings)
     assert [e.manifest.partition for e in entries] == [GOOD, KILLED, "2026-11-26"]
     assert all(verify_entry(settings, e) for e in entries)
