@@ -394,3 +394,32 @@ def test_no_owner_restores_everything_as_the_restoring_role(as_superuser: Path, 
         assert {r[3] for r in shape(installation.dsn("erp_flat"))["privileges"]} == {"postgres"}
     finally:
         drop_database(installation, "erp_flat")
+
+
+def test_a_dedicated_backup_role_backs_up_drills_without_owners_and_restores_only_as_told(
+        tmp_path: Path, installation: PostgresServer, age_identity) -> None:
+    """A backup role that reads everything (pg_read_all_data) but owns nothing and is no member of the owner: the
+    backup and its drill work (owners not compared, said so); a default restore refuses in one line."""
+    with psycopg.connect(installation.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE erp_backup LOGIN CREATEDB PASSWORD 'erp-Backup-Pw-2f'")
+        conn.execute("GRANT pg_read_all_data TO erp_backup")
+        conn.execute("GRANT CONNECT ON DATABASE erp TO erp_backup")
+    with psycopg.connect(installation.dsn("erp", "erp_user", APP_PASSWORD), autocommit=True) as conn:
+        conn.execute("GRANT SELECT ON LARGE OBJECT " + str(conn.execute("SELECT content FROM documents").fetchone()[0])  # type: ignore[index]
+                     + " TO erp_backup")
+    try:
+        config = write_config(tmp_path / "backup-role.yaml", tmp_path, age_identity, installation, "erp_backup",
+                              "erp-Backup-Pw-2f")
+        settings = load_settings(config)
+        m = run_backup(settings, "postgres_dump", DAY)
+        assert "erp_backup" in m.facts["roles"] and m.facts["owners"] == ["erp_user"]
+        drilled = restore_drill(settings, "postgres_dump", DAY)
+        assert drilled["owners"] == "not compared: restored as erp_backup (--no-owner, --no-privileges)"
+        assert drilled["large_objects"] == 1 and drilled["rows"] == sum(m.facts["row_counts"].values())
+        line = one_error_line(cli(config, "restore", "postgres", "--partition", DAY, "--to", "erp_by_backup"))
+        assert "needs a superuser or membership of role erp_backup in erp_user" in line and "--no-owner" in line
+    finally:
+        with psycopg.connect(installation.dsn("erp"), autocommit=True) as conn:
+            conn.execute("REVOKE CONNECT ON DATABASE erp FROM erp_backup")
+            conn.execute("DROP OWNED BY erp_backup")  # its grant on the large object
+            conn.execute("DROP ROLE erp_backup")

@@ -32,9 +32,9 @@ def restore_drill(settings: Any, source: str, partition: str, progress: Progress
     workdir = Path(tempfile.mkdtemp(prefix="drill-", dir=settings.staging_dir))
     timing: dict[str, float] = {}
 
-    def restore(target: str) -> dict[str, Any]:
+    def restore(target: str, **options: Any) -> dict[str, Any]:
         t = time.monotonic()
-        result = restore_backup(settings, source, partition, target, progress=progress)
+        result = restore_backup(settings, source, partition, target, progress=progress, options=options or None)
         timing["restore"] = time.monotonic() - t
         return result
 

@@ -16,7 +16,7 @@
   ``restore_plan(target, force, facts, **options)`` says what it would do, refusing the same way.
 - ``attachments(workdir, facts)`` and ``verify_attachment(name, data, facts)``, optional: the small extra
   records a capture needs besides its dump, taken right after it (``core.attachments``), and their check.
-- ``drill(restore, workdir, facts, verify)``: the restore drill. Calls ``restore(target)`` once with a
+- ``drill(restore, workdir, facts, verify)``: the restore drill. Calls ``restore(target, **options)`` once with a
   scratch target of its kind under workdir (a new database gets a fresh name and is dropped
   afterwards), then compares what the target holds with the manifest's ``facts``/``verify``
   (rows per table, keys, every file's checksum) and raises VerifyError naming the first mismatch.

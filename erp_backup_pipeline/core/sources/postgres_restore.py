@@ -88,6 +88,7 @@ def package_for(extension: str, server_major: int) -> str:
 class Preflight:
     problems: list[str] = field(default_factory=list)
     missing_roles: list[str] = field(default_factory=list)
+    foreign_owners: list[str] = field(default_factory=list)  # recorded owners the restoring role may not assign
     superuser: bool = False
 
 
@@ -130,7 +131,7 @@ def preflight(conn: psycopg.Connection[Any], where: str, facts: dict[str, Any], 
         allowed = {r[0] for r in conn.execute(
             "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND pg_has_role(current_user, oid, 'MEMBER')",
             (owners,)).fetchall()}
-        foreign = [o for o in owners if o not in allowed]
+        pre.foreign_owners = foreign = [o for o in owners if o not in allowed]
         if foreign:
             pre.problems.append(f"restoring with the recorded owners needs a superuser or membership of role {user} in "
                                 f"{', '.join(foreign[:5])}: restore as a superuser, or with --no-owner to own "
@@ -254,8 +255,9 @@ class Target:
                 self.notes.append(f"role {member} is not a member of {group} on {self.where} (it is in the backup): "
                                   "left as it is")
 
-    def configure(self, doc: dict[str, Any] | None, owner: str | None) -> None:
-        """The database's recorded settings, ACL, connection limit and comment, then its owner."""
+    def configure(self, doc: dict[str, Any] | None, owner: str | None, privileges: bool = True) -> None:
+        """The database's recorded settings, ACL (unless not ``privileges``), connection limit and comment, then its
+        owner."""
         ident = sql.Identifier(self.name)
         db = (doc or {}).get("database") or {}
         for entry in db.get("settings") or []:
@@ -268,7 +270,7 @@ class Target:
                 problem = _set_from_current(self.conn, alter, entry)
                 if problem:
                     self.notes.append(f"setting of role {role} in the database not applied ({problem})")
-        if db.get("acl") is not None:
+        if privileges and db.get("acl") is not None:
             self.conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
             for grantee, privilege, grantable in db["acl"]:
                 if privilege not in DATABASE_PRIVILEGES:
