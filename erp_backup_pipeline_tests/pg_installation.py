@@ -37,7 +37,7 @@ ALTER ROLE erp_readonly IN DATABASE erp SET statement_timeout = '5s';
 REVOKE CONNECT, TEMPORARY ON DATABASE erp FROM PUBLIC;
 GRANT CONNECT ON DATABASE erp TO erp_readonly;
 """
-SCHEMA = f"""
+NAMES = f"""
 CREATE EXTENSION citext;
 CREATE EXTENSION pg_trgm;
 CREATE TABLE "order" (id bigserial PRIMARY KEY, "customerId" citext NOT NULL, note text, total numeric(12,2));
@@ -74,12 +74,14 @@ INSERT INTO "Buchung" SELECT i, date '2025-06-01' + i FROM generate_series(1, 30
 INSERT INTO cache_entries VALUES ('a', 'b');
 INSERT INTO documents VALUES (1, lo_from_bytea(0, 'Rechnung RE-0001 als PDF'));
 REFRESH MATERIALIZED VIEW "Umsatz je Kunde";
+ANALYZE;
+"""
+GRANTS = """
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO erp_readonly;
 GRANT USAGE ON SCHEMA "Archiv 2025" TO erp_readonly;
 GRANT SELECT ON "Archiv 2025"."Kunden Alt" TO erp_reporting;
 GRANT SELECT ON "Invoice" TO erp_reporting;
 ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO erp_readonly;
-ANALYZE;
 """
 USER_TABLES = ("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
                " WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
@@ -97,7 +99,8 @@ def create_installation(server: PostgresServer) -> None:
         for statement in ROLES.format(app=APP_PASSWORD, ro=READONLY_PASSWORD).strip().split(";\n"):
             conn.execute(statement)  # one at a time: CREATE DATABASE refuses a transaction block
     with psycopg.connect(server.dsn("erp", "erp_user", APP_PASSWORD), autocommit=True) as conn:
-        conn.execute(SCHEMA)
+        conn.execute(NAMES)
+        conn.execute(GRANTS)
         loid = conn.execute("SELECT content FROM documents").fetchone()[0]  # type: ignore[index]
         conn.execute(f"GRANT SELECT ON LARGE OBJECT {int(loid)} TO erp_readonly")
 
