@@ -123,8 +123,12 @@ def verify_backup(settings: Any, source: str, partition: str, progress: Progress
     t0 = time.monotonic()
     depends = _depended_on(settings, m)
     extra: dict[str, Any] = {}
+    check = getattr(src, "verify_attachment", None)
     for name, data in read_attachments(settings, entry).items():
-        extra[f"attachment_{name}"] = src.verify_attachment(name, data, m.facts)  # type: ignore[attr-defined]
+        if check is None:
+            raise VerifyError(f"{source} {partition}: the manifest names an attachment {name!r}, which {source} "
+                              "captures never have")
+        extra[f"attachment_{name}"] = check(name, data, m.facts)
     with fetched(settings, entry) as path, open(path, "rb") as fh:
         reader = plaintext_reader(settings, m, fh, progress, "verify")
         details = src.verify(reader, path.parent, m.facts)

@@ -329,11 +329,14 @@ class PostgresSource:
                 made.configure(doc, (doc or {}).get("database", {}).get("owner") if keep_owner else None,
                                privileges=not no_privileges)
                 src._pg_restore(reader, name, keep_owner, not no_privileges)
-            except BaseException:
+            except BaseException as exc:
                 made.undo()
                 if kept:
                     conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(kept),
                                                                                   sql.Identifier(name)))
+                if isinstance(exc, psycopg.Error):
+                    raise RestoreError(f"restoring into {name} on {src.server} failed: {_pg_reason(exc)}; what this "
+                                       "restore created was removed again") from None
                 raise
         if doc is None:
             made.notes.append("this capture records no roles: the restored objects belong to the restoring role "
