@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,9 +30,10 @@ from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.core.sources.redis import target_with_password
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError
-from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline.settings import Settings, load_settings, read_secret_file
 
 RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
                  "config": "config_archive", "uploads": "uploads_snapshot"}
@@ -200,7 +202,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if not args.partition:
         raise ConfigError("--partition is required (or, for postgres, --target-time/--target-lsn/--latest)")
     source = _source_name(args.kind)
-    steps = restore_plan(settings, source, args.partition, args.to, args.force)
+    target = args.to
+    if source == "redis_snapshot" and target.startswith(("redis://", "rediss://")):
+        target = target_with_password(target, _restore_password(args))
+    elif args.password_file:
+        raise ConfigError("--password-file is for a Redis restore target (redis://...)")
+    steps = restore_plan(settings, source, args.partition, target, args.force)
     print("restore plan:")
     for i, step in enumerate(steps, 1):
         print(f"  {i}. {step}")
@@ -208,11 +215,25 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print("dry run: nothing changed")
         return 0
     with progress_reporter() as report:
-        result = restore_backup(settings, source, args.partition, args.to, args.force, report)
+        result = restore_backup(settings, source, args.partition, target, args.force, report)
     kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
     print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
           f"in {result['seconds']} s{kept}")
     return 0
+
+
+RESTORE_PASSWORD_ENV = "ERP_RESTORE_PASSWORD"
+
+
+def _restore_password(args: argparse.Namespace) -> str | None:
+    """The restore target's password: from --password-file (0600) or $ERP_RESTORE_PASSWORD, never from argv."""
+    if args.password_file:
+        password: str | None = read_secret_file(Path(args.password_file), "--password-file")
+    else:
+        password = os.environ.get(RESTORE_PASSWORD_ENV) or None
+    if password:
+        register_secrets([password])
+    return password
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -322,10 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli_pitr.add_restore_arguments(s)
     s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name, or with "
                    "--target-time/--target-lsn/--latest a new data directory; "
-                   "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb; "
+                   "redis: redis://[user@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside")
+    s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside; follow a "
+                   "symlink among its parents, restore into a directory another user owns")
+    s.add_argument("--password-file", metavar="FILE", help="redis: the target's password, from this 0600 file "
+                   f"(or ${RESTORE_PASSWORD_ENV}); never in the URL")
     s.set_defaults(func=cmd_restore)
     return p
 

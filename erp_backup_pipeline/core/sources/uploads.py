@@ -33,6 +33,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
 from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, shown
 from erp_backup_pipeline.core.sources.files_restore import _make_room, _occupied
@@ -204,11 +205,11 @@ class UploadsSource:
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Fetch | None = None) -> dict[str, Any]:
-        t = Path(target).absolute()
+        t = check_target(target, force)
         if _occupied(t) and not force:
             raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside")
         stamp = _stamp()
-        t.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(t)
         partial = Path(tempfile.mkdtemp(prefix=f"{t.name}.partial-{stamp}-", dir=t.parent))
         try:
             store = partial / ".erp-blobs"
@@ -245,9 +246,8 @@ def _read(reader: IO[bytes] | Any, store: Path | None,
                 if not (member.name.startswith(BLOB_DIR) and data is not None):
                     raise VerifyError(f"uploads: unexpected member {shown(member.name)} in the artifact")
                 digest = member.name[len(BLOB_DIR):]
-                keep = store is not None and (wanted is None or digest in wanted)
-                sink = open(os.open(store / digest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") \
-                    if keep and store is not None else None
+                keep = store is not None and (wanted is None or digest in wanted) and not (store / digest).exists()
+                sink = create_file(store / digest) if keep and store is not None else None
                 try:
                     h = hashlib.sha256()
                     while chunk := data.read(CHUNK):
@@ -296,7 +296,8 @@ def _build(root: Path, store: Path, snapshot: list[dict[str, Any]]) -> int:
                 raise RestoreError(f"uploads: content of {shown(e['name'])} was not found in any artifact")
             uses[e["sha256"]] -= 1
             if uses[e["sha256"]]:
-                shutil.copyfile(blob, path)
+                with open(blob, "rb") as src, create_file(path) as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
             else:
                 os.rename(blob, path)
             files += 1
