@@ -361,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     except BackupError as exc:
         print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
         return 1
+    except OSError as exc:  # a file system error no command turned into its own line: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"erp-backup: error: {redact((exc.strerror or type(exc).__name__) + where)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("erp-backup: interrupted", file=sys.stderr)
         return 130

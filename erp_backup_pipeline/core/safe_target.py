@@ -118,9 +118,8 @@ def put_in_place(src: Path, target: Path) -> None:
 
 def restore_os_error(exc: OSError, target: str) -> RestoreError:
     """One line for an OSError while a restore wrote ``target``."""
-    where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(target) else ""
     if exc.errno == errno.EEXIST:
         return RestoreError(f"restore target {target}: {exc.filename or target} appeared while the restore ran "
                             "(a planted file or link?); nothing was written through it")
     reason = (exc.strerror or type(exc).__name__).lower()
-    return RestoreError(f"restore into {target} failed: {reason}{where}")
+    return RestoreError(f"restore into {target} failed: {reason}")
