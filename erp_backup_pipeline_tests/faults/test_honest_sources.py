@@ -13,7 +13,6 @@ import io
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.errors import BackupError, VerifyError
 from erp_backup_pipeline.settings import Settings
 from erp_backup_pipeline_tests.conftest import make_settings, pg_source
+from erp_backup_pipeline_tests.faults.tools import tmpfs
 
 EARLIER, DAY = "2026-11-24", "2026-11-25"
 
@@ -181,16 +181,6 @@ def test_a_postgres_database_without_user_tables_fails_unless_allowed(tmp_path: 
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, size: str) -> Iterator[Path]:
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def _cli(config: Path, *argv: str) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -210,7 +200,7 @@ def _write_config(tmp: Path, age_identity: tuple[Path, str], uploads: Path, stag
 def test_a_full_staging_disk_is_one_line_and_leaves_nothing(tmp_path: Path, age_identity) -> None:
     uploads = _tree(tmp_path / "uploads", 2)
     (uploads / "scan.tif").write_bytes(bytes(range(256)) * (12 * 4096))  # 12 MiB: spooled to the staging disk
-    with _tmpfs(tmp_path / "staging", "2m") as staging:
+    with tmpfs(tmp_path / "staging", "2m") as staging:
         config = _write_config(tmp_path, age_identity, uploads, staging, tmp_path / "state")
         rc, _, err = _cli(config, "backup", "uploads", "--partition", DAY)
         assert rc == 1 and "Traceback" not in err, err
@@ -222,7 +212,7 @@ def test_a_full_staging_disk_is_one_line_and_leaves_nothing(tmp_path: Path, age_
 
 def test_a_full_state_disk_after_the_commit_is_a_complete_backup_with_a_warning(tmp_path: Path, age_identity) -> None:
     uploads = _tree(tmp_path / "uploads", 3)
-    with _tmpfs(tmp_path / "state", "64k") as state:
+    with tmpfs(tmp_path / "state", "64k") as state:
         config = _write_config(tmp_path, age_identity, uploads, tmp_path / "staging", state)
         subprocess.run(["dd", "if=/dev/zero", f"of={state / 'rest'}", "bs=4k"], capture_output=True, check=False)
         rc, out, err = _cli(config, "backup", "uploads", "--partition", DAY)

@@ -29,6 +29,7 @@ from erp_backup_pipeline.core.restore import restore_backup
 from erp_backup_pipeline.errors import RestoreError
 from erp_backup_pipeline.settings import Settings
 from erp_backup_pipeline_tests.conftest import REDIS_PASSWORD, make_settings, redis_source
+from erp_backup_pipeline_tests.faults.tools import tmpfs
 
 DAY = "2026-11-25"
 
@@ -230,21 +231,11 @@ def test_a_target_directory_another_user_owns_is_refused(sqlite_backed_up: tuple
     assert "is writable by other users (mode 0777, no sticky bit)" in _one_line(err.value)
 
 
-@contextlib.contextmanager
-def _tmpfs(path: Path, size: str = "4m") -> Iterator[Path]:
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_restores_onto_a_read_only_or_unwritable_target_fail_in_one_line(sqlite_backed_up: tuple[Settings, Path],
                                                                        tmp_path: Path, age_identity: tuple[Path, str]
                                                                        ) -> None:
     settings, _ = sqlite_backed_up
-    with _tmpfs(tmp_path / "ro") as ro:
+    with tmpfs(tmp_path / "ro") as ro:
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
         data = _data(tmp_path, age_identity, {"sqlite": {"path": str(settings.sources.sqlite.path)}})  # type: ignore[union-attr]
         rc, _, err = _cli(data, tmp_path, "restore", "sqlite", "--partition", DAY, "--to", str(ro / "check.sqlite3"))
