@@ -235,7 +235,7 @@ def test_restores_onto_a_read_only_or_unwritable_target_fail_in_one_line(sqlite_
                                                                        tmp_path: Path, age_identity: tuple[Path, str]
                                                                        ) -> None:
     settings, _ = sqlite_backed_up
-    with tmpfs(tmp_path / "ro") as ro:
+    with tmpfs(tmp_path / "ro", "4m") as ro:
         subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
         data = _data(tmp_path, age_identity, {"sqlite": {"path": str(settings.sources.sqlite.path)}})  # type: ignore[union-attr]
         rc, _, err = _cli(data, tmp_path, "restore", "sqlite", "--partition", DAY, "--to", str(ro / "check.sqlite3"))
