@@ -163,7 +163,7 @@ def child_main(config_path: str, out_path: str, partition: str, profile_path: st
     result = dg.materialize(
         [build_backup_asset(BACKUP_ASSETS[asset]), source_spec(BACKUP_ASSETS[asset])],
         partition_key=partition,
-        resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
+        resources={"backup_settings": BackupSettingsResource.pinned(config_path)},
         instance=(instance := dg.DagsterInstance.ephemeral()),
         raise_on_error=False,
     )

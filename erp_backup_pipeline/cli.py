@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,9 +30,10 @@ from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.core.sources.redis import target_with_password
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError
-from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline.settings import Settings, load_settings, read_secret_file
 
 RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
                  "config": "config_archive", "uploads": "uploads_snapshot"}
@@ -201,7 +203,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
         raise ConfigError("--partition is required (or, for postgres, --target-time/--target-lsn/--latest)")
     source = _source_name(args.kind)
     options = _restore_options(args)
-    steps = restore_plan(settings, source, args.partition, args.to, args.force, options)
+    target = args.to
+    if source == "redis_snapshot" and target.startswith(("redis://", "rediss://")):
+        target = target_with_password(target, _restore_password(args))
+    elif args.password_file:
+        raise ConfigError("--password-file is for a Redis restore target (redis://...)")
+    steps = restore_plan(settings, source, args.partition, target, args.force, options)
     print("restore plan:")
     for i, step in enumerate(steps, 1):
         print(f"  {i}. {step}")
@@ -209,7 +216,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print("dry run: nothing changed")
         return 0
     with progress_reporter() as report:
-        result = restore_backup(settings, source, args.partition, args.to, args.force, report, options)
+        result = restore_backup(settings, source, args.partition, target, args.force, report, options)
     kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
     print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
           f"in {result['seconds']} s{kept}")
@@ -229,6 +236,20 @@ def _restore_options(args: argparse.Namespace) -> dict[str, Any]:
             raise ConfigError("--no-owner and --server are for postgres only")
         return {}
     return {"no_owner": args.no_owner, "server": args.server}
+
+
+RESTORE_PASSWORD_ENV = "ERP_RESTORE_PASSWORD"
+
+
+def _restore_password(args: argparse.Namespace) -> str | None:
+    """The restore target's password: from --password-file (0600) or $ERP_RESTORE_PASSWORD, never from argv."""
+    if args.password_file:
+        password: str | None = read_secret_file(Path(args.password_file), "--password-file")
+    else:
+        password = os.environ.get(RESTORE_PASSWORD_ENV) or None
+    if password:
+        register_secrets([password])
+    return password
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
@@ -338,10 +359,13 @@ def build_parser() -> argparse.ArgumentParser:
     cli_pitr.add_restore_arguments(s)
     s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name (plain, or \"quoted\"), or with "
                    "--target-time/--target-lsn/--latest a new data directory; "
-                   "redis: redis://[user:pass@]host:port of an empty instance, or a directory for dump.rdb; "
+                   "redis: redis://[user@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside")
+    s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside; follow a "
+                   "symlink among its parents, restore into a directory another user owns")
+    s.add_argument("--password-file", metavar="FILE", help="redis: the target's password, from this 0600 file "
+                   f"(or ${RESTORE_PASSWORD_ENV}); never in the URL")
     s.add_argument("--no-owner", action="store_true",
                    help="postgres: every restored object belongs to the restoring role (default: owners and grants "
                         "as recorded, missing roles created first)")
@@ -358,6 +382,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except BackupError as exc:
         print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file system error no command turned into its own line: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"erp-backup: error: {redact((exc.strerror or type(exc).__name__) + where)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("erp-backup: interrupted", file=sys.stderr)

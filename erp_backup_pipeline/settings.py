@@ -5,7 +5,8 @@ Strings may contain ``${VAR}`` (environment interpolation; a missing variable is
 ``${VAR:-default}`` supplies a default). Secrets are ``SecretStr`` and may instead be read from
 a ``*_file`` whose mode must deny group and other access (0600 or stricter).
 Any mistake fails at load with one line naming the key and what is wrong; unknown keys are
-refused, with the closest known key suggested.
+refused, with the closest known key suggested. A config file that others may write (group or world
+write bit) is refused: whoever writes it chooses what is backed up, with which key, to where.
 """
 
 from __future__ import annotations
@@ -136,10 +137,14 @@ class S3DestinationSettings(_Model):
 DestinationSettings = Annotated[Union[LocalDestinationSettings, S3DestinationSettings], Field(discriminator="type")]
 
 
+_ALLOW_EMPTY = "a capture without a user table (or, for a directory, without a file) passes; default: it fails the backup"
+
+
 class SqliteSourceSettings(_Model):
     enabled: bool = True
     path: Path
     owner: str = "team:erp-ops"
+    allow_empty: bool = Field(False, description=_ALLOW_EMPTY)
 
 
 class _WithPassword(_Model):
@@ -173,6 +178,7 @@ class PostgresSourceSettings(_WithPassword):
     role_passwords: bool = Field(False, description="record the roles' password hashes with the globals (needs a "
                                                     "superuser: they are in pg_authid); off: roles without passwords")
     owner: str = "team:erp-ops"
+    allow_empty: bool = Field(False, description=_ALLOW_EMPTY)
 
 
 class RedisSourceSettings(_WithPassword):
@@ -187,7 +193,19 @@ class RedisSourceSettings(_WithPassword):
     timeout: float = Field(30.0, gt=0)
 
 
-class ConfigFilesSettings(_Model):
+class _DirectorySource(_Model):
+    """What a directory source must hold, and whether a configured path that is a symlink is followed."""
+
+    allow_empty: bool = Field(False, description=_ALLOW_EMPTY)
+    max_shrink: float = Field(1.0, gt=0, le=1, description="fail the backup when the file count fell by this share or "
+                                                           "more against the previous verified capture; 1.0: only a "
+                                                           "fall to zero")
+    follow_symlinks: bool = Field(False, description="a configured path that is a symlink is followed (and the manifest "
+                                                     "says so); default: the backup fails naming it. Links inside the "
+                                                     "tree are always stored as links")
+
+
+class ConfigFilesSettings(_DirectorySource):
     """The ERP's configuration files: paths, directories or glob patterns (globs match dot files)."""
 
     enabled: bool = True
@@ -197,7 +215,7 @@ class ConfigFilesSettings(_Model):
     root: Path | None = Field(None, description="archive member names are relative to it; default: common parent")
 
 
-class UploadsSettings(_Model):
+class UploadsSettings(_DirectorySource):
     """The ERP's uploaded documents, backed up incrementally (content stored once)."""
 
     enabled: bool = True
@@ -572,6 +590,10 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Load the configuration file; relative paths in it resolve against the file's directory."""
     p = config_path(path)
     try:
+        st = p.stat()
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise ConfigError(f"config file {p} has mode {stat.S_IMODE(st.st_mode):04o}: other users could write it and "
+                              "choose the sources, keys and destinations of every backup; chmod go-w it (0600 or 0640)")
         text = p.read_text()
     except FileNotFoundError:
         raise ConfigError(f"config file {p} not found (set {CONFIG_ENV} or create it; see README)") from None

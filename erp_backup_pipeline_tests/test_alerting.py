@@ -56,7 +56,7 @@ class Sensor:
         defs = defs or build_definitions(str(self.config))
         sensor = defs.resolve_sensor_def("backup_alert_sensor")
         ctx = dg.build_sensor_context(instance=self.instance, cursor=self.cursor, definitions=defs,
-                                      resources={"backup_settings": BackupSettingsResource(config_path=str(self.config))})
+                                      resources={"backup_settings": BackupSettingsResource.pinned(str(self.config))})
         data = sensor.evaluate_tick(ctx)
         self.cursor = data.cursor
         return data.skip_message

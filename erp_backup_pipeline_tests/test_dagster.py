@@ -36,7 +36,7 @@ def write_config(tmp_path: Path, age_identity, **sections: Any) -> Path:
 def materialize(name: str, config: Path, partition: str = "2026-11-25") -> dg.ExecuteInProcessResult:
     info = BACKUP_ASSETS[name]
     return dg.materialize([build_backup_asset(info), source_spec(info)], partition_key=partition,
-                          resources={"backup_settings": BackupSettingsResource(config_path=str(config))},
+                          resources={"backup_settings": BackupSettingsResource.pinned(str(config))},
                           raise_on_error=False)
 
 
@@ -221,7 +221,7 @@ def test_schedule_requests_its_own_date_and_skips_unconfigured_sources(tmp_path:
     config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
     local_defs = build_definitions(str(config))
     tick = datetime(2026, 11, 26, 2, 0, tzinfo=ZoneInfo("Europe/Berlin"))
-    resources = {"backup_settings": BackupSettingsResource(config_path=str(config))}
+    resources = {"backup_settings": BackupSettingsResource.pinned(str(config))}
     with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources,
                                    repository_def=local_defs.get_repository_def()) as ctx:
         [request] = local_defs.resolve_schedule_def("sqlite_backup_nightly").evaluate_tick(ctx).run_requests

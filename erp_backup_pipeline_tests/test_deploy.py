@@ -95,8 +95,8 @@ def test_no_private_key_or_known_secret_in_any_deploy_file() -> None:
 
 # ------------------------------------------------------------------------------------------- compose
 
-EXPECTED_SERVICES = {"dagster-postgres", "minio", "minio-init", "code-server", "webserver", "daemon", "metrics",
-                     "prometheus"}
+EXPECTED_SERVICES = {"dagster-postgres", "minio", "minio-init", "code-server", "webserver", "webserver-readonly",
+                     "ui-proxy", "daemon", "metrics", "prometheus"}
 ONE_SHOT = {"minio-init"}
 
 
@@ -106,7 +106,7 @@ def test_compose_has_the_production_services_each_with_an_image_or_build() -> No
     for name, svc in services.items():
         assert svc.get("image") or svc.get("build"), f"{name}: neither image nor build"
     own = [n for n, s in services.items() if s.get("build")]
-    assert set(own) == {"code-server", "webserver", "daemon", "metrics"}
+    assert set(own) == {"code-server", "webserver", "webserver-readonly", "daemon", "metrics"}
     for name in own:  # one image for all of them, built from our Dockerfile
         build = services[name]["build"]
         assert (COMPOSE_FILE.parent / build["context"] / build["dockerfile"]).resolve() == DOCKERFILE
@@ -442,6 +442,9 @@ HELM_ALLOWED = {
                                                                "limit")),
     "dagsterWebserver", "dagsterWebserver.replicaCount", "dagsterWebserver.service", "dagsterWebserver.service.type",
     "dagsterWebserver.service.port",
+    # helm/dagster/schema/schema/charts/dagster/subschema/webserver.py @ 0070107 (Webserver.enableReadOnly: bool);
+    # templates/helpers/_helpers.tpl: the second webserver gets --read-only and component dagster-webserver-read-only
+    "dagsterWebserver.enableReadOnly",
     "telemetry", "telemetry.enabled",
     "retention", "retention.enabled", "retention.schedule", "retention.schedule.purgeAfterDays", "retention.sensor",
     "retention.sensor.purgeAfterDays",
@@ -563,3 +566,35 @@ def test_sample_config_fails_without_its_environment(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("ERP_BACKUP_S3_SECRET_ACCESS_KEY")
     with pytest.raises(Exception, match="ERP_BACKUP_S3_SECRET_ACCESS_KEY is not set"):
         parse_settings(_sample_settings_data(), str(SAMPLE_CONFIG), Path("/"))
+
+
+# ------------------------------------------------------------------------------------- who reaches the UI
+
+
+def test_only_the_read_only_webserver_is_exposed_and_only_through_its_proxy() -> None:
+    """systemd: full control on 127.0.0.1:3000, read-only on 127.0.0.1:3001 behind nginx; compose: the same, the
+    read-only one in a network namespace only nginx shares; Helm: a read-only webserver and NetworkPolicies that
+    close the full-control one to every pod and open the read-only one to the ingress controller only."""
+    units = {p.name: p.read_text() for p in SYSTEMD.glob("erp-backup-webserver*.service")}
+    assert "dagster-webserver -h 127.0.0.1 -p 3000 " in units["erp-backup-webserver.service"]
+    assert "dagster-webserver --read-only -h 127.0.0.1 -p 3001 " in units["erp-backup-webserver-readonly.service"]
+    nginx = (DEPLOY / "nginx" / "erp-backup-ui.conf").read_text()
+    assert "proxy_pass         http://127.0.0.1:3001;" in nginx and "auth_basic_user_file" in nginx
+    assert "listen 443 ssl;" in nginx and "3000" not in nginx.split("server {", 1)[1]
+    services = _compose()["services"]
+    assert services["webserver"]["ports"] == ["127.0.0.1:3000:3000"]
+    ro = services["webserver-readonly"]
+    assert ro["command"][:5] == ["dagster-webserver", "--read-only", "-h", "127.0.0.1", "-p"] and ro["ports"] == ["443:443"]
+    assert services["ui-proxy"]["network_mode"] == "service:webserver-readonly" and "ports" not in services["ui-proxy"]
+    values = yaml.safe_load(HELM_VALUES.read_text())
+    assert values["dagsterWebserver"]["enableReadOnly"] is True and values["dagsterWebserver"]["service"]["type"] == \
+        "ClusterIP"
+    policies = {d["metadata"]["name"]: d for d in yaml.safe_load_all((DEPLOY / "helm" / "network-policy.yaml").read_text())}
+    closed = policies["erp-backup-webserver-full-control-closed"]["spec"]
+    assert closed["podSelector"]["matchLabels"]["component"] == "dagster-webserver"
+    assert closed["policyTypes"] == ["Ingress"] and closed["ingress"] == []
+    opened = policies["erp-backup-webserver-read-only-from-ingress"]["spec"]
+    assert opened["podSelector"]["matchLabels"]["component"] == "dagster-webserver-read-only"
+    assert [r["from"][0]["namespaceSelector"]["matchLabels"] for r in opened["ingress"]] == [
+        {"kubernetes.io/metadata.name": "ingress-nginx"}]
+    assert opened["ingress"][0]["ports"] == [{"protocol": "TCP", "port": values["dagsterWebserver"]["service"]["port"]}]

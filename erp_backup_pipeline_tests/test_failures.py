@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,18 +13,14 @@ from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.errors import ConfigError, DestinationError
 from erp_backup_pipeline_tests.conftest import make_settings, s3_destination
+from erp_backup_pipeline_tests.faults.tools import tmpfs
 
 
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 2 MiB tmpfs: a destination disk that really fills up (CI runs as root)."""
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with tmpfs(tmp_path / "tiny", "2m", mode=None) as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _big_sqlite(path: Path) -> Path:

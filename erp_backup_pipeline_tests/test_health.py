@@ -80,7 +80,7 @@ def test_the_sensor_names_an_unusable_destination_in_one_line_and_alerts_once_th
     def tick(config: Path, cursor: str | None) -> dg.SensorExecutionData:
         return sensor.evaluate_tick(dg.build_sensor_context(
             instance=instance, definitions=defs, cursor=cursor,
-            resources={"backup_settings": BackupSettingsResource(config_path=str(config))}))
+            resources={"backup_settings": BackupSettingsResource.pinned(str(config))}))
 
     with instance_for_test(tmp_path) as instance:
         first = tick(wrong, None)

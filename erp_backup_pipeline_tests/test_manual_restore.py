@@ -1,4 +1,5 @@
-"""Restore with standard tools alone (age, zstd, pg_restore, sqlite3), exactly as the README shows."""
+"""Restore with standard tools alone (age, zstd, pg_restore, sqlite3), exactly as the README shows; each line
+writes into a directory it has just made, so a link planted where the result goes is never written through."""
 
 from __future__ import annotations
 
@@ -50,11 +51,12 @@ def test_postgres_pipeline_from_the_readme(tmp_path: Path, pg_server, erp_db, ag
 def test_sqlite_pipeline_from_the_readme(tmp_path: Path, demo_sqlite: Path, age_identity) -> None:
     settings = make_settings(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
     m = run_backup(settings, "sqlite_backup", "2026-11-25")
-    line = "age -d -i KEY ARTIFACT | zstd -d -o RESTORED && sqlite3 RESTORED 'PRAGMA integrity_check'"
+    line = ("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/restored.sqlite3 && "
+            "sqlite3 DIR/restored.sqlite3 'PRAGMA integrity_check'")
     assert line in README.read_text()
-    restored = tmp_path / "manual.sqlite3"
+    restored = tmp_path / "manual" / "restored.sqlite3"
     out = run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key),
-                   RESTORED=str(restored))
+                   DIR=str(restored.parent))
     assert out.stdout.strip() == "ok"
     with sqlite3.connect(restored) as conn:
         assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 200
@@ -66,10 +68,9 @@ def test_redis_pipeline_from_the_readme(tmp_path: Path, redis_server, age_identi
     redis_server.client().set("session:manual", "restored by hand")
     settings = make_settings(tmp_path, age_identity, sources=redis_source(redis_server))
     m = run_backup(settings, "redis_snapshot", "2026-11-25")
-    line = "age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb"
+    line = "mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb"
     assert line in README.read_text()
     out = tmp_path / "manual-redis"
-    out.mkdir()
     done = run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key), DIR=str(out))
     assert "RDB looks OK" in done.stdout
     assert b"restored by hand" in (out / "dump.rdb").read_bytes()
@@ -82,7 +83,7 @@ def test_config_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
     (erp / ".env").write_text("A=1\n")
     settings = make_settings(tmp_path, age_identity, sources={"config": {"paths": [str(erp / ".env"), str(erp / "config")]}})
     m = run_backup(settings, "config_archive", "2026-11-25")
-    line = "mkdir DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"
+    line = "mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"
     assert line in README.read_text()
     out = tmp_path / "manual-config"
     run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key), DIR=str(out))
@@ -102,11 +103,31 @@ def test_uploads_pipeline_from_the_readme(tmp_path: Path, age_identity) -> None:
     m = run_backup(settings, "uploads_snapshot", "2026-11-25")
     assert m.facts["depends_on"] == [first.artifact_key]
     line = "age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"
-    assert line in README.read_text()
+    assert "mkdir -m 700 BLOBS\n" + line in README.read_text()
     blobs = tmp_path / "blobs"
-    blobs.mkdir()
+    run_line("mkdir -m 700 BLOBS", BLOBS=str(blobs))
     for key in [first.artifact_key, m.artifact_key]:  # older first: the day's snapshot file lands last
         run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / key), BLOBS=str(blobs))
     snapshot = json.loads((blobs / ".erp-backup-snapshot.json").read_text())
     contents = {e["name"]: (blobs / "blobs" / e["sha256"]).read_bytes() for e in snapshot if e["type"] == "file"}
     assert contents == {"a.pdf": b"first day", "b.pdf": b"second day"}
+
+
+def test_the_runbook_lines_never_write_through_a_planted_link(tmp_path: Path, demo_sqlite: Path, age_identity) -> None:
+    """Another user planted DIR as a link to the live database's directory: the README's SQLite line stops at
+    mkdir, the live database is untouched."""
+    settings = make_settings(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
+    m = run_backup(settings, "sqlite_backup", "2026-11-25")
+    live = demo_sqlite.read_bytes()
+    planted = tmp_path / "shared" / "restore"
+    planted.parent.mkdir()
+    planted.symlink_to(demo_sqlite.parent)
+    line = ("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/restored.sqlite3 && "
+            "sqlite3 DIR/restored.sqlite3 'PRAGMA integrity_check'")
+    try:
+        run_line(line, KEY=str(age_identity[0]), ARTIFACT=str(tmp_path / "backups" / m.artifact_key), DIR=str(planted))
+    except subprocess.CalledProcessError as exc:
+        assert "File exists" in exc.stderr
+    else:
+        raise AssertionError("the line wrote through the planted link")
+    assert demo_sqlite.read_bytes() == live and not (demo_sqlite.parent / "restored.sqlite3").exists()

@@ -181,7 +181,7 @@ def test_full_and_incremental_assets_materialize_with_their_checks(pitr_cluster:
 
     from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
-    resources = {"backup_settings": BackupSettingsResource(config_path=str(config))}
+    resources = {"backup_settings": BackupSettingsResource.pinned(str(config))}
     tick = datetime(2026, 11, 26, 14, 0, tzinfo=ZoneInfo("UTC"))
     with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources,
                                    repository_def=defs.get_repository_def()) as ctx:

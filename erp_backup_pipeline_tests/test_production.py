@@ -8,6 +8,7 @@ are saved under its tmp_path (the path is printed).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests import topology
 from erp_backup_pipeline_tests.conftest import StrictS3
-from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port
+from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port, stop_process
 
 ASSET = "sqlite_backup"
 # every backup asset and the ERP source upstream of it
@@ -270,3 +271,90 @@ def test_the_operator_sees_lineage_and_partitions_and_backfills_missing_dates_fr
             page.screenshot(path=shots / "07-materialization.png")
         finally:
             browser.close()
+
+
+LAUNCH_RUN = """mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+    ... on LaunchRunSuccess { run { runId } } ... on RunConfigValidationInvalid { errors { message } }
+    ... on UnauthorizedError { message } ... on PythonError { message } } }"""
+
+
+def _launch_params(config: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"params": {"selector": {"repositoryLocationName": topology.LOCATION, "repositoryName": "__repository__",
+                                    "jobName": f"{ASSET}_job"}, "runConfigData": config or {},
+                       "executionMetadata": {"tags": [{"key": "dagster/partition", "value": days_ago(20)[0]}]}}}
+
+
+def test_a_run_config_overriding_the_config_file_is_refused_through_graphql(production: Production,
+                                                                              tmp_path: Path) -> None:
+    """The reported attack: an unauthenticated launchRun whose run config points the backup resource at a YAML file
+    dropped in the uploads tree (another key, another destination). Dagster refuses it before a run exists."""
+    planted = tmp_path / "uploads" / "evil.yaml"
+    planted.parent.mkdir()
+    planted.write_text(yaml.safe_dump({**yaml.safe_load(production.config.read_text()),
+                                       "destinations": [{"type": "local", "path": str(tmp_path / "exfiltrated")}]}))
+    runs_before = production.database.query("SELECT count(*) FROM runs")[0][0]
+    result = production.topo.graphql(LAUNCH_RUN, _launch_params(
+        {"resources": {"backup_settings": {"config": {"config_path": str(planted)}}}}))["launchRun"]
+    assert result["__typename"] == "RunConfigValidationInvalid", result
+    assert any('unexpected config entry "config_path"' in e["message"] for e in result["errors"]), result
+    assert production.database.query("SELECT count(*) FROM runs")[0][0] == runs_before
+    assert not (tmp_path / "exfiltrated").exists()
+
+
+def test_operators_reach_only_a_read_only_ui_through_an_authenticating_tls_proxy(production: Production,
+                                                                                 tmp_path: Path) -> None:
+    """deploy/nginx/erp-backup-ui.conf in front of dagster-webserver --read-only, in a real browser: refused without
+    credentials, the asset graph with them, and no way to launch a run."""
+    from playwright.sync_api import Error as PlaywrightError
+    from playwright.sync_api import expect, sync_playwright
+
+    from erp_backup_pipeline_tests import ui_proxy
+
+    topo = production.topo
+    _, ro_port = ui_proxy.start_read_only_webserver(topo)
+    proxy = ui_proxy.start_proxy(tmp_path / "nginx", ro_port, {"operator": "op-Pw-2c81f0"})
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    print(f"screenshots: {shots}")
+    try:
+        topo.wait("nginx", lambda: topology.port_open(proxy.port), 30)
+        assert proxy.request("/server_info")[0] == 401
+        assert proxy.request("/server_info", auth=("operator", "wrong"))[0] == 401
+        status, body = proxy.request("/graphql", {"query": LAUNCH_RUN, "variables": _launch_params()})
+        assert status == 401, body
+        status, body = proxy.request("/graphql", {"query": LAUNCH_RUN, "variables": _launch_params()},
+                                     auth=("operator", "op-Pw-2c81f0"))
+        assert status == 200 and json.loads(body)["data"]["launchRun"]["__typename"] == "UnauthorizedError", body
+        runs = production.database.query("SELECT count(*) FROM runs WHERE run_id IN (SELECT run_id FROM run_tags "
+                                         "WHERE key = 'dagster/partition' AND value = %s)", (days_ago(20)[0],))
+        assert runs == [(0,)]
+
+        expect.set_options(timeout=60_000)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium"), headless=True, args=BROWSER_ARGS)
+            try:
+                anonymous = browser.new_context(ignore_https_errors=True).new_page()
+                with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):  # the browser got a 401
+                    anonymous.goto(proxy.url + "/")
+                assert anonymous.request.get(proxy.url + "/").status == 401
+
+                context = browser.new_context(ignore_https_errors=True,
+                                              http_credentials={"username": "operator", "password": "op-Pw-2c81f0"},
+                                              viewport={"width": 1600, "height": 1600})
+                page = context.new_page()
+                page.set_default_timeout(60_000)
+                page.goto(f"{proxy.url}/locations/{topology.LOCATION}/asset-groups/erp_backups")
+                for asset in UPSTREAM:
+                    expect(page.locator(f'[data-tooltip="{asset}"]')).to_be_visible()
+                page.screenshot(path=shots / "01-asset-graph-read-only.png")
+                page.goto(f"{proxy.url}/assets/{ASSET}?view=partitions")
+                expect(page.get_by_text(re.compile(r"^Materialized \(\d+\)$"))).to_be_visible()
+                button = page.get_by_role("button", name=re.compile("Materialize"))
+                expect(button.first).to_be_disabled()
+                page.screenshot(path=shots / "02-materialize-disabled.png")
+            finally:
+                browser.close()
+        assert "op-Pw-2c81f0" not in (proxy.base / "access.log").read_text()
+    finally:
+        proxy.stop()
+        stop_process(topo.procs.pop("webserver-readonly"))

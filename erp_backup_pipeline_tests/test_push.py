@@ -39,7 +39,7 @@ def test_finished_runs_are_pushed_once(tmp_path: Path, demo_sqlite: Path, age_id
                               metrics={"pushgateway_url": base})
         defs = build_definitions(str(config))
         sensor = defs.resolve_sensor_def("backup_metrics_push_sensor")
-        resources = {"backup_settings": BackupSettingsResource(config_path=str(config))}
+        resources = {"backup_settings": BackupSettingsResource.pinned(str(config))}
         with instance_for_test(tmp_path) as instance:
             assert run_job(defs, instance, "sqlite_backup_job", "2026-11-25").success
             first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs, resources=resources))
@@ -61,5 +61,5 @@ def test_no_push_without_a_url(tmp_path: Path, demo_sqlite: Path, age_identity) 
     with instance_for_test(tmp_path) as instance:
         data = defs.resolve_sensor_def("backup_metrics_push_sensor").evaluate_tick(dg.build_sensor_context(
             instance=instance, definitions=defs,
-            resources={"backup_settings": BackupSettingsResource(config_path=str(config))}))
+            resources={"backup_settings": BackupSettingsResource.pinned(str(config))}))
     assert data.skip_message == "metrics.pushgateway_url is not set"

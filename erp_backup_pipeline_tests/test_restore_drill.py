@@ -202,7 +202,7 @@ def test_weekly_schedule_asks_for_a_sample_of_older_partitions_per_configured_so
     assert schedule.cron_schedule == "0 6 * * 0" and schedule.execution_timezone == "Europe/Berlin"
     tick = datetime(2026, 11, 22, 6, 0, tzinfo=ZoneInfo("Europe/Berlin"))
     with dg.build_schedule_context(scheduled_execution_time=tick, repository_def=local.get_repository_def(),
-                                   resources={"backup_settings": BackupSettingsResource(config_path=str(config))}) as ctx:
+                                   resources={"backup_settings": BackupSettingsResource.pinned(str(config))}) as ctx:
         requests = schedule.evaluate_tick(ctx).run_requests
     assert len(requests) == 2 and requests[0].tags["dagster/partition"] == days[0]
     assert all(r.tags["dagster/partition"] in days[1:-1] for r in requests[1:])

@@ -19,6 +19,7 @@ have pgbackrest || need+=(pgbackrest)   # point-in-time recovery (pitr:)
 have runuser || need+=(util-linux)
 have systemd-analyze || need+=(systemd)   # test_deploy verifies the units
 have chromium || need+=(chromium)   # browser test of the Dagster UI (Playwright drives it; never `playwright install`)
+have nginx || need+=(nginx)    # the authenticating proxy in front of the read-only UI, tested in a browser
 have rsync || need+=(rsync)    # make bench: the original strategy's rsync --link-dest baseline
 [ -x /usr/bin/time ] || need+=(time)   # make bench: peak RSS of the shell-script baseline
 

@@ -10,6 +10,7 @@ the measured RTO of that store.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -29,7 +30,7 @@ def restore_drill(settings: Any, source: str, partition: str, progress: Progress
     m = entry.manifest
     src = build_source(settings, source)
     Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    workdir = Path(tempfile.mkdtemp(prefix="drill-", dir=settings.staging_dir))
+    workdir = Path(os.path.realpath(tempfile.mkdtemp(prefix="drill-", dir=settings.staging_dir)))  # ours, no link
     timing: dict[str, float] = {}
 
     def restore(target: str, **options: Any) -> dict[str, Any]:

@@ -9,7 +9,8 @@ and is never staged on disk:
   verifier (decompress, prove it is the dump byte for byte by sha256, run the source's own check)
   and the encryptor, whose ciphertext goes to every destination at once. Uploads are left
   durable but invisible (a partial file, an incomplete multipart upload);
-- verify publishes the verification as the blocking check, and aborts every upload on failure;
+- verify publishes the verification as the blocking check, and aborts every upload on failure; a source
+  that holds nothing (no table, no file, a file count fallen to zero) fails it (``emptiness``);
 - encrypt publishes what was encrypted and for whom (fingerprints);
 - ship commits the uploads, making the artifact visible;
 - manifest writes the manifest beside the artifact: the commit point of the backup (only where the artifact
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from erp_backup_pipeline import __version__
-from erp_backup_pipeline.core import attachments
+from erp_backup_pipeline.core import attachments, emptiness
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations, put_bytes
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
@@ -98,11 +99,17 @@ def _cleanup_on_failure(capture: Capture, settings: Any = None) -> Iterator[None
     """On failure: abort uploads that are waiting for commit and remove the staging dir."""
     try:
         yield
-    except BaseException:
+    except BaseException as exc:
         if settings is not None and capture.pending:
             _abort_pending(settings, capture)
         shutil.rmtree(capture.workdir, ignore_errors=True)
+        if isinstance(exc, OSError):  # a full or read-only staging disk, say: one line, not a traceback
+            raise BackupError(f"{capture.source} {capture.partition}: {_os_reason(exc)}") from None
         raise
+
+
+def _os_reason(exc: OSError) -> str:
+    return (exc.strerror or type(exc).__name__) + (f" ({exc.filename})" if exc.filename else "")
 
 
 # a capture's stamp: UTC time to the millisecond and a random token; stamps without the token came before it
@@ -134,11 +141,14 @@ def stamp_time(stamp: str) -> datetime | None:
 
 def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None, mode: str = "live") -> Capture:
     now = now or datetime.now(UTC)
-    Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(settings.staging_dir, 0o700)
     parent = Path(settings.staging_dir) / safe_part(source)
-    parent.mkdir(exist_ok=True, mode=0o700)  # not parents=True: it makes parents with the umask's mode
-    os.chmod(parent, 0o700)
+    try:
+        Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(settings.staging_dir, 0o700)
+        parent.mkdir(exist_ok=True, mode=0o700)  # not parents=True: it makes parents with the umask's mode
+        os.chmod(parent, 0o700)
+    except OSError as exc:
+        raise BackupError(f"{source} {partition}: staging dir: {_os_reason(exc)}") from None
     for _ in range(8):  # a token drawn twice in one millisecond: draw again
         stamp = new_stamp(now)
         workdir = parent / f"{safe_part(partition)}-{stamp}"
@@ -294,6 +304,8 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
             fan.abort()
             raise
         verify = _verify_result(verifier, verified, raw.stats)
+        if verify["ok"] and (empty := emptiness.problem(settings, capture.source, {**capture.facts, **learnt})):
+            verify = {"ok": False, "error": empty}  # the blocking integrity check fails: a failed run, an alert
         if raw.stats.bytes == 0:
             fan.abort()
             raise BackupError(f"{capture.source}: the dump is empty (0 bytes)")
@@ -451,10 +463,16 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             errors = "; ".join(f"{n}: {capture.destinations.get(n, {}).get('error', 'not written')}" for n in missing)
             raise DestinationError(f"{capture.source} {capture.partition}: not backed up on every required "
                                    f"destination ({errors})")
+        _log(progress, f"{capture.source} {capture.partition}: manifest written, backup complete")
         committed = getattr(build_source(settings, capture.source), "on_committed", None)
         if committed is not None:
-            committed(Path(capture.workdir), manifest)
-        _log(progress, f"{capture.source} {capture.partition}: manifest written, backup complete")
+            try:
+                committed(Path(capture.workdir), manifest)
+            except (OSError, BackupError) as exc:  # the backup is committed: say what the next one will do instead
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+                _log(progress, f"warning: {capture.source} {capture.partition}: the backup is complete, but what it "
+                               f"shipped could not be remembered in {settings.state_dir} ({reason}); the next backup "
+                               "starts from the older state and reads again what changed since")
         return manifest
     finally:
         shutil.rmtree(capture.workdir, ignore_errors=True)

@@ -34,6 +34,7 @@ from erp_backup_pipeline.core.catalog import Entry, load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.restore import fetched, plaintext_reader, restore_backup
 from erp_backup_pipeline.core.runner import free_port
+from erp_backup_pipeline.core.safe_target import check_target, restore_os_error
 from erp_backup_pipeline.core.sources import build_source, enabled_sources
 from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.sources.sqlite import check_file
@@ -155,7 +156,9 @@ def _check_reachable(settings: Any, root: Path) -> None:
 def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None = None) -> RecoveryPlan:
     """What goes where; RestoreError before anything changes when a target is taken or unreachable."""
     bset = find_set(settings, date)
-    root = Path(root).absolute()
+    root = check_target(root, force=False, inside=True)
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise RestoreError(f"recovery directory {root} is a file, not a directory; recover into a new directory")
     if root.exists() and any(root.iterdir()):
         raise RestoreError(f"recovery directory {root} is not empty; recover into a new directory")
     plan = RecoveryPlan(date=date, root=root, missing=list(bset.missing), entries=dict(bset.entries),
@@ -205,8 +208,11 @@ def recover(settings: Any, plan: RecoveryPlan, progress: Progress | None = None,
             log: Any = print) -> dict[str, Any]:
     """Restore every store of the plan, start its servers, then check them together. VerifyError when a check
     fails; on any failure the servers started so far are stopped again (the restored files stay)."""
-    plan.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(plan.root, 0o711 if any(s.source == PITR for s in plan.steps) else 0o700)  # os_user passes through
+    try:
+        plan.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(plan.root, 0o711 if any(s.source == PITR for s in plan.steps) else 0o700)  # os_user passes through
+    except OSError as exc:
+        raise restore_os_error(exc, str(plan.root)) from None
     timings: dict[str, float] = {}
     results: dict[str, dict[str, Any]] = {}
     t0 = time.monotonic()

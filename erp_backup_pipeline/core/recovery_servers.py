@@ -11,6 +11,7 @@ checks of what those servers hold (Redis's keys against the snapshot's, the clus
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ from typing import Any
 import redis
 
 from erp_backup_pipeline.core.runner import find_program, redact
+from erp_backup_pipeline.core.safe_target import create_file
 from erp_backup_pipeline.core.sources.redis import keys_loaded
 from erp_backup_pipeline.errors import BackupError, RestoreError
 
@@ -138,8 +140,7 @@ def start_redis(settings: Any, directory: Path, port: int, timeout: float = 600)
     # the original's password (and ACL user), in a 0600 file, never on the command line: the ERP's sessions
     # are in there, and the ERP's own credential works against the recovered server
     conf = directory / "redis-recovered.conf"
-    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
+    with io.TextIOWrapper(create_file(conf)) as out:
         password = rd.secret_password() if rd is not None else None
         if password:
             out.write(f"requirepass {_redis_quote(password)}\n")

@@ -8,7 +8,6 @@ read back the same way and handed to the source's restore and verification.
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import tempfile
@@ -23,6 +22,7 @@ from erp_backup_pipeline.core.catalog import Entry, latest, load_catalog
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, get
 from erp_backup_pipeline.core.manifest import Manifest
+from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
 from erp_backup_pipeline.core.sources import build_source
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
 from erp_backup_pipeline.errors import BackupError, VerifyError
@@ -45,7 +45,8 @@ def fetched(settings: Any, entry: Entry) -> Iterator[Path]:
             if dest.name not in entry.held_by:
                 continue
             try:
-                with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+                path.unlink(missing_ok=True)  # a copy that failed its checksum on the destination before
+                with create_file(path) as fh:  # O_EXCL|O_NOFOLLOW, in a fresh private dir
                     get(dest, m.artifact_key, fh, expected_sha256=m.artifact_sha256)
                 break
             except BackupError as exc:
@@ -157,6 +158,10 @@ def restore_plan(settings: Any, source: str, partition: str, target: str, force:
     return steps + build_source(settings, source).restore_plan(target, force, m.facts, **(options or {}))
 
 
+def _shown_target(target: str) -> str:
+    return target.split("@", 1)[-1] if "://" in target else target
+
+
 def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False,
                    progress: Progress | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Restore the newest verified capture of the partition into a NEW target. ``options`` are the source's own
@@ -178,8 +183,11 @@ def restore_backup(settings: Any, source: str, partition: str, target: str, forc
     extras = read_attachments(settings, entry)  # before anything changes: a missing one refuses the restore
     with fetched(settings, entry) as path, open(path, "rb") as fh:
         reader = plaintext_reader(settings, m, fh, progress, "restore")
-        result = src.restore(reader, target, force, path.parent, fetch=fetch, facts=m.facts, attachments=extras,
-                             **(options or {}))
+        try:
+            result = src.restore(reader, target, force, path.parent, fetch=fetch, facts=m.facts, attachments=extras,
+                                 **(options or {}))
+        except OSError as exc:  # permission denied, a read-only file system, a full disk: one line
+            raise restore_os_error(exc, _shown_target(target)) from None
         _check_plain(reader, m)
     return {"source": source, "partition": partition, "captured_at": m.captured_at,
             "seconds": round(time.monotonic() - t0, 2), **result}

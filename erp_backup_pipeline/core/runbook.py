@@ -18,11 +18,12 @@ from erp_backup_pipeline.core.sources import enabled_sources
 LINES = {
     "postgres_dump": ["age -d -i KEY GLOBALS | zstd -d | psql -X -q -d postgres",
                       "age -d -i KEY ARTIFACT | zstd -d | pg_restore --create -d postgres"],
-    "sqlite_backup": ["age -d -i KEY ARTIFACT | zstd -d -o RESTORED && sqlite3 RESTORED 'PRAGMA integrity_check'"],
-    "redis_snapshot": ["age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb",
+    "sqlite_backup": ["mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/restored.sqlite3 && "
+                      "sqlite3 DIR/restored.sqlite3 'PRAGMA integrity_check'"],
+    "redis_snapshot": ["mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb",
                        "redis-server --dir DIR --dbfilename dump.rdb --port 6380"],
-    "config_archive": ["mkdir DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"],
-    "uploads_snapshot": ["age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"],
+    "config_archive": ["mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"],
+    "uploads_snapshot": ["mkdir -m 700 BLOBS", "age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"],
 }
 BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
 PITR_LINES = [
@@ -83,7 +84,9 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
             "they are in the configuration's environment or secret files.", "",
             "## Restore, store by store, with standard tools", "",
             "Install: `apt-get install age zstd postgresql-client sqlite3 redis-server tar`. Fill in KEY (above), "
-            "ARTIFACT (the downloaded artifact), and the target names.", ""]
+            "ARTIFACT (the downloaded artifact), and the target names. Each restore writes into a directory DIR it has "
+            "just made (`mkdir` fails when the name exists, a planted link included), so nothing is written through a "
+            "link someone else placed; move the result into place from there.", ""]
     for s in sources:
         out += [f"### {WHAT[s]} (`{s}`)", "", "```sh", *LINES[s], "```", ""]
         if s == "postgres_dump":
@@ -96,8 +99,8 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
                     "original, under another name TARGET owned by OWNER (the manifest's `facts.database.owner`):",
                     "", "```sh", *BESIDE_LINES, "```", ""]
         if s == "uploads_snapshot":
-            out += ["Unpack every artifact in the day's manifest `depends_on` and then the day's own into one "
-                    "directory BLOBS; `.erp-backup-snapshot.json` lists each file's `name` and `sha256`: copy "
+            out += ["Unpack every artifact in the day's manifest `depends_on` and then the day's own into the one "
+                    "new directory BLOBS; `.erp-backup-snapshot.json` lists each file's `name` and `sha256`: copy "
                     "`blobs/<sha256>` to `name`.", ""]
     if settings.pitr is not None and settings.pitr.enabled:
         from erp_backup_pipeline.core.pitr.config import layout

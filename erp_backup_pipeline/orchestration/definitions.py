@@ -69,7 +69,8 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
                    history_schedule, recovery_schedule],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor(),
                  build_health_sensor()],
-        resources={"backup_settings": BackupSettingsResource(config_path=config_path)},
+        # pinned here, at load, from the code location's environment: a run's launcher cannot change it
+        resources={"backup_settings": BackupSettingsResource.pinned(config_path)},
         executor=dg.in_process_executor,
     )
 

@@ -10,6 +10,7 @@ Its ``restore_drill`` check carries the result: passed, or the failed checks;
 ``backup_restore_seconds{asset="recovery_drill"}`` exports the total.
 """
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,7 +46,7 @@ def _scratch(settings: Any, bset: Any) -> Path:
 
         parent = pitr_config.layout(settings).work_dir
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    scratch = Path(tempfile.mkdtemp(prefix="recovery-drill-", dir=parent))
+    scratch = Path(os.path.realpath(tempfile.mkdtemp(prefix="recovery-drill-", dir=parent)))  # ours: no link on the way
     if bset.pg_target is not None:
         scratch.chmod(0o711)
     return scratch

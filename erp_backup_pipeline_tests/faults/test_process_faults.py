@@ -399,7 +399,7 @@ def test_the_op_retry_policy_recovers_a_dagster_run_when_postgres_is_back(
     thread.start()
     info = BACKUP_ASSETS["postgres_dump"]
     result = dg.materialize([build_backup_asset(info), source_spec(info)], partition_key=KILLED,
-                            resources={"backup_settings": BackupSettingsResource(config_path=str(config))},
+                            resources={"backup_settings": BackupSettingsResource.pinned(str(config))},
                             raise_on_error=False)
     thread.join(timeout=120)
     assert restarted.is_set()

@@ -90,7 +90,7 @@ def _config(tmp_path: Path, name: str, age_identity: tuple[Path, str], sources: 
 def _materialize(config: Path, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
     info = BACKUP_ASSETS["postgres_dump"]
     return dg.materialize([build_backup_asset(info), source_spec(info)], partition_key=DAY, instance=instance,
-                          resources={"backup_settings": BackupSettingsResource(config_path=str(config))},
+                          resources={"backup_settings": BackupSettingsResource.pinned(str(config))},
                           raise_on_error=False)
 
 

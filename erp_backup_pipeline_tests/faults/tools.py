@@ -43,6 +43,19 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 120.0, in
     raise AssertionError(f"{what} did not happen within {timeout:.0f} s")
 
 
+@contextmanager
+def tmpfs(path: Path, size: str, mode: str | None = "0700") -> Iterator[Path]:
+    """A tmpfs of ``size`` mounted at the new directory ``path`` (CI runs as root): a disk that really fills up, or
+    that can be remounted read-only; unmounted afterwards."""
+    path.mkdir()
+    options = f"size={size}" + (f",mode={mode}" if mode else "")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
 def write_config(tmp_path: Path, age_identity: tuple[Path, str], *, sources: dict[str, Any],
                  destinations: list[dict[str, Any]]) -> Path:
     data = {"staging_dir": str(tmp_path / "staging"),

@@ -34,12 +34,13 @@ def _redis(settings: Any) -> Source:
 
 def _files(settings: Any) -> Source:
     cfg = settings.sources.config
-    return FilesSource(cfg.paths, cfg.excludes, cfg.root)
+    return FilesSource(cfg.paths, cfg.excludes, cfg.root, follow_symlinks=cfg.follow_symlinks)
 
 
 def _uploads(settings: Any) -> Source:
     cfg = settings.sources.uploads
-    return UploadsSource(cfg.path, Path(settings.state_dir) / "uploads_snapshot.json", cfg.excludes)
+    return UploadsSource(cfg.path, Path(settings.state_dir) / "uploads_snapshot.json", cfg.excludes,
+                         follow_symlinks=cfg.follow_symlinks)
 
 
 # asset name -> (settings attribute under ``sources``, factory)

@@ -56,8 +56,10 @@ class FilesSource:
     kind = "files"
     extension = "tar"
 
-    def __init__(self, paths: list[Path], excludes: Sequence[str] = DEFAULT_EXCLUDES, root: Path | None = None) -> None:
+    def __init__(self, paths: list[Path], excludes: Sequence[str] = DEFAULT_EXCLUDES, root: Path | None = None,
+                 follow_symlinks: bool = False) -> None:
         self.paths = [Path(p) for p in paths]
+        self.follow_symlinks = follow_symlinks
         self.excludes = list(excludes)
         self._patterns = [os.path.abspath(p) for p in self.paths]
         if root is not None:
@@ -69,6 +71,7 @@ class FilesSource:
     def prepare(self, workdir: Path) -> dict[str, Any]:
         if not self._patterns:
             raise SourceError("files: no paths configured")
+        followed: dict[str, str] = {}
         for pattern in self._patterns:
             matches = _expand(pattern)
             if not matches:
@@ -77,10 +80,17 @@ class FilesSource:
             outside = next((m for m in matches if _member_name(m, self._root) is None), None)
             if outside is not None:
                 raise SourceError(f"files: {shown(outside)} is not under the root {shown(self._root)}")
-        return {"engine": ENGINE, "paths": [str(p) for p in self.paths], "root": self._root}
+            if os.path.islink(pattern):
+                if not self.follow_symlinks:
+                    raise SourceError(f"files: the configured path {shown(pattern)} is a symlink (to "
+                                      f"{shown(os.readlink(pattern))}); a backup would hold the link, not the file: "
+                                      "configure the real path, or set sources.config.follow_symlinks: true")
+                followed[pattern] = os.path.realpath(pattern)
+        facts: dict[str, Any] = {"engine": ENGINE, "paths": [str(p) for p in self.paths], "root": self._root}
+        return {**facts, "followed_symlinks": followed} if followed else facts
 
     def open_dump(self, workdir: Path, facts: dict[str, Any]) -> _TarDump:
-        return _TarDump(_Archiver(self._patterns, self._root, self.excludes, Path(workdir)))
+        return _TarDump(_Archiver(self._patterns, self._root, self.excludes, Path(workdir), follow=self.follow_symlinks))
 
     def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
         observed, index = _read_archive(reader, _observe)

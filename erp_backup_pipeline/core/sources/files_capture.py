@@ -6,11 +6,12 @@ Owns how the ERP's configuration (``.env``, config dirs, monitoring config) is r
   matches dot files) into paths and member names relative to ``root`` (also used by
   ``FilesSource.prepare``).
 - ``_Archiver`` walks them depth first (excludes match any path component; symlinks are never
-  followed) and writes the tar, keeping modes, owners, mtimes, directories and symlinks. Each file
-  is read once per attempt (in memory, beyond 8 MiB in a 0600 temp file in the staging dir) and
-  hashed as stored; a file that changes while read is read again, and a file that cannot be read
-  fails the backup in ``finish()``: it is never skipped. The last member, ``INDEX_NAME``, lists
-  every member with its metadata and sha256.
+  followed, except a configured path itself when the source says ``follow_symlinks``) and writes
+  the tar, keeping modes, owners, mtimes, directories and symlinks. Each file is read once per
+  attempt (in memory, beyond 8 MiB in a 0600 temp file in the staging dir) and hashed as stored;
+  a file that changes while read is read again, and a file that cannot be read fails the backup
+  in ``finish()``: it is never skipped. The last member, ``INDEX_NAME``, lists every member with
+  its metadata and sha256.
 - ``_TarDump`` is the DumpStream: a background thread writes the tar into an OS pipe.
 
 Imports files_common only. Messages name paths, never contents: a ``.env`` holds secrets.
@@ -113,8 +114,10 @@ class _Archiver:
 
     index_name = INDEX_NAME
 
-    def __init__(self, patterns: list[str], root: str, excludes: Sequence[str], workdir: Path) -> None:
+    def __init__(self, patterns: list[str], root: str, excludes: Sequence[str], workdir: Path,
+                 follow: bool = False) -> None:
         self.patterns, self.root, self.excludes, self.workdir = patterns, root, list(excludes), workdir
+        self.follow = follow  # a configured path that is a symlink is walked where it points (under its own name)
         self.index: list[dict[str, Any]] = []
         self.problems: list[tuple[str, str]] = []
         self.stop = threading.Event()
@@ -134,7 +137,8 @@ class _Archiver:
                 if top_name is None:
                     self.problems.append((top, f"is not under the root {shown(self.root)}"))
                     continue
-                stack = [(top, top_name)]
+                walked = os.path.realpath(top) if self.follow and top == pattern and os.path.islink(top) else top
+                stack = [(walked, top_name)]
                 while stack:
                     path, name = stack.pop()
                     if name in seen or self._excluded(name):
@@ -215,7 +219,11 @@ class _Archiver:
                     if self.stop.is_set():
                         raise SourceError("files: dump aborted")
                     digest.update(chunk)
-                    spool.write(chunk)
+                    try:
+                        spool.write(chunk)
+                    except OSError as exc:  # the staging disk, not the file: no path is unreadable
+                        raise SourceError(f"staging dir {shown(self.workdir)}: {_reason(exc)} while reading "
+                                          f"{shown(path)}; free space there or set staging_dir to a larger disk") from None
                     n += len(chunk)
                 after = os.fstat(fd)
             except BaseException:

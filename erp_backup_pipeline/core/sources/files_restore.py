@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
+from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
 from erp_backup_pipeline.core.sources.files_common import (
     INDEX_NAME,
     _hash_member,
@@ -115,8 +116,7 @@ class _Extractor:
     def _file(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> str:
         path = self._path(member.name)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        with create_file(path) as out:
             digest = _hash_member(tar, member, out)
             out.flush()
             if self.as_root:
@@ -215,12 +215,12 @@ def _diff_lines(diff: dict[str, list[str]], t: Path) -> list[str]:
 
 def restore_tree(reader: IO[bytes] | Any, target: str, force: bool) -> dict[str, Any]:
     """Extract into a fresh sibling directory, check it against the index, then put it in place."""
-    t = Path(target).absolute()
+    t = check_target(target, force)
     if _occupied(t) and not force:
         raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside and restore "
                            "into a new directory")
     stamp = _stamp()
-    t.parent.mkdir(parents=True, exist_ok=True)
+    make_parents(t)
     partial = Path(tempfile.mkdtemp(prefix=f"{t.name}.partial-{stamp}-", dir=t.parent))  # 0700
     try:
         files = _Extractor(partial).run(reader)

@@ -23,13 +23,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from erp_backup_pipeline.core.runner import Process, find_program, free_port, redact
+from erp_backup_pipeline.core.safe_target import check_target, create_file, private_dir, put_in_place
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -238,25 +239,19 @@ class RedisSource:
                 attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
         if target.startswith(("redis://", "rediss://")):
             return self._restore_into(reader, target, force, Path(workdir))
-        directory = Path(target)
-        directory.mkdir(parents=True, exist_ok=True)
+        directory = check_target(target, force, inside=True)
         dest = directory / "dump.rdb"
+        if os.path.lexists(dest) and not force:
+            raise RestoreError(f"{dest} exists; use --force to keep it aside and replace it")
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         kept = None
-        if dest.exists():
-            if not force:
-                raise RestoreError(f"{dest} exists; use --force to keep it aside and replace it")
-            kept = dest.with_name(f"dump.rdb.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-            dest.rename(kept)
-        partial = directory / ".dump.rdb.partial"
-        try:
-            with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        with private_dir(directory, ".dump.rdb.restore-") as tmp:
+            with create_file(tmp / "dump.rdb") as fh:
                 copy_stream(reader, fh, CHUNK)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            if kept is not None:
-                kept.rename(dest)
-            raise
-        partial.rename(dest)
+            if os.path.lexists(dest):
+                kept = dest.with_name(f"dump.rdb.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+                dest.rename(kept)
+            put_in_place(tmp / "dump.rdb", dest)
         return {"target": str(dest), "kept_aside": str(kept) if kept else None,
                 "start": f"redis-server --dir {directory} --dbfilename dump.rdb --appendonly no --port <PORT>"}
 
@@ -303,7 +298,7 @@ class RedisSource:
                                    "use --force to save its data aside and load the snapshot")
             kept = self._save_aside(url, workdir)
         rdb_dir = Path(tempfile.mkdtemp(prefix="redis-restore-", dir=workdir))
-        with open(os.open(rdb_dir / "dump.rdb", os.O_WRONLY | os.O_CREAT, 0o600), "wb") as fh:
+        with create_file(rdb_dir / "dump.rdb") as fh:
             copy_stream(reader, fh, CHUNK)
         server = _TempServer(rdb_dir, find_program("redis-server", self.bin_dir))
         try:
@@ -326,6 +321,24 @@ class RedisSource:
             copy_stream(stream, fh, CHUNK)
         stream.finish()
         return str(path)
+
+
+def target_with_password(url: str, password: str | None) -> str:
+    """The restore target's URL with the password the operator gave outside argv (environment or a 0600 file);
+    RestoreError when the URL itself carries one: argv is readable by every local user (/proc/PID/cmdline) and
+    lands in shell history."""
+    parsed = urlparse(url)
+    if parsed.password:
+        user = f"{parsed.username}@" if parsed.username else ""
+        raise RestoreError(f"restore target {parsed.scheme}://{user}***@{_safe_url(url).split('://', 1)[1]} carries its "
+                           "password in the URL, which every local user can read in the process list; give it in "
+                           "ERP_RESTORE_PASSWORD or in a 0600 file with --password-file, and the URL without it")
+    if not password:
+        return url
+    netloc = f"{quote(parsed.username or '', safe='')}:{quote(password, safe='')}@{parsed.hostname or ''}"
+    if parsed.port:
+        netloc += f":{parsed.port}"
+    return parsed._replace(netloc=netloc).geturl()
 
 
 def _safe_url(url: str) -> str:

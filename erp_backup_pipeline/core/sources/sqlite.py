@@ -14,9 +14,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, private_dir, put_in_place
 from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+
+
+def _with_sidecars(t: Path) -> list[Path]:
+    """The database file and the journal files SQLite would read beside it."""
+    return [Path(str(t) + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
 
 
 def _quote(name: str) -> str:
@@ -115,40 +121,37 @@ class SqliteSource:
                 "rows": sum(counts.values())}
 
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
-        t = Path(target)
-        steps = [f"write the restored database to {t}.partial, run PRAGMA integrity_check"]
-        if t.exists():
-            steps.append(f"move the existing {t} aside to {t}.before-restore-<timestamp>" if force
-                         else f"REFUSE: {t} exists (use --force to keep it aside and replace it)")
-        steps.append(f"rename {t}.partial to {t}")
+        t = Path(target).absolute()
+        steps = [f"write the restored database into a new private directory beside {t}, run PRAGMA integrity_check"]
+        taken = [p for p in _with_sidecars(t) if os.path.lexists(p)]
+        if taken:
+            steps.append(f"move the existing {', '.join(map(str, taken))} aside to <name>.before-restore-<timestamp>"
+                         if force else f"REFUSE: {taken[0]} exists (use --force to keep it aside and replace it)")
+        steps.append(f"link the restored file to {t} (never replacing what is there, never through a link)")
         return steps
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Any = None, facts: dict[str, Any] | None = None,
                 attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
-        t = Path(target).absolute()
-        if t.exists() and not force:
-            raise RestoreError(f"restore target {t} exists; use --force to keep it aside and replace it")
-        t.parent.mkdir(parents=True, exist_ok=True)
-        partial = t.with_name(t.name + ".partial")
-        try:
-            with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
+        t = check_target(target, force)
+        taken = [p for p in _with_sidecars(t) if os.path.lexists(p)]
+        if taken and not force:
+            raise RestoreError(f"restore target {taken[0]} exists; use --force to keep it aside and replace it")
+        make_parents(t)
+        with private_dir(t.parent, f".{t.name}.restore-") as tmp:
+            partial = tmp / t.name
+            with create_file(partial) as fh:
                 copy_stream(reader, fh, CHUNK)
             integrity, counts = check_file(partial)
             if integrity != "ok":
                 raise VerifyError(f"sqlite: restored database fails integrity_check: {integrity}")
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        kept = None
-        if t.exists():
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            kept = t.with_name(f"{t.name}.before-restore-{stamp}")
-            for suffix in ("", "-wal", "-shm"):
-                side = Path(str(t) + suffix)
-                if side.exists():
-                    side.rename(Path(str(kept) + suffix))
-        partial.rename(t)
+            kept = None
+            if taken:
+                kept = t.with_name(f"{t.name}.before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
+                for side in _with_sidecars(t):  # a -wal beside the restored file would be replayed into it
+                    if os.path.lexists(side):
+                        side.rename(Path(str(kept) + str(side)[len(str(t)):]))
+            put_in_place(partial, t)
         return {"target": str(t), "kept_aside": str(kept) if kept else None, "tables": len(counts),
                 "rows": sum(counts.values()), "integrity": integrity}
 

@@ -21,6 +21,7 @@ builds the tree beside the target before moving it into place. Paths never reach
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -33,6 +34,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
 from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, shown
 from erp_backup_pipeline.core.sources.files_restore import _make_room, _occupied
@@ -57,13 +59,19 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Replace the state file atomically; on failure (a full disk) the old one stays and no temp file is left."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=".state-", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 class _IncrementalArchiver(_Archiver):
@@ -126,8 +134,12 @@ class _IncrementalArchiver(_Archiver):
                               "path(s) in total, the backup would lose data")
         files = [e for e in self.index if e["type"] == "file"]
         next_state = Path(self.workdir) / "next-state.json"
-        with os.fdopen(os.open(next_state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            fh.write(json.dumps(self.index))
+        try:
+            with os.fdopen(os.open(next_state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+                fh.write(json.dumps(self.index))
+        except OSError as exc:
+            raise SourceError(f"staging dir {shown(self.workdir)}: {_reason(exc)} while writing the uploads state; free "
+                              "space there or set staging_dir to a larger disk") from None
         return {"files": len(files), "bytes": sum(e["size"] for e in files), "new_blobs": len(self.stored),
                 "new_bytes": self.new_bytes, "unchanged_files": self.reused,
                 "depends_on": sorted({e["holder"] for e in files if e["holder"]})}
@@ -137,19 +149,36 @@ class UploadsSource:
     kind = "uploads"
     extension = "tar"
 
-    def __init__(self, path: Path, state_file: Path, excludes: list[str] | None = None) -> None:
+    def __init__(self, path: Path, state_file: Path, excludes: list[str] | None = None,
+                 follow_symlinks: bool = False) -> None:
         self.path = Path(path).absolute()
         self.state_file = Path(state_file)
         self.excludes = list(excludes or [])
+        self.follow_symlinks = follow_symlinks
+
+    def _root(self) -> tuple[str, str | None]:
+        """The directory to walk, and the link it was reached through (None: the configured path itself)."""
+        link = None
+        if self.path.is_symlink():
+            if not self.follow_symlinks:
+                raise SourceError(f"uploads: {shown(self.path)} is a symlink (to {shown(os.readlink(self.path))}); a backup "
+                                  "would hold the link, not the documents: configure the real path, or set "
+                                  "sources.uploads.follow_symlinks: true")
+            link = os.path.realpath(self.path)
+        root = link or str(self.path)
+        if not os.path.isdir(root):
+            raise SourceError(f"uploads: directory {shown(self.path)} " + ("is not a directory" if os.path.lexists(root)
+                                                                          else "does not exist"))
+        return root, link
 
     def prepare(self, workdir: Path) -> dict[str, Any]:
-        if not self.path.is_dir():
-            raise SourceError(f"uploads: directory {shown(self.path)} " + ("is not a directory" if self.path.exists()
-                                                                          else "does not exist"))
-        return {"engine": ENGINE, "path": str(self.path), "state_known_files": len(load_state(self.state_file)["files"])}
+        _, link = self._root()
+        facts = {"engine": ENGINE, "path": str(self.path), "state_known_files": len(load_state(self.state_file)["files"])}
+        return {**facts, "followed_symlink": link} if link else facts
 
     def open_dump(self, workdir: Path, facts: dict[str, Any]) -> _TarDump:
-        return _TarDump(_IncrementalArchiver(str(self.path), self.excludes, Path(workdir), load_state(self.state_file)))
+        root, _ = self._root()
+        return _TarDump(_IncrementalArchiver(root, self.excludes, Path(workdir), load_state(self.state_file)))
 
     def on_committed(self, workdir: Path, manifest: Any) -> None:
         """The backup is committed: advance the local state to what this artifact and its holders hold."""
@@ -205,11 +234,11 @@ class UploadsSource:
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Fetch | None = None, facts: dict[str, Any] | None = None,
                 attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
-        t = Path(target).absolute()
+        t = check_target(target, force)
         if _occupied(t) and not force:
             raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside")
         stamp = _stamp()
-        t.parent.mkdir(parents=True, exist_ok=True)
+        make_parents(t)
         partial = Path(tempfile.mkdtemp(prefix=f"{t.name}.partial-{stamp}-", dir=t.parent))
         try:
             store = partial / ".erp-blobs"
@@ -246,9 +275,8 @@ def _read(reader: IO[bytes] | Any, store: Path | None,
                 if not (member.name.startswith(BLOB_DIR) and data is not None):
                     raise VerifyError(f"uploads: unexpected member {shown(member.name)} in the artifact")
                 digest = member.name[len(BLOB_DIR):]
-                keep = store is not None and (wanted is None or digest in wanted)
-                sink = open(os.open(store / digest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") \
-                    if keep and store is not None else None
+                keep = store is not None and (wanted is None or digest in wanted) and not (store / digest).exists()
+                sink = create_file(store / digest) if keep and store is not None else None
                 try:
                     h = hashlib.sha256()
                     while chunk := data.read(CHUNK):
@@ -297,7 +325,8 @@ def _build(root: Path, store: Path, snapshot: list[dict[str, Any]]) -> int:
                 raise RestoreError(f"uploads: content of {shown(e['name'])} was not found in any artifact")
             uses[e["sha256"]] -= 1
             if uses[e["sha256"]]:
-                shutil.copyfile(blob, path)
+                with open(blob, "rb") as src, create_file(path) as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
             else:
                 os.rename(blob, path)
             files += 1
