@@ -6,6 +6,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -308,7 +309,7 @@ def test_backfill_dumps_the_data_as_it_was_not_as_it_is(pitr_cluster: PitrCluste
         assert conn.execute("SELECT count(*) FROM invoices").fetchone()[0] == 40
     assert not [p for p in (c.base / "pgbr").glob("backfill-*")]  # the scratch cluster is gone
     with pytest.raises(RestoreError, match="is not over yet in Europe/Berlin"):
-        backfill_dump(settings, datetime.now(UTC).date().isoformat())
+        backfill_dump(settings, datetime.now(ZoneInfo("Europe/Berlin")).date().isoformat())
 
 
 def test_the_backfill_job_refuses_a_day_the_archive_does_not_cover(pitr_cluster: PitrCluster, tmp_path: Path,

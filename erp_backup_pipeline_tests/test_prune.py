@@ -146,11 +146,14 @@ def test_an_unreadable_destination_refuses_and_deletes_nothing(tmp_path: Path, d
 
 
 def _age_manifests(settings: Any, days: int) -> None:
-    """Make every backup look captured `days` ago, on its partition's night: rewrite the manifests in place."""
+    """Make every backup look captured `days` ago, at the start of its partition's day: rewrite the manifests in
+    place. Counted in UTC from midnight, so the newest is `days` days old (not one less) at any time of day and
+    across a DST change."""
     for dest in build_destinations(settings):
         for key in [k for k in dest.list(settings.prefix + "/") if k.endswith(MANIFEST_SUFFIX)]:
             m = Manifest.from_json(read_bytes(dest, key))
-            when = datetime.combine(date.fromisoformat(m.partition), time(2, 0), BERLIN) - timedelta(days=days)
+            start = datetime.combine(date.fromisoformat(m.partition), time(0, 0), BERLIN).astimezone(UTC)
+            when = (start - timedelta(days=days)).astimezone(BERLIN)
             m.partition = when.date().isoformat()
             m.captured_at = when.astimezone(UTC).isoformat(timespec="seconds")
             m.finished_at = (when + timedelta(minutes=3)).astimezone(UTC).isoformat(timespec="seconds")
