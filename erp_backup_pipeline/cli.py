@@ -20,9 +20,9 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 
 from erp_backup_pipeline import cli_pitr, cli_recover
-from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.cli_args import partition_arg
+from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.core.codecs.age import generate_identity
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.pipeline import run_backup
@@ -32,7 +32,7 @@ from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
 from erp_backup_pipeline.core.sources.redis import target_with_password
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError, UsageError
 from erp_backup_pipeline.settings import Settings, load_settings, read_secret_file
 
 RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
@@ -104,6 +104,13 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
+    if args.signing:
+        from erp_backup_pipeline.core.signing import generate
+
+        line = generate(Path(args.output))
+        print(f"signing key written to {args.output} (mode 0600); set signing.key_file on the host that backs up")
+        print(f"public key (signing.public_keys of the hosts that verify and restore): {line}")
+        return 0
     public = generate_identity(Path(args.output))
     print(f"identity written to {args.output} (mode 0600); keep it OFF the backup host")
     print(f"public key (put it in encryption.recipients): {public}")
@@ -134,12 +141,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.sets:
         return cli_recover.print_sets(settings)
-    errors: list[str] = []
-    entries = load_catalog(build_destinations(settings), settings.prefix,
-                           _source_name(args.source) if args.source else None, errors=errors)
-    rows = [e.as_row() for e in entries]
+    found = catalog.of(settings, _source_name(args.source) if args.source else None)
+    errors = found.errors
+    rows = [e.as_row() for e in found.entries]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"captures": rows, "rejected": [r.as_row() for r in found.rejected],
+                          "findings": found.findings, "gaps": found.gaps, "errors": errors}, indent=2))
     else:
         print(f"{'source':<16} {'partition':<11} {'captured_at':<26} {'raw':>10} {'artifact':>10} "
               f"{'sha256':<14} {'verified':<8} destinations")
@@ -148,6 +155,12 @@ def cmd_list(args: argparse.Namespace) -> int:
             where = ",".join(r["destinations"]) + ("" if r["complete"] else " (INCOMPLETE)")
             print(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
                   f"{human_bytes(r['artifact_bytes']):>10} {r['sha256'][:12]:<14} {flag:<8} {where}")
+        if found.rejected:
+            print(f"rejected: {len(found.rejected)} file(s) that are not trusted and never used:")
+            for item in found.rejected:
+                print(redact(f"  {item.line()}"))
+        for line in found.findings + found.gaps:
+            print(redact(f"chain: {line}"))
     for err in errors:
         print(f"erp-backup: warning: {redact(err)}", file=sys.stderr)
     return 1 if errors and not rows else 0
@@ -169,7 +182,7 @@ DRILL_FIELDS = {"source", "partition", "captured_at", "ok", "restore_seconds", "
 
 def _newest_partition(settings: Settings, source: str) -> str:
     """The newest partition of the source in the catalog whose backup passed verification (the one a restore takes)."""
-    entries = load_catalog(build_destinations(settings), settings.prefix, source)
+    entries = catalog.of(settings, source).entries
     partitions = [e.manifest.partition for e in entries if e.manifest.verify.get("ok")]
     if not partitions:
         raise ArtifactNotFound(f"no backup of {source} in the catalog")
@@ -266,13 +279,19 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(json.dumps({"dry_run": result.dry_run, **counts,
                           "to_delete": result.count("delete") if result.dry_run else 0,
                           "notes": [redact(n) for n in result.notes],
-                          "rows": [{k: redact(v) for k, v in r.items()} for r in rows]}, indent=2))
+                          "rows": [{k: redact(v) for k, v in r.items()} for r in rows],
+                          "locks": [{"source": e.manifest.source, "partition": e.manifest.partition,
+                                     "captured_at": e.manifest.captured_at, "destination": name,
+                                     "outcome": redact(outcome)} for e, name, outcome in result.locks]}, indent=2))
     else:
         print(f"{'source':<16} {'partition':<11} {'captured_at':<26} {'action':<8} reason")
         for r in rows:
             print(redact(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {r['action']:<8} {r['reason']}"))
         for note in result.notes:
             print(redact(f"note: {note}"))
+        for e, name, outcome in result.locks:
+            print(redact(f"lock: {e.manifest.source} {e.manifest.partition} captured {e.manifest.captured_at} on "
+                         f"{name}: {outcome}"))
         if result.dry_run:
             print(f"dry run: {result.count('delete')} to delete, {counts['kept']} to keep; nothing deleted")
         else:
@@ -281,7 +300,31 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(f"erp-backup: error: prune: {counts['failed']} backup(s) or artifact(s) without a manifest could not be "
               "deleted everywhere (see the lines above)", file=sys.stderr)
         return 1
+    if result.lock_failures:
+        print(f"erp-backup: error: prune: the Object Lock of {result.lock_failures} kept backup(s) could not be extended "
+              "to the end of their keep (see the lock lines)", file=sys.stderr)
+        return 1
     return 0
+
+
+def cmd_catalog_adopt(args: argparse.Namespace) -> int:
+    from erp_backup_pipeline.core.adopt import adopt
+
+    settings = _settings(args)
+    done = adopt(settings, dry_run=args.dry_run, log=lambda line: print(redact(line), flush=True),
+                 include_partial=args.include_partial)
+    for entry, action, detail in done:
+        m = entry.manifest
+        if args.dry_run or action == "kept":
+            print(redact(f"{m.source:<16} {m.partition:<11} {m.captured_at:<26} {action:<8} {detail}"))
+    adopted = sum(1 for _, a, _ in done if a == "adopted")
+    kept = sum(1 for _, a, _ in done if a == "kept")
+    if args.dry_run:
+        print(f"dry run: {sum(1 for _, a, _ in done if a == 'adopt')} unsigned capture(s) would be verified and "
+              f"signed, {sum(1 for _, a, _ in done if a == 'kept')} not; nothing changed")
+        return 0
+    print(f"adopted {adopted}, not adopted {kept} (they stay rejected)")
+    return 1 if kept else 0
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -302,13 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--postgres", action="store_true", help="also configure the PostgreSQL source from PG* variables")
     s.set_defaults(func=cmd_init)
 
-    s = sub.add_parser("keygen", help="make an age identity file (mode 0600) and print its public key")
+    s = sub.add_parser("keygen", help="make an age identity file (or with --signing a manifest signing key), mode "
+                                      "0600, and print its public key")
     s.add_argument("--output", "-o", required=True)
+    s.add_argument("--signing", action="store_true",
+                   help="an ssh-ed25519 signing key for manifests (signing.key_file) instead of an age identity")
     s.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("backup", help="back up a source (or all) for a partition, without Dagster")
     s.add_argument("source", help="sqlite_backup, postgres_dump, sqlite, postgres or all")
-    s.add_argument("--partition", help="YYYY-MM-DD (default: today, Europe/Berlin)")
+    s.add_argument("--partition", type=partition_arg, help="YYYY-MM-DD (default: today, Europe/Berlin)")
     s.add_argument("--from-archive", action="store_true",
                    help="postgres_dump of a past date as it was at the end of that day (pgBackRest, pitr section)")
     s.set_defaults(func=cmd_backup)
@@ -321,7 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("verify", help="re-download, check checksums, decrypt, decompress and verify a backup")
     s.add_argument("source")
-    s.add_argument("--partition", required=True)
+    s.add_argument("--partition", required=True, type=partition_arg, help="YYYY-MM-DD")
     s.add_argument("--read-data", action="store_true",
                    help="uploads: also read back every earlier artifact the snapshot depends on")
     s.add_argument("--read-data-sample", type=int, metavar="K",
@@ -331,13 +377,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("drill", help="restore a backup into a scratch target and compare it with its manifest")
     s.add_argument("source")
-    s.add_argument("--partition", help="YYYY-MM-DD (default: the newest verified one in the catalog)")
+    s.add_argument("--partition", type=partition_arg, help="YYYY-MM-DD (default: the newest verified one in the catalog)")
     s.set_defaults(func=cmd_drill)
 
     s = sub.add_parser("prune", help="apply the retention policies: print the plan and delete what it deletes")
     s.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_prune)
+
+    s = sub.add_parser("catalog", help="the authenticated catalog: adopt manifests written before signing")
+    csub = s.add_subparsers(dest="catalog_command", required=True)
+    c = csub.add_parser("adopt", help="verify every unsigned (legacy) capture end to end, then sign it into the chain")
+    c.add_argument("--dry-run", action="store_true", help="list what would be adopted, verify and sign nothing")
+    c.add_argument("--include-partial", action="store_true",
+                   help="also captures that not every destination holds (check them first: a writer at one "
+                        "destination can plant an unsigned manifest)")
+    c.set_defaults(func=cmd_catalog_adopt)
 
     s = sub.add_parser("metrics", help="Prometheus metrics from the Dagster instance")
     msub = s.add_subparsers(dest="metrics_command", required=True)
@@ -355,7 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
     s.add_argument("kind", choices=sorted(RESTORE_KINDS))
-    s.add_argument("--partition", help="YYYY-MM-DD (required, except for postgres point-in-time restores)")
+    s.add_argument("--partition", type=partition_arg,
+                   help="YYYY-MM-DD (required, except for postgres point-in-time restores)")
     cli_pitr.add_restore_arguments(s)
     s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name (plain, or \"quoted\"), or with "
                    "--target-time/--target-lsn/--latest a new data directory; "
@@ -377,9 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
+    except UsageError as exc:
+        print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
+        return 2
     except BackupError as exc:
         print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
         return 1

@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from erp_backup_pipeline.cli_args import partition_arg
 from erp_backup_pipeline.core.recovery import backup_sets, plan_recovery, recover
 
 
@@ -78,7 +79,8 @@ def add_parser(sub: Any, settings_of: Any) -> None:
     r.set_defaults(func=lambda a: cmd_runbook(settings_of(a), a))
 
     s = sub.add_parser("recover", help="restore every store of one date into a new directory and check them together")
-    s.add_argument("--date", required=True, help="YYYY-MM-DD: the backup set (erp-backup list --sets)")
+    s.add_argument("--date", required=True, type=lambda text: partition_arg(text, "--date"),
+                   help="YYYY-MM-DD: the backup set (erp-backup list --sets)")
     s.add_argument("--to", required=True, help="a new directory (the PostgreSQL dump goes to a new database; a "
                                                "point-in-time PostgreSQL to DIR/postgres)")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")

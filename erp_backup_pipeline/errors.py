@@ -9,6 +9,7 @@
     │   └── ArtifactNotFound     the requested object does not exist
     ├── VerifyError              an artifact failed verification (checksum, integrity)
     ├── RestoreError             a restore was refused or failed (target not empty, ...)
+    ├── UsageError               the command line is wrong (a partition that is no date); exit status 2
     └── AlertError               an alert could not be delivered (webhook answered 500, SMTP down)
 
 Messages never contain secrets: the runner redacts registered secret values from the
@@ -59,4 +60,8 @@ class RestoreError(BackupError):
 
 
 class AlertError(BackupError):
+    pass
+
+
+class UsageError(BackupError):
     pass

@@ -91,6 +91,40 @@ class EncryptionSettings(_Model):
         return self
 
 
+class SigningSettings(_Model):
+    """Manifest signatures (core.signing): the backing-up host signs with key_file; every host trusts the
+    public_keys (and key_file's own public key)."""
+
+    key_file: Path | None = Field(None, description="the backing-up host's signing key: OpenSSH ssh-ed25519, 0600 "
+                                                    "(erp-backup keygen --signing); it signs, it cannot decrypt")
+    public_keys: list[str] = Field(default_factory=list, description="ssh-ed25519 public key lines whose manifests "
+                                                                     "count; a host that only verifies or restores "
+                                                                     "needs just these")
+
+    @model_validator(mode="after")
+    def _has_a_key(self) -> SigningSettings:
+        if self.key_file is None and not self.public_keys:
+            raise ValueError("signing needs key_file (the host that backs up) or public_keys (a host that only "
+                             "verifies or restores)")
+        return self
+
+    def signer(self) -> Any:
+        from erp_backup_pipeline.core.signing import load_signer
+
+        if self.key_file is None:
+            raise ConfigError("signing.key_file is not set: this host trusts signing.public_keys but cannot sign a "
+                              "manifest, so it cannot back up")
+        return load_signer(self.key_file)
+
+    def trusted_keys(self) -> list[Any]:
+        from erp_backup_pipeline.core.signing import parse_public
+
+        keys = [parse_public(line) for line in self.public_keys]
+        if self.key_file is not None:
+            keys.append(self.signer().public)
+        return keys
+
+
 class LocalDestinationSettings(_Model):
     type: Literal["local"]
     name: str = "local"
@@ -443,6 +477,7 @@ class Settings(_Model):
     state_dir: Path = Field(Path("var/state"), description="what incremental backups remember (uploads); 0700")
     compression: CompressionSettings = Field(default_factory=CompressionSettings)
     encryption: EncryptionSettings
+    signing: SigningSettings
     destinations: list[DestinationSettings] = Field(min_length=1)
     sources: SourcesSettings = Field(default_factory=SourcesSettings)
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
@@ -540,6 +575,10 @@ def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}).keys())
 
 
+MISSING_HINTS = {"signing": ": every manifest is signed; make a key with `erp-backup keygen --signing -o FILE` and "
+                            "set signing.key_file (a host that only restores: signing.public_keys)"}
+
+
 def _format_validation_error(exc: ValidationError, source: str) -> str:
     # a misspelt required key is both unknown and missing: the unknown one, with its suggestion, says why
     err = next((e for e in exc.errors() if e["type"] == "extra_forbidden"), exc.errors()[0])
@@ -550,7 +589,7 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         msg = f"unknown key{hint}"
     elif err["type"] == "missing":
-        msg = "required key is missing"
+        msg = "required key is missing" + MISSING_HINTS.get(shown, "")
     else:
         msg = err["msg"].removeprefix("Value error, ")
     more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""

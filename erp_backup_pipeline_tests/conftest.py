@@ -193,16 +193,57 @@ def age_identity(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return path, public
 
 
+_SIGNING_KEY: list[Path] = []
+
+
+def signing_key() -> Path:
+    """One manifest signing key for the whole test session (0600, in its own temp dir, removed at exit)."""
+    if not _SIGNING_KEY:
+        import atexit
+        import tempfile
+
+        from erp_backup_pipeline.core.signing import generate
+
+        home = Path(tempfile.mkdtemp(prefix="erp-backup-signing-"))
+        atexit.register(shutil.rmtree, home, True)
+        generate(home / "signing.key")
+        _SIGNING_KEY.append(home / "signing.key")
+    return _SIGNING_KEY[0]
+
+
+def signing_section() -> dict[str, Any]:
+    """The configuration's ``signing`` section for tests."""
+    return {"key_file": str(signing_key())}
+
+
+def sign_file(path: Path) -> None:
+    """Sign a manifest file in place with the tests' signing key: what only the backing-up host can do. Tests of
+    hostile manifest *content* use it (a signed manifest is still checked field by field); an attacker without
+    the key cannot."""
+    from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX, load_signer
+
+    Path(str(path) + SIGNATURE_SUFFIX).write_bytes(load_signer(signing_key()).sign(path.read_bytes()))
+
+
 def make_settings(tmp_path: Path, age_identity: tuple[Path, str], *, destinations: list[dict[str, Any]] | None = None,
                   sources: dict[str, Any] | None = None, **extra: Any) -> Settings:
     data: dict[str, Any] = {
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"codec": "age", "recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": destinations or [{"type": "local", "name": "local", "path": str(tmp_path / "backups")}],
         "sources": sources or {},
         **extra,
     }
     return parse_settings(data, "test", tmp_path)
+
+
+def catalog_entries(settings: Settings, source: str | None = None, partition: str | None = None,
+                    destinations: Any = None) -> list[Any]:
+    """The authenticated captures of the catalog (of the given destinations, or all configured ones)."""
+    from erp_backup_pipeline.core import catalog
+
+    return catalog.of(settings, source, partition, destinations=destinations).entries
 
 
 def s3_destination(moto: MotoServer, bucket: str, **extra: Any) -> dict[str, Any]:
@@ -242,4 +283,4 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 __all__ = ["ERP_PASSWORD", "REDIS_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "redis_source", "s3_destination",
-           "stored_manifests"]
+           "catalog_entries", "sign_file", "signing_key", "signing_section", "stored_manifests"]

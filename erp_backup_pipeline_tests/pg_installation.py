@@ -19,6 +19,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from erp_backup_pipeline_tests.conftest import signing_section
 from erp_backup_pipeline_tests.servers import PostgresServer
 
 APP_PASSWORD = "erp-App-Pw-5c1e9a"
@@ -181,6 +182,7 @@ def write_config(path: Path, tmp: Path, age_identity: tuple[Path, str], server: 
     path.write_text(yaml.safe_dump({
         "staging_dir": str(tmp / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp / "backups")}],
         "sources": {"postgres": source}}))
     return path

@@ -25,7 +25,7 @@ from erp_backup_pipeline.core.alerts import (
 from erp_backup_pipeline.errors import AlertError, ConfigError
 from erp_backup_pipeline.settings import parse_settings
 from erp_backup_pipeline_tests import receivers
-from erp_backup_pipeline_tests.conftest import make_settings
+from erp_backup_pipeline_tests.conftest import make_settings, signing_section
 from erp_backup_pipeline_tests.receivers import SmtpReceiver, WebhookReceiver
 from erp_backup_pipeline_tests.servers import free_port
 
@@ -39,6 +39,7 @@ UI = "http://dagster.example:3000"
 
 BASE = {
     "encryption": {"recipients": ["age1qqqq"]},
+    "signing": signing_section(),
     "destinations": [{"type": "local", "path": "backups"}],
 }
 

@@ -12,13 +12,14 @@ from typing import Any
 import psycopg
 import pytest
 
-from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.core import catalog, chain
 from erp_backup_pipeline.core.destinations import S3Destination, build_destinations
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
+from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.errors import VerifyError
-from erp_backup_pipeline_tests.conftest import make_settings, pg_source, s3_destination
+from erp_backup_pipeline_tests.conftest import make_settings, pg_source, s3_destination, sign_file
 from erp_backup_pipeline_tests.test_prune import days_back, keys, orphan, orphan_rows
 
 NAMES = ["globals.sql", "database.json"]
@@ -89,8 +90,9 @@ def test_prune_deletes_a_capture_with_its_attachments_and_sweeps_those_a_stopped
     result = prune(settings, now=datetime.now(UTC) + timedelta(days=3), dry_run=False, log=lambda line: None)
     assert sorted((o.destination, o.key, a) for o, a, _ in result.orphans) == sorted(
         (d, k, "deleted") for d in ("local", "offsite") for k in stray)
-    for listed in keys(settings).values():
-        assert sorted(listed) == sorted([kept.key, *kept.object_keys])
+    ledger = chain.ledger_key(settings.prefix, "postgres_dump")
+    for listed in keys(settings).values():  # the kept capture (manifest, signature, objects) and the source's ledger
+        assert sorted(listed) == sorted([kept.key, kept.key + SIGNATURE_SUFFIX, *kept.object_keys, ledger])
         assert not set(dropped.object_keys) & set(listed)
 
 
@@ -102,6 +104,10 @@ def test_a_forged_attachment_list_is_a_rejected_manifest_not_a_traceback(
     data = json.loads(path.read_text())
     data["attachments"] = [{"name": "globals", "key": 7}]
     path.write_text(json.dumps(data))
-    errors: list[str] = []
-    entries = load_catalog(build_destinations(settings)[:1], settings.prefix, errors=errors)
-    assert entries == [] and len(errors) == 1 and "attachments is not a list of attachment records" in errors[0]
+    found = catalog.of(settings, destinations=build_destinations(settings)[:1])
+    assert found.entries == [] and [r.reason for r in found.rejected] == [
+        "signature does not match the manifest (edited after signing)"]  # unsigned, the forgery goes no further
+    sign_file(path)  # signed, as only the backing-up host could: the content itself is still checked
+    found = catalog.of(settings, destinations=build_destinations(settings)[:1])
+    assert found.entries == [] and len(found.rejected) == 1
+    assert found.rejected[0].reason.startswith("not a valid manifest (attachments is not a list of attachment records")

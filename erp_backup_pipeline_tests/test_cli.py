@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from erp_backup_pipeline.cli import build_parser
+from erp_backup_pipeline_tests.conftest import signing_key, signing_section
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -32,6 +33,7 @@ def config(tmp_path: Path, demo_sqlite: Path, age_identity) -> Path:
     path.write_text(yaml.safe_dump({
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
         "sources": {"sqlite": {"path": str(demo_sqlite)}},
     }))
@@ -50,8 +52,10 @@ def test_keygen_writes_a_private_identity_and_refuses_to_overwrite(tmp_path: Pat
 
 def test_backup_list_verify_restore(tmp_path: Path, config: Path) -> None:
     cli("backup", "sqlite", "--partition", "2026-11-25", config=config)
-    rows = json.loads(cli("list", "--json", config=config).stdout)
-    assert len(rows) == 1
+    listing = json.loads(cli("list", "--json", config=config).stdout)
+    assert listing["rejected"] == listing["findings"] == listing["errors"] == []
+    rows = listing["captures"]
+    assert len(rows) == 1 and rows[0]["sequence"] == 1
     row = rows[0]
     assert row["source"] == "sqlite_backup" and row["partition"] == "2026-11-25" and row["verified"]
     assert set(row) >= {"captured_at", "raw_bytes", "artifact_bytes", "sha256", "destinations"}
@@ -107,7 +111,8 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, config: Path) -> 
     assert missing.returncode == 1
     assert missing.stderr.strip() == "erp-backup: error: no backup of sqlite_backup for partition 2020-01-01"
     bad = tmp_path / "bad.yaml"
-    bad.write_text("encryption: {recipients: [age1x]}\ndestinations: [{type: local, path: b, requird: true}]\n")
+    bad.write_text(f"encryption: {{recipients: [age1x]}}\nsigning: {{key_file: {signing_key()}}}\n"
+                   "destinations: [{type: local, path: b, requird: true}]\n")
     out = cli("list", config=bad, check=False)
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert out.stderr.strip() == (f"erp-backup: error: config {bad}: destinations.0.requird: unknown key "

@@ -12,19 +12,18 @@ import dagster as dg
 import pytest
 import yaml
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, daily_partitions, source_spec
 from erp_backup_pipeline.orchestration.definitions import build_definitions, defs
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline.settings import load_settings
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, catalog_entries, signing_section
 
 
 def write_config(tmp_path: Path, age_identity, **sections: Any) -> Path:
     data = {
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
         **sections,
     }
@@ -96,7 +95,7 @@ def test_materialize_sqlite_to_local_and_s3(tmp_path: Path, demo_sqlite, age_ide
     uri = md["dagster/uri"]
     local = Path(uri.removeprefix("file://"))
     assert hashlib.sha256(local.read_bytes()).hexdigest() == md["sha256"]
-    [entry] = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
+    [entry] = catalog_entries(load_settings(config))
     assert sorted(entry.held_by) == ["local", "offsite"] and entry.manifest.complete
 
 
@@ -188,7 +187,7 @@ def test_corrupt_compressed_stream_fails_the_blocking_check_and_ships_nothing(
     integrity = check(result)
     assert not integrity.passed and integrity.severity == dg.AssetCheckSeverity.ERROR
     assert result.get_asset_materialization_events() == []
-    entries = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
+    entries = catalog_entries(load_settings(config))
     assert [e.manifest.partition for e in entries] == ["2026-11-24"]
     assert sorted(entries[0].held_by) == ["local", "offsite"]
     assert [p for p in (tmp_path / "backups").rglob("*") if "2026-11-25" in str(p) and p.is_file()] == []
@@ -212,7 +211,7 @@ def test_rematerializing_a_partition_keeps_the_earlier_copy(tmp_path: Path, demo
     second = metadata(materialize("sqlite_backup", config))
     assert first["dagster/uri"] != second["dagster/uri"]
     assert Path(first["dagster/uri"].removeprefix("file://")).exists()
-    entries = load_catalog(build_destinations(load_settings(config)), "erp-steinmetz")
+    entries = catalog_entries(load_settings(config))
     assert len(entries) == 2 and entries[0].manifest.captured_at <= entries[1].manifest.captured_at
 
 

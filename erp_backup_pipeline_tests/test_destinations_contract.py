@@ -167,3 +167,16 @@ def test_suspended_writer_commits_or_aborts_from_its_state(dest: Any, size: int)
         assert dest.client.list_multipart_uploads(Bucket=dest.bucket).get("Uploads", []) == []
     else:
         assert [p for p in dest.root.rglob("*") if p.is_file()] == [dest.path_for("p/s/a.bin")]
+
+
+def test_replace_writes_a_small_record_in_place_and_leaves_nothing_beside_it(dest: Any) -> None:
+    key = "p/src/chain.json"
+    dest.replace(key, b"first")
+    dest.replace(key, b"second, longer")
+    assert read_bytes(dest, key) == b"second, longer" and list(dest.list("p/")) == [key]
+
+
+def test_a_bounded_read_never_holds_more_than_the_limit_plus_one(dest: Any) -> None:
+    put_bytes(dest, "p/src/big.json", b"x" * (3 * MB))
+    assert read_bytes(dest, "p/src/big.json", limit=1000) == b"x" * 1001
+    assert read_bytes(dest, "p/src/big.json", limit=10 * MB) == b"x" * (3 * MB)

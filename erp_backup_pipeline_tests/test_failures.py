@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.errors import ConfigError, DestinationError
-from erp_backup_pipeline_tests.conftest import make_settings, s3_destination
+from erp_backup_pipeline_tests.conftest import catalog_entries, make_settings, s3_destination
 from erp_backup_pipeline_tests.faults.tools import tmpfs
 
 
@@ -43,7 +42,7 @@ def test_full_destination_disk_fails_cleanly_and_keeps_earlier_backups(tmp_path:
     with pytest.raises(DestinationError) as err:
         run_backup(big, "sqlite_backup", "2026-11-25")
     assert "no space left on device" in str(err.value) and "\n" not in str(err.value)
-    entries = load_catalog(build_destinations(settings), settings.prefix)
+    entries = catalog_entries(settings)
     assert [e.manifest.artifact_sha256 for e in entries] == [good.artifact_sha256]
     assert [p.name for p in tiny_disk.rglob("*") if p.is_file() and ".partial-" in p.name] == []
     assert [p for p in (tmp_path / "staging").rglob("*") if p.is_file()] == []
@@ -84,7 +83,7 @@ def test_required_destination_failing_mid_run_marks_the_capture_incomplete(tmp_p
     capture = pipeline.stage_ship(settings, capture)
     with pytest.raises(DestinationError, match="not backed up on every required destination"):
         pipeline.stage_manifest(settings, capture)
-    [entry] = load_catalog(build_destinations(settings)[:1], settings.prefix)
+    [entry] = catalog_entries(settings, destinations=build_destinations(settings)[:1])
     assert not entry.manifest.complete and entry.held_by == ["local"]
 
 

@@ -17,7 +17,7 @@ from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.health import SENSOR
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline_tests import receivers
-from erp_backup_pipeline_tests.conftest import StrictS3, make_settings
+from erp_backup_pipeline_tests.conftest import StrictS3, catalog_entries, make_settings
 from erp_backup_pipeline_tests.servers import free_port
 from erp_backup_pipeline_tests.test_alerting import instance_for_test
 from erp_backup_pipeline_tests.test_dagster import write_config
@@ -60,10 +60,8 @@ def test_a_backup_with_a_wrong_secret_fails_in_one_line_and_leaves_the_bucket_as
         run_backup(bad, "sqlite_backup", "2026-11-25")
     assert str(failed.value) == ("destination offsite: access denied (SignatureDoesNotMatch: the secret access key does "
                                  "not belong to the access key id) on list s3://erp-strict/one-line/")
-    from erp_backup_pipeline.core.catalog import load_catalog
-    from erp_backup_pipeline.core.destinations import build_destinations
 
-    entries = load_catalog(build_destinations(good), good.prefix)
+    entries = catalog_entries(good)
     assert [(e.manifest.partition, e.manifest.verify.get("ok")) for e in entries] == [("2026-11-24", True)]
 
 

@@ -8,12 +8,11 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.maintenance import prune_history
 from erp_backup_pipeline.settings import load_settings
+from erp_backup_pipeline_tests.conftest import catalog_entries
 from erp_backup_pipeline_tests.test_dagster import write_config
 
 
@@ -36,7 +35,7 @@ def test_backup_retention_deletes_what_the_plan_deletes_and_records_it(tmp_path:
     assert all(day in md["deleted_items"] for day in days[:3])
     [check] = result.get_asset_check_evaluations()
     assert check.check_name == "prune_complete" and check.passed
-    left = sorted(e.manifest.partition for e in load_catalog(build_destinations(settings), settings.prefix))
+    left = sorted(e.manifest.partition for e in catalog_entries(settings))
     assert left == days[3:]
     schedule = defs.resolve_schedule_def("backup_retention_daily")
     assert schedule.cron_schedule == "0 7 * * *" and schedule.execution_timezone == "Europe/Berlin"

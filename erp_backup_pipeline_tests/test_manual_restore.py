@@ -131,3 +131,46 @@ def test_the_runbook_lines_never_write_through_a_planted_link(tmp_path: Path, de
     else:
         raise AssertionError("the line wrote through the planted link")
     assert demo_sqlite.read_bytes() == live and not (demo_sqlite.parent / "restored.sqlite3").exists()
+
+
+def test_the_runbook_checks_signature_and_checksum_before_decrypting(tmp_path: Path, demo_sqlite: Path,
+                                                                      age_identity) -> None:
+    """The README's and the generated runbook's check lines, verbatim: a genuine manifest and artifact pass; an edited
+    manifest, a manifest signed by another key, and a swapped artifact each fail before anything is decrypted."""
+    from erp_backup_pipeline.core.runbook import CHECK_LINES, render
+    from erp_backup_pipeline.core.signing import generate, load_signer
+
+    settings = make_settings(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
+    m = run_backup(settings, "sqlite_backup", "2026-11-25")
+    other = run_backup(settings, "sqlite_backup", "2026-11-26")
+    runbook = render(settings)
+    allowed = [ln for ln in runbook.splitlines() if ln.startswith('erp-backup namespaces="erp-backup-manifest" ')]
+    assert len(allowed) == 1
+    signers = tmp_path / "allowed_signers"
+    signers.write_text("\n".join(allowed) + "\n")
+    for line in CHECK_LINES:
+        assert line in README.read_text() and line in runbook
+    manifest, artifact = tmp_path / "backups" / m.key, tmp_path / "backups" / m.artifact_key
+
+    def check(manifest_path: Path, artifact_path: Path) -> list[int]:
+        codes = []
+        for line in CHECK_LINES:
+            for name, value in (("ALLOWED_SIGNERS", str(signers)), ("MANIFEST", str(manifest_path)),
+                                ("ARTIFACT", str(artifact_path))):
+                line = line.replace(name, value)
+            codes.append(subprocess.run(["bash", "-o", "pipefail", "-c", line], capture_output=True).returncode)
+        return codes
+
+    assert check(manifest, artifact) == [0, 0]
+    # the artifact of another day under this manifest: the checksum line fails
+    assert check(manifest, tmp_path / "backups" / other.artifact_key)[1] != 0
+    # a manifest edited to name the other artifact's checksum: the signature line fails
+    edited = tmp_path / "edited.manifest.json"
+    edited.write_text(manifest.read_text().replace(m.artifact_sha256, other.artifact_sha256))
+    (tmp_path / "edited.manifest.json.sig").write_bytes((tmp_path / "backups" / (m.key + ".sig")).read_bytes())
+    assert check(edited, tmp_path / "backups" / other.artifact_key)[0] != 0
+    # signed, but by a key the configuration does not trust
+    stranger = tmp_path / "stranger.key"
+    generate(stranger)
+    (tmp_path / "edited.manifest.json.sig").write_bytes(load_signer(stranger).sign(edited.read_bytes()))
+    assert check(edited, tmp_path / "backups" / other.artifact_key)[0] != 0

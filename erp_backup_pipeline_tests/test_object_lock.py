@@ -17,15 +17,22 @@ from zoneinfo import ZoneInfo
 import pytest
 from botocore.exceptions import ClientError
 
-from erp_backup_pipeline.core.catalog import load_catalog
 from erp_backup_pipeline.core.destinations import S3Destination, build_destinations, get, put_bytes, read_bytes
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import verify_backup
+from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.errors import ConfigError, DestinationError
 from erp_backup_pipeline.settings import parse_settings
-from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, make_settings, s3_destination
+from erp_backup_pipeline_tests.conftest import (
+    S3_KEY_ID,
+    S3_SECRET,
+    catalog_entries,
+    make_settings,
+    s3_destination,
+    signing_section,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 MB = 1 << 20
@@ -59,9 +66,21 @@ def offsite(settings: Any) -> S3Destination:
 
 
 def versions(s3: Any, bucket: str) -> tuple[list[str], list[str]]:
-    """Every object version's key, and every delete marker's key, in the bucket."""
+    """Every object version's key, and every delete marker's key, in the bucket, but the chain ledger's (a small
+    record rewritten by every backup and prune: ``ledger_versions``)."""
     resp = s3.list_object_versions(Bucket=bucket)
-    return sorted(v["Key"] for v in resp.get("Versions", [])), sorted(v["Key"] for v in resp.get("DeleteMarkers", []))
+    return (sorted(v["Key"] for v in resp.get("Versions", []) if not v["Key"].endswith("/chain.json")),
+            sorted(v["Key"] for v in resp.get("DeleteMarkers", [])))
+
+
+def ledger_versions(s3: Any, bucket: str) -> int:
+    resp = s3.list_object_versions(Bucket=bucket)
+    return sum(v["Key"].endswith("/chain.json") for v in resp.get("Versions", []))
+
+
+def capture_keys(dest: S3Destination, m: Manifest) -> set[str]:
+    """The object keys of one capture: manifest, its signature, artifact."""
+    return {dest.object_key(k) for k in (m.key, m.key + SIGNATURE_SUFFIX, m.artifact_key)}
 
 
 def head(s3: Any, bucket: str, dest: S3Destination, key: str) -> dict[str, Any]:
@@ -73,9 +92,11 @@ def expire(s3: Any, bucket: str, dest: S3Destination, m: Manifest) -> None:
     """Move the lock of every version of a capture's objects into the past (GOVERNANCE, bypassing it: as an
     administrator would; the pipeline never sends the bypass header)."""
     past = datetime.now(UTC) - timedelta(days=1)
-    for key in (m.key, m.artifact_key):
+    for key in (m.key, m.key + SIGNATURE_SUFFIX, m.artifact_key):
         obj = dest.object_key(key)
         for v in s3.list_object_versions(Bucket=bucket, Prefix=obj).get("Versions", []):
+            if v["Key"] != obj:  # the prefix also matches the manifest's signature
+                continue
             s3.put_object_retention(Bucket=bucket, Key=obj, VersionId=v["VersionId"], BypassGovernanceRetention=True,
                                     Retention={"Mode": "GOVERNANCE", "RetainUntilDate": past})
 
@@ -107,14 +128,17 @@ def test_artifact_and_manifest_are_uploaded_locked_until_capture_plus_the_policy
     m = run_backup(settings, "sqlite_backup", days_back(1)[0])
     until = datetime.fromisoformat(m.captured_at) + timedelta(days=days)
     dest = offsite(settings)
-    for key in (m.artifact_key, m.key):
+    for key in (m.artifact_key, m.key, m.key + SIGNATURE_SUFFIX):
         h = head(s3_client, lock_bucket, dest, key)
         assert (h["ObjectLockMode"], h["ObjectLockRetainUntilDate"]) == (lock["mode"], until)
-    # set on upload: the artifact's multipart upload and the manifest's PutObject carry them
+    # set on upload: the artifact's multipart upload and the manifest's and signature's PutObject carry them; the
+    # chain ledger, rewritten by every backup, is not locked
     sent = {(op, p["Key"]): (p.get("ObjectLockMode"), p.get("ObjectLockRetainUntilDate")) for op, p in calls
             if p["Bucket"] == lock_bucket}
     assert sent == {("CreateMultipartUpload", dest.object_key(m.artifact_key)): (lock["mode"], until),
-                    ("PutObject", dest.object_key(m.key)): (lock["mode"], until)}
+                    ("PutObject", dest.object_key(m.key)): (lock["mode"], until),
+                    ("PutObject", dest.object_key(m.key + SIGNATURE_SUFFIX)): (lock["mode"], until),
+                    ("PutObject", dest.object_key(f"{settings.prefix}/sqlite_backup/chain.json")): (None, None)}
     # the manifest records it; the local destination knows no locks
     assert m.destinations["offsite"]["object_lock"] == {"mode": lock["mode"], "retain_until": until.isoformat()}
     assert "object_lock" not in m.destinations["local"]
@@ -164,7 +188,7 @@ def test_a_bucket_without_object_lock_fails_in_one_line_and_nothing_is_written(
 
 
 def test_object_lock_settings_are_checked_at_load(tmp_path: Path, age_identity: Any) -> None:
-    base = {"encryption": {"recipients": [age_identity[1]]}}
+    base = {"encryption": {"recipients": [age_identity[1]]}, "signing": signing_section()}
     s3 = {"type": "s3", "bucket": "b"}
     cfg = parse_settings({**base, "destinations": [{**s3, "object_lock": {"mode": "GOVERNANCE", "min_days": 30}}]})
     assert cfg.destinations[0].object_lock is not None and cfg.destinations[0].object_lock.min_days == 30
@@ -188,7 +212,8 @@ def test_prune_skips_locked_backups_says_so_and_deletes_every_version_once_expir
     made = {p: run_backup(settings, "sqlite_backup", p) for p in parts}
     dest = offsite(settings)
     before = versions(s3_client, lock_bucket)
-    assert len(before[0]) == 6 and before[1] == []
+    assert before == (sorted(k for m in made.values() for k in capture_keys(dest, m)), [])
+    assert ledger_versions(s3_client, lock_bucket) == 3
 
     def locked_reason(m: Manifest) -> str:
         until = datetime.fromisoformat(m.captured_at) + timedelta(days=30)
@@ -216,8 +241,9 @@ def test_prune_skips_locked_backups_says_so_and_deletes_every_version_once_expir
     assert lines == [f"deleted sqlite_backup {parts[0]} captured {m0.captured_at} from offsite: in no bucket of the "
                      "policy (1 daily)"]
     left, markers = versions(s3_client, lock_bucket)
-    assert markers == [] and left == sorted(set(before[0]) - {dest.object_key(m0.key), dest.object_key(m0.artifact_key)})
-    assert [e.manifest.partition for e in load_catalog([dest], settings.prefix)] == parts[1:]
+    assert markers == [] and left == sorted(set(before[0]) - capture_keys(dest, m0))
+    assert ledger_versions(s3_client, lock_bucket) == 4  # the ledger recorded the deletion first
+    assert [e.manifest.partition for e in catalog_entries(settings, destinations=[dest])] == parts[1:]
 
 
 def test_a_capture_locked_offsite_goes_from_the_other_destinations_only(
@@ -244,7 +270,7 @@ def test_a_capture_locked_offsite_goes_from_the_other_destinations_only(
     kept = {e.manifest.partition: r for e, r in result.kept}
     assert kept[parts[0]] == (f"locked until {until} (GOVERNANCE) on offsite; deleted from local (otherwise: in no "
                               "bucket of the policy (1 daily))")
-    by_dest = {e.manifest.partition: e.held_by for e in load_catalog(build_destinations(settings), settings.prefix)}
+    by_dest = {e.manifest.partition: e.held_by for e in catalog_entries(settings)}
     assert by_dest == {parts[0]: ["offsite"], parts[1]: ["local", "offsite"]}
     assert versions(s3_client, lock_bucket)[1] == []
 
@@ -277,7 +303,7 @@ def test_a_locked_uploads_capture_keeps_what_it_depends_on(tmp_path: Path, age_i
 
     result = prune(settings, dry_run=False, log=lambda line: None)
     assert result.deleted == [] and result.failed == []
-    held = {e.manifest.partition: e.held_by for e in load_catalog(build_destinations(settings), settings.prefix)}
+    held = {e.manifest.partition: e.held_by for e in catalog_entries(settings)}
     assert held == {parts[0]: ["local", "offsite"], parts[1]: ["offsite"], parts[2]: ["local", "offsite"]}
     assert verify_backup(settings, "uploads_snapshot", parts[1], read_data=0)["ok"]  # d1 from offsite, with d0
 
@@ -309,9 +335,92 @@ def test_the_pipelines_own_credentials_cannot_delete_a_locked_artifact(
         assert err.value.response["Error"]["Code"] == "AccessDenied"
 
     # a plain delete through the pipeline never leaves a delete marker over the locked backup
-    assert versions(s3_client, lock_bucket) == (sorted([obj, dest.object_key(m.key)]), [])
+    assert versions(s3_client, lock_bucket) == (sorted(capture_keys(dest, m)), [])
     assert dest.exists(m.artifact_key) and dest.exists(m.key)
     # still there and intact: readable, checksum as recorded, and verifiable end to end
     buf = io.BytesIO()
     assert get(dest, m.artifact_key, buf, expected_sha256=m.artifact_sha256) == m.artifact_sha256
     assert verify_backup(settings, "sqlite_backup", m.partition)["ok"]
+
+
+def _month_start_plus(day: str, months: int) -> datetime:
+    """Midnight (Europe/Berlin) of the first day of day's month plus ``months`` months, in UTC."""
+    d = datetime.fromisoformat(day)
+    index = d.year * 12 + d.month - 1 + months
+    return datetime(index // 12, index % 12 + 1, 1, tzinfo=BERLIN).astimezone(UTC)
+
+
+@pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
+def test_a_monthly_backup_is_locked_until_its_monthly_keep_ends_not_just_its_upload_lock(
+        tmp_path: Path, demo_sqlite: Path, age_identity: Any, moto_server: Any, lock_bucket: str, s3_client: Any,
+        mode: str) -> None:
+    """The upload lock ends after min_days; a capture the plan keeps as monthly is kept for months: prune extends its
+    lock (manifest, signature, artifact) to the end of that keep, so the pipeline's own credentials cannot delete kept
+    history early. Locks only grow, keep their mode, and a second prune changes nothing."""
+    settings = locking(tmp_path, age_identity, moto_server, lock_bucket, {"mode": mode, "min_days": 1}, local=True,
+                       sources={"sqlite": {"path": str(demo_sqlite)}},
+                       retention={"sqlite_backup": {"keep_daily": 1, "keep_monthly": 3}})
+    today = days_back(1)[0]
+    first = datetime.fromisoformat(today).replace(day=1)
+    last_month = (first - timedelta(days=1)).replace(day=10).date().isoformat()
+    before_that = (first - timedelta(days=40)).replace(day=15).date().isoformat()
+    made = {p: run_backup(settings, "sqlite_backup", p) for p in (before_that, last_month, today)}
+    dest = offsite(settings)
+    upload_until = {p: head(s3_client, lock_bucket, dest, m.artifact_key)["ObjectLockRetainUntilDate"]
+                    for p, m in made.items()}
+    want = {before_that: _month_start_plus(before_that, 3), last_month: _month_start_plus(last_month, 3),
+            today: _month_start_plus(today, 3)}
+    assert all(upload_until[p] < want[p] for p in made)
+
+    dry = prune(settings, dry_run=True, log=pytest.fail)
+    assert dry.plan.delete == []
+    assert sorted((e.manifest.partition, name, outcome) for e, name, outcome in dry.locks) == sorted(
+        (p, "offsite", f"would lock until {want[p].isoformat()} (monthly {p[:7]})") for p in made)
+    assert all(head(s3_client, lock_bucket, dest, m.artifact_key)["ObjectLockRetainUntilDate"] == upload_until[p]
+               for p, m in made.items())  # a dry run changes nothing
+
+    lines: list[str] = []
+    result = prune(settings, dry_run=False, log=lines.append)
+    assert result.deleted == [] and result.failed == [] and result.lock_failures == 0
+    assert sorted(lines) == sorted(f"locked sqlite_backup {p} captured {made[p].captured_at} on offsite until "
+                                   f"{want[p].isoformat()} (monthly {p[:7]}): 3 object(s)" for p in made)
+    for p, m in made.items():
+        for key in (m.key, m.key + SIGNATURE_SUFFIX, m.artifact_key):
+            h = head(s3_client, lock_bucket, dest, key)
+            assert (h["ObjectLockMode"], h["ObjectLockRetainUntilDate"]) == (mode, want[p]), key
+    # the pipeline's own credentials cannot delete the monthly backup, though its upload lock has (in effect) ended
+    with pytest.raises(DestinationError, match=r"access denied \(AccessDenied\) on delete version"):
+        dest.delete(made[last_month].artifact_key)
+    # nothing left to extend: a second prune neither logs nor changes a lock
+    again = prune(settings, dry_run=False, log=pytest.fail)
+    assert again.locks == [] and again.deleted == []
+    # a lock that already reaches further is never shortened
+    if mode == "GOVERNANCE":
+        later = want[today] + timedelta(days=400)
+        obj = dest.object_key(made[today].artifact_key)
+        s3_client.put_object_retention(Bucket=lock_bucket, Key=obj, Retention={"Mode": mode, "RetainUntilDate": later})
+        assert prune(settings, dry_run=False, log=pytest.fail).locks == []
+        assert head(s3_client, lock_bucket, dest, made[today].artifact_key)["ObjectLockRetainUntilDate"] == later
+
+
+def test_what_a_kept_weekly_uploads_capture_depends_on_is_locked_as_long(
+        tmp_path: Path, age_identity: Any, moto_server: Any, lock_bucket: str, s3_client: Any) -> None:
+    """An uploads snapshot kept as weekly needs the earlier artifacts holding its content: they are locked as long."""
+    up = tmp_path / "uploads"
+    up.mkdir()
+    settings = locking(tmp_path, age_identity, moto_server, lock_bucket, {"mode": "GOVERNANCE", "min_days": 1},
+                       sources={"uploads": {"path": str(up)}}, state_dir=str(tmp_path / "state"),
+                       retention={"uploads_snapshot": {"keep_daily": 1, "keep_weekly": 4}})
+    parts = days_back(2)
+    (up / "a.pdf").write_bytes(b"a" * 500)
+    m0 = run_backup(settings, "uploads_snapshot", parts[0])
+    (up / "b.pdf").write_bytes(b"b" * 500)
+    m1 = run_backup(settings, "uploads_snapshot", parts[1])
+    assert m1.facts["depends_on"] == [m0.artifact_key]
+    monday = datetime.fromisoformat(parts[1]).date() - timedelta(days=datetime.fromisoformat(parts[1]).weekday())
+    end = datetime.combine(monday + timedelta(weeks=4), datetime.min.time(), BERLIN).astimezone(UTC)
+    result = prune(settings, dry_run=False, log=lambda line: None)
+    assert result.lock_failures == 0
+    dest = offsite(settings)
+    assert head(s3_client, lock_bucket, dest, m1.artifact_key)["ObjectLockRetainUntilDate"] == end
+    assert head(s3_client, lock_bucket, dest, m0.artifact_key)["ObjectLockRetainUntilDate"] >= end

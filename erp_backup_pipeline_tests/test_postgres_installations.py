@@ -14,8 +14,6 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
@@ -24,6 +22,7 @@ from erp_backup_pipeline.core.sources.postgres import _compare_cluster_facts
 from erp_backup_pipeline.core.sources.postgres_restore import database_name, package_for
 from erp_backup_pipeline.errors import RestoreError, VerifyError
 from erp_backup_pipeline.settings import load_settings
+from erp_backup_pipeline_tests.conftest import catalog_entries, sign_file
 from erp_backup_pipeline_tests.pg_installation import (
     APP_PASSWORD,
     LONG,
@@ -97,7 +96,7 @@ def test_every_identifier_form_backs_up_and_restores_beside_the_original_with_ow
     assert [a["name"] for a in m.attachments] == ["globals", "database"]
     held = [p.name for p in (Path(settings.destinations[0].path) / m.artifact_key).parent.iterdir()]
     assert sorted(n.split(".", 1)[1] for n in held) == ["database.json.zst.age", "globals.sql.zst.age", "manifest.json",
-                                                      "pgdump.zst.age"]
+                                                      "manifest.json.sig", "pgdump.zst.age"]
     assert APP_PASSWORD not in json.dumps(m.facts) and "SCRAM" not in m.to_json().decode()
     assert verify_backup(settings, "postgres_dump", DAY)["attachment_globals"]["roles"] == 3
     try:
@@ -207,12 +206,14 @@ def test_the_runbook_restores_onto_a_fresh_server_with_standard_tools(
 
 
 def tamper(settings: Any, edit: Any) -> None:
-    """Change what the newest manifest of DAY recorded (a stand-in for a source this machine cannot run)."""
-    entry = load_catalog(build_destinations(settings), settings.prefix, "postgres_dump", DAY)[-1]
+    """Change what the newest manifest of DAY recorded (a stand-in for a source this machine cannot run). Re-signed:
+    the tests are about what the restore does with that content, not about an unsigned edit (a rejected manifest)."""
+    entry = catalog_entries(settings, "postgres_dump", DAY)[-1]
     path = Path(settings.destinations[0].path) / entry.manifest.key
     data = json.loads(path.read_text())
     edit(data["facts"])
     path.write_text(json.dumps(data))
+    sign_file(path)
 
 
 def test_the_drill_notices_lost_owners_and_privileges(as_app: Path, as_superuser: Path,
@@ -253,7 +254,7 @@ def test_password_hashes_asked_for_by_a_role_that_may_not_read_them(tmp_path: Pa
     line = one_error_line(cli(config, "backup", "postgres", "--partition", DAY))
     assert "may not read role password hashes" in line and "pg_authid" in line
     assert "sources.postgres.role_passwords: false" in line
-    entries = load_catalog(build_destinations(load_settings(as_app)), "erp-steinmetz", "postgres_dump")
+    entries = catalog_entries(load_settings(as_app), "postgres_dump")
     assert [e.manifest.key for e in entries] == [earlier.key]  # nothing new, the earlier backup as it was
     assert not [p for p in (tmp_path / "staging").rglob("*") if p.is_file()]
 

@@ -20,11 +20,9 @@ from typing import Any
 import pytest
 import yaml
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests import topology
-from erp_backup_pipeline_tests.conftest import StrictS3
+from erp_backup_pipeline_tests.conftest import StrictS3, catalog_entries
 from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port, stop_process
 
 ASSET = "sqlite_backup"
@@ -44,7 +42,7 @@ class Production:
 
     def backed_up(self, partitions: list[str]) -> dict[str, Any]:
         """The catalog's verified, complete entries of ``partitions`` on the S3 destination."""
-        entries = load_catalog(build_destinations(self.settings), self.settings.prefix, ASSET)
+        entries = catalog_entries(self.settings, ASSET)
         return {e.manifest.partition: e for e in entries
                 if e.manifest.partition in partitions and e.manifest.verify.get("ok") and e.manifest.complete}
 

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,16 +16,18 @@ from zoneinfo import ZoneInfo
 import pytest
 import yaml
 
-from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.core import commit
+from erp_backup_pipeline.core.chain import LEDGER_NAME
 from erp_backup_pipeline.core.destinations import LocalDestination, S3Destination, build_destinations, put_bytes, read_bytes
 from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, Manifest
 from erp_backup_pipeline.core.pipeline import STAGES, Capture, new_capture, run_backup, stage_manifest
 from erp_backup_pipeline.core.prune import PruneRefused, prune
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
+from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.core.sources.uploads import load_state, save_state
 from erp_backup_pipeline.errors import DestinationError
 from erp_backup_pipeline.settings import load_settings
-from erp_backup_pipeline_tests.conftest import S3_SECRET, make_settings, s3_destination
+from erp_backup_pipeline_tests.conftest import S3_SECRET, catalog_entries, make_settings, s3_destination, signing_section
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -47,13 +49,24 @@ def keys(settings: Any) -> dict[str, list[str]]:
 
 
 def partitions_on(settings: Any) -> dict[str, set[str]]:
-    """Per destination, the partitions that still have an artifact, and those that still have a manifest."""
+    """Per destination, the partitions that still have an artifact, a manifest, a manifest signature; and the
+    sources whose chain ledger is there ("ledger")."""
     found: dict[str, set[str]] = {}
     for name, listed in keys(settings).items():
         for key in listed:
-            kind = "manifest" if key.endswith(MANIFEST_SUFFIX) else "artifact"
+            if key.endswith("/" + LEDGER_NAME):
+                found.setdefault(f"{name} ledger", set()).add(key.split("/")[1])
+                continue
+            kind = ("manifest" if key.endswith(MANIFEST_SUFFIX) else
+                    "signature" if key.endswith(MANIFEST_SUFFIX + SIGNATURE_SUFFIX) else "artifact")
             found.setdefault(f"{name} {kind}", set()).add(key.split("/")[2])
     return found
+
+
+def on_every(settings: Any, partitions: set[str], source: str = "sqlite_backup") -> dict[str, set[str]]:
+    """What partitions_on shows when each destination holds exactly these partitions, whole."""
+    return {f"{n} {k}": (set(partitions) if k != "ledger" else {source}) for n in ("local", "offsite")
+            for k in ("manifest", "signature", "artifact", "ledger")}
 
 
 @pytest.fixture
@@ -79,7 +92,7 @@ def test_prune_deletes_what_the_policy_drops_on_every_destination_manifest_first
     parts = days_back(10)
     made = {p: run_backup(settings, "sqlite_backup", p) for p in parts}
     before = keys(settings)
-    assert {n: len(k) for n, k in before.items()} == {"local": 20, "offsite": 20}
+    assert {n: len(k) for n, k in before.items()} == {"local": 31, "offsite": 31}  # 3 per capture + the ledger
 
     lines: list[str] = []
     dry = prune(settings, dry_run=True, log=lines.append)  # the default, and it deletes nothing
@@ -91,15 +104,15 @@ def test_prune_deletes_what_the_policy_drops_on_every_destination_manifest_first
     assert not result.failed
     assert sorted(e.manifest.partition for e, _ in result.deleted) == parts[:7]
     assert sorted(e.manifest.partition for e, _ in result.kept) == parts[7:]
-    assert partitions_on(settings) == {f"{n} {k}": set(parts[7:]) for n in ("local", "offsite")
-                                       for k in ("manifest", "artifact")}
-    assert [e.manifest.partition for e in load_catalog(build_destinations(settings), settings.prefix)] == parts[7:]
-    # on every destination, each capture's manifest goes before its artifact
-    assert len(spy_deletes) == 7 * 2 * 2
+    assert partitions_on(settings) == on_every(settings, set(parts[7:]))
+    assert [e.manifest.partition for e in catalog_entries(settings)] == parts[7:]
+    # on every destination, each capture's manifest goes before its signature and its artifact
+    assert len(spy_deletes) == 7 * 2 * 3
     for p in parts[:7]:
         m = made[p]
         for dest in ("local", "offsite"):
-            assert spy_deletes.index((dest, m.key)) < spy_deletes.index((dest, m.artifact_key))
+            assert spy_deletes.index((dest, m.key)) < spy_deletes.index((dest, m.key + SIGNATURE_SUFFIX)) < \
+                spy_deletes.index((dest, m.artifact_key))
     # one line per deletion, naming what, where and why; never a secret
     assert len(lines) == 14 and not any(S3_SECRET in line for line in lines)
     m = made[parts[0]]
@@ -133,32 +146,20 @@ def test_an_unreadable_destination_refuses_and_deletes_nothing(tmp_path: Path, d
         assert str(err.value) == ("refusing to prune: 1 destination(s) could not be read, so the plan would miss "
                                   "their backups (offsite: destination offsite: S3 bucket 'no-such-bucket-here' "
                                   "does not exist)")
-    # a manifest that cannot be parsed makes its destination unreadable too
+    # a manifest that is not what was signed is evidence: it holds prune everywhere until someone has looked
     local = LocalDestination(tmp_path / "backups")
     broken = next(k for k in before["local"] if k.endswith(MANIFEST_SUFFIX))
     original = read_bytes(local, broken)
     local.path_for(broken).write_bytes(b"{not json")
-    with pytest.raises(PruneRefused, match=r"^refusing to prune: 1 destination\(s\) could not be read.*local: "):
+    with pytest.raises(PruneRefused) as err:
         prune(settings, dry_run=False, log=pytest.fail)
+    assert str(err.value) == (
+        f"refusing to prune: 1 file(s) or chain finding(s) on the destinations are not authenticated, first local: "
+        f"{broken}: signature does not match the manifest (edited after signing); `erp-backup list` shows every one: "
+        "look at them, remove what this pipeline did not write, then prune again")
     local.path_for(broken).write_bytes(original)
     assert keys(settings) == before
     assert len(prune(settings, dry_run=False, log=lambda line: None).deleted) == 2
-
-
-def _age_manifests(settings: Any, days: int) -> None:
-    """Make every backup look captured `days` ago, at the start of its partition's day: rewrite the manifests in
-    place. Counted in UTC from midnight, so the newest is `days` days old (not one less) at any time of day and
-    across a DST change."""
-    for dest in build_destinations(settings):
-        for key in [k for k in dest.list(settings.prefix + "/") if k.endswith(MANIFEST_SUFFIX)]:
-            m = Manifest.from_json(read_bytes(dest, key))
-            start = datetime.combine(date.fromisoformat(m.partition), time(0, 0), BERLIN).astimezone(UTC)
-            when = (start - timedelta(days=days)).astimezone(BERLIN)
-            m.partition = when.date().isoformat()
-            m.captured_at = when.astimezone(UTC).isoformat(timespec="seconds")
-            m.finished_at = (when + timedelta(minutes=3)).astimezone(UTC).isoformat(timespec="seconds")
-            dest.delete(key)
-            put_bytes(dest, key, m.to_json())
 
 
 def test_ninety_days_without_backups_keeps_every_copy(tmp_path: Path, demo_sqlite: Path, age_identity: Any,
@@ -168,13 +169,13 @@ def test_ninety_days_without_backups_keeps_every_copy(tmp_path: Path, demo_sqlit
                     retention={"sqlite_backup": {"keep_daily": 2}})
     for p in days_back(5):
         run_backup(settings, "sqlite_backup", p)
-    _age_manifests(settings, 95)  # the pipeline stopped 95 days ago
-    entries = load_catalog(build_destinations(settings), settings.prefix)
+    later = datetime.now(UTC) + timedelta(days=95)  # the pipeline stopped; prune runs on, 95 days later
+    entries = catalog_entries(settings)
     assert len(entries) == 5 and all(e.held_by == ["local", "offsite"] for e in entries)
     before = keys(settings)
 
     lines: list[str] = []
-    result = prune(settings, dry_run=False, log=lines.append)
+    result = prune(settings, now=later, dry_run=False, log=lines.append)
     assert result.deleted == [] and result.failed == [] and lines == [] and len(result.kept) == 5
     assert keys(settings) == before
     [note] = result.notes
@@ -183,8 +184,8 @@ def test_ninety_days_without_backups_keeps_every_copy(tmp_path: Path, demo_sqlit
     held = sorted(e.manifest.partition for e, r in result.kept if r.startswith("retention held: "))
     assert len(held) == 3 and all("(otherwise: in no bucket of the policy (2 daily))" in r for _, r in result.kept
                                   if r.startswith("retention held"))
-    # the same backups, had they been taken nightly until today, would be pruned to 2
-    fresh = prune(settings, now=datetime.now(UTC) - timedelta(days=95), dry_run=True)
+    # the same backups, pruned while they are fresh, go down to 2
+    fresh = prune(settings, dry_run=True)
     assert len(fresh.plan.delete) == 3
 
 
@@ -229,8 +230,7 @@ def test_uploads_artifacts_that_later_snapshots_build_on_survive(tmp_path: Path,
     assert kept[m[3].partition].startswith(f"needed by uploads_snapshot {m[4].partition}")
     assert len(lines) == 4
     survivors = {m[0].partition, m[3].partition, m[4].partition}
-    assert partitions_on(settings) == {f"{n} {k}": survivors for n in ("local", "offsite")
-                                       for k in ("manifest", "artifact")}
+    assert partitions_on(settings) == on_every(settings, survivors, "uploads_snapshot")
     # the newest day still restores in full, from either destination, and the next backup builds on what is left
     assert verify_backup(settings, "uploads_snapshot", m[4].partition, read_data=0)["ok"]
     restore_backup(settings, "uploads_snapshot", m[4].partition, str(tmp_path / "r4"))
@@ -319,10 +319,7 @@ def test_a_failed_deletion_on_one_destination_is_reported_and_the_rest_goes_on(
     assert [line for line in lines if line.startswith("failed ")] == [
         f"failed to delete sqlite_backup {made[0].partition} captured {made[0].captured_at} from local (artifact): "
         f"{path.as_uri()}: Is a directory"]
-    assert partitions_on(settings) == {"local manifest": {made[2].partition},
-                                       "local artifact": {made[2].partition},  # the directory is not listed
-                                       "offsite manifest": {made[2].partition},
-                                       "offsite artifact": {made[2].partition}}
+    assert partitions_on(settings) == on_every(settings, {made[2].partition})  # the directory is not listed
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -336,6 +333,7 @@ def test_cli_prints_the_plan_as_a_table_and_applies_it(tmp_path: Path, demo_sqli
     data = {
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp_path / "backups")}, s3_destination(moto_server, bucket)],
         "sources": {"sqlite": {"path": str(demo_sqlite)}},
         "retention": {"sqlite_backup": {"keep_daily": 2}},
@@ -357,7 +355,7 @@ def test_cli_prints_the_plan_as_a_table_and_applies_it(tmp_path: Path, demo_sqli
     assert out[-1] == "dry run: 2 to delete, 2 to keep; nothing deleted"
     as_json = json.loads(cli(config, "prune", "--dry-run", "--json").stdout)
     assert as_json["dry_run"] and as_json["to_delete"] == 2 and len(as_json["rows"]) == 4
-    assert len(load_catalog(build_destinations(settings), settings.prefix)) == 4
+    assert len(catalog_entries(settings)) == 4
 
     done = cli(config, "prune")
     assert done.returncode == 0, done.stderr
@@ -366,7 +364,7 @@ def test_cli_prints_the_plan_as_a_table_and_applies_it(tmp_path: Path, demo_sqli
     assert any(line.split()[:2] == ["sqlite_backup", parts[1]] and line.split()[3] == "deleted" for line in lines)
     assert lines[-1] == "deleted 2, kept 2, failed 0"
     assert S3_SECRET not in done.stdout + done.stderr
-    assert [r["partition"] for r in json.loads(cli(config, "list", "--json").stdout)] == parts[2:]
+    assert [r["partition"] for r in json.loads(cli(config, "list", "--json").stdout)["captures"]] == parts[2:]
 
     data["destinations"][1]["bucket"] = "no-such-bucket-here"
     config.write_text(yaml.safe_dump(data))
@@ -427,6 +425,18 @@ def orphan(settings: Any, source: str, partition: str, now: datetime | None = No
     return capture
 
 
+def pruned_by_hand(settings: Any, m: Manifest, names: tuple[str, ...]) -> None:
+    """What a prune stopped between a capture's manifest and its artifact leaves on ``names``: the capture recorded
+    as pruned in its chain ledger first, its manifest and signature deleted, its artifact still there. (Deleting a
+    signed manifest without the ledger saying so is someone else's deletion: a chain finding that holds prune.)"""
+    [entry] = [e for e in catalog_entries(settings, m.source) if e.manifest.key == m.key]
+    assert commit.record_pruned(settings, m.source, {entry.manifest.sequence: entry.sha256}) == {}
+    for dest in build_destinations(settings):
+        if dest.name in names:
+            dest.delete(m.key)
+            dest.delete(m.key + SIGNATURE_SUFFIX)
+
+
 def orphan_rows(result: Any) -> list[tuple[str, str, str]]:
     """(destination, action, reason) of each artifact without a manifest, by destination."""
     return sorted((o.destination, action, reason) for o, action, reason in result.orphans)
@@ -443,7 +453,7 @@ def test_an_artifact_without_a_manifest_is_swept_once_past_the_grace_period_neve
     assert key == f"{settings.prefix}/sqlite_backup/{parts[2]}/{left.stamp}.sqlite3.zst.age"
     before = keys(settings)
     assert all(key in listed for listed in before.values())
-    assert [e.manifest.partition for e in load_catalog(build_destinations(settings), settings.prefix)] == parts[:2]
+    assert [e.manifest.partition for e in catalog_entries(settings)] == parts[:2]
     now = datetime.now(UTC)
 
     # young: a run may still be writing its manifest; kept on both destinations, in the dry run and for real
@@ -490,9 +500,8 @@ def test_the_sweep_deletes_only_exact_artifact_names_of_configured_sources_that_
     assert m[1].facts["depends_on"] == [m[0].artifact_key]
     dests = {d.name: d for d in build_destinations(settings)}
     # d0's manifest is gone everywhere, d2's from local only: their artifacts have no manifest beside them there
-    for name in ("local", "offsite"):
-        dests[name].delete(m[0].key)
-    dests["local"].delete(m[2].key)
+    pruned_by_hand(settings, m[0], ("local", "offsite"))
+    pruned_by_hand(settings, m[2], ("local",))
     # look-alikes that are not our artifacts, and an artifact of a source this configuration does not back up
     stamp = m[2].stamp.split("-")[0]
     folder = f"{settings.prefix}/uploads_snapshot/{m[2].partition}"
@@ -523,9 +532,9 @@ def test_the_sweep_deletes_only_exact_artifact_names_of_configured_sources_that_
 
     # once no manifest names d0 (d1 and d2 gone too), the uploads state still does: kept; an unreadable state keeps
     # it too
-    for name in ("local", "offsite"):
-        for later in m[1:]:
-            dests[name].delete(later.key)
+    for later in m[1:]:
+        pruned_by_hand(settings, later, ("local", "offsite"))
+        for name in ("local", "offsite"):
             dests[name].delete(later.artifact_key)
     state_file = tmp_path / "state" / "uploads_snapshot.json"
     state = load_state(state_file)
@@ -545,7 +554,8 @@ def test_the_sweep_deletes_only_exact_artifact_names_of_configured_sources_that_
     assert sorted((o.destination, o.key, a) for o, a, _ in result.orphans) == [
         ("local", m[0].artifact_key, "deleted"), ("offsite", m[0].artifact_key, "deleted")]
     assert sorted(spy_deletes) == [("local", m[0].artifact_key), ("offsite", m[0].artifact_key)]
-    ours = sorted(k for k in strangers if k.startswith(settings.prefix + "/"))
+    ours = sorted([*(k for k in strangers if k.startswith(settings.prefix + "/")),
+                   f"{settings.prefix}/uploads_snapshot/{LEDGER_NAME}"])
     assert keys(settings) == {name: ours for name in ("local", "offsite")}
     assert all(dest.exists(k) for dest in dests.values() for k in strangers)
 
@@ -603,5 +613,5 @@ def test_a_manifest_is_never_written_for_an_artifact_that_is_gone(
         f"sqlite_backup {capture.partition}: not backed up on every required destination (local: manifest: "
         f"{local.uri(capture.artifact['key'])} is gone (an artifact without a manifest is swept by prune after "
         "retention.orphan_grace_hours))")
-    held = {e.manifest.artifact_key: e.held_by for e in load_catalog(build_destinations(settings), settings.prefix)}
+    held = {e.manifest.artifact_key: e.held_by for e in catalog_entries(settings)}
     assert held == {capture.artifact["key"]: ["offsite"]}

@@ -28,7 +28,7 @@ from erp_backup_pipeline.core.recovery_servers import stop_pid, stop_servers
 from erp_backup_pipeline.core.sources.postgres import count_rows
 from erp_backup_pipeline.errors import RestoreError, VerifyError
 from erp_backup_pipeline_tests import pitr_cluster as cluster
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, make_settings, pg_source, redis_source
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, make_settings, pg_source, redis_source, signing_section
 from erp_backup_pipeline_tests.pitr_cluster import PitrCluster
 
 pitr_cluster = cluster.pitr_cluster
@@ -246,6 +246,7 @@ def test_the_command_line_plans_recovers_and_lists_sets(tmp_path: Path, erp) -> 
     config.write_text(yaml.safe_dump({
         "staging_dir": str(settings.staging_dir),
         "encryption": {"recipients": settings.encryption.recipients, "identity_file": str(settings.encryption.identity_file)},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
         "sources": {"sqlite": {"path": str(demo["sqlite"])}, "config": {"paths": [str(demo["config"])]},
                     "uploads": {"path": str(demo["uploads"])},

@@ -11,22 +11,29 @@ from typing import Any
 import psycopg
 import pytest
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.drill import drill_sample, restore_drill
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.errors import VerifyError
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, make_settings, pg_source, redis_source
+from erp_backup_pipeline_tests.conftest import (
+    ERP_PASSWORD,
+    catalog_entries,
+    make_settings,
+    pg_source,
+    redis_source,
+    sign_file,
+)
 from erp_backup_pipeline_tests.test_uploads_snapshot import day1, day2
 
 
 def tamper_manifest(tmp_path: Path, settings: Any, source: str, partition: str, edit: Any) -> None:
-    """Change what the manifest recorded (the drill must notice that the restore no longer matches)."""
-    entry = load_catalog(build_destinations(settings), settings.prefix, source, partition)[0]
+    """Change what the manifest recorded (the drill must notice that the restore no longer matches). Re-signed: the
+    test is about the drill comparing content, not about an unsigned edit (that is a rejected manifest)."""
+    entry = catalog_entries(settings, source, partition)[0]
     path = tmp_path / "backups" / entry.manifest.key
     data = json.loads(path.read_text())
     edit(data)
     path.write_text(json.dumps(data))
+    sign_file(path)
 
 
 def staging_is_clean(settings: Any) -> bool:
@@ -142,7 +149,7 @@ def test_weekly_sample_takes_the_oldest_and_never_the_newest(tmp_path: Path, dem
     days = [f"2026-11-{d:02d}" for d in range(10, 16)]
     for day in days:
         run_backup(settings, "sqlite_backup", day)
-    entries = load_catalog(build_destinations(settings), settings.prefix, "sqlite_backup")
+    entries = catalog_entries(settings, "sqlite_backup")
     for k in (1, 3, 10):
         chosen = drill_sample(entries, k)
         assert chosen[0] == days[0] and days[-1] not in chosen and len(chosen) == min(k, 5)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, stored_manifests
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, signing_section, stored_manifests
 from erp_backup_pipeline_tests.test_dagster import materialize
 
 
@@ -18,6 +18,7 @@ def _config(tmp_path: Path, pg_server, erp_db: str, age_identity, moto_server, b
     path.write_text(yaml.safe_dump({
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp_path / "backups")},
                          {"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": moto_server.endpoint,
                           "access_key_id": S3_KEY_ID, "secret_access_key": S3_SECRET}],
@@ -64,6 +65,7 @@ def test_no_redis_password_anywhere(tmp_path: Path, redis_server, age_identity,
         path.write_text(yaml.safe_dump({
             "staging_dir": str(tmp_path / "staging"),
             "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+            "signing": signing_section(),
             "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
             "sources": redis_source(redis_server, password=password)}))
         texts += [repr(e) for e in materialize("redis_snapshot", path).all_events]

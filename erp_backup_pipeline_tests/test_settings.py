@@ -7,8 +7,10 @@ import pytest
 from erp_backup_pipeline.errors import ConfigError
 from erp_backup_pipeline.settings import load_settings, parse_settings
 
+PUBLIC = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDXYJ6KsjWbF/S1AgBoVYpBudMBcSuZy3xgDcW+jH19i erp-backup"
 BASE = {
     "encryption": {"recipients": ["age1qqqq"]},
+    "signing": {"public_keys": [PUBLIC]},
     "destinations": [{"type": "local", "path": "backups"}],
 }
 
@@ -21,7 +23,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 def test_minimal_config_resolves_relative_paths_against_the_file(tmp_path: Path) -> None:
     p = _write(tmp_path, "encryption: {recipients: [age1x]}\ndestinations: [{type: local, path: backups}]\n"
-                         "sources: {sqlite: {path: data/erp.sqlite3}}\n")
+                         f"signing: {{public_keys: ['{PUBLIC}']}}\nsources: {{sqlite: {{path: data/erp.sqlite3}}}}\n")
     s = load_settings(p)
     assert s.destinations[0].path == tmp_path / "backups"
     assert s.sources.sqlite is not None and s.sources.sqlite.path == tmp_path / "data/erp.sqlite3"
@@ -29,7 +31,8 @@ def test_minimal_config_resolves_relative_paths_against_the_file(tmp_path: Path)
 
 
 def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    p = _write(tmp_path, "encryption: {recipients: [age1x]}\ndestinations: [{type: local, path: b}]\n")
+    p = _write(tmp_path, "encryption: {recipients: [age1x]}\ndestinations: [{type: local, path: b}]\n"
+                         f"signing: {{public_keys: ['{PUBLIC}']}}\n")
     monkeypatch.setenv("ERP_BACKUP_CONFIG", str(p))
     assert load_settings().prefix == "erp-steinmetz"
 
@@ -42,7 +45,10 @@ def test_config_path_from_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     ({**BASE, "compression": {"level": "high"}}, "compression.level: Input should be a valid integer"),
     ({**BASE, "compression": {"codec": "lz4"}}, "compression.codec: Input should be 'zstd' or 'gzip'"),
     ({**BASE, "destinations": []}, "destinations: List should have at least 1 item"),
-    ({"destinations": [{"type": "local", "path": "b"}]}, "encryption: required key is missing"),
+    ({"destinations": [{"type": "local", "path": "b"}], "signing": BASE["signing"]}, "encryption: required key is missing"),
+    ({**{k: v for k, v in BASE.items() if k != "signing"}},
+     "signing: required key is missing: every manifest is signed; make a key with `erp-backup keygen --signing"),
+    ({**BASE, "signing": {}}, "signing needs key_file (the host that backs up) or public_keys"),
     ({**BASE, "destinations": [{"type": "ftp", "path": "b"}]}, "destinations.0"),
     ({**BASE, "encryption": {"codec": "age"}}, "age encryption needs recipients"),
 ])

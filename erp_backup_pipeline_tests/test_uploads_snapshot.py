@@ -9,12 +9,10 @@ from typing import Any
 
 import pytest
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
-from erp_backup_pipeline_tests.conftest import make_settings, s3_destination
+from erp_backup_pipeline_tests.conftest import catalog_entries, make_settings, s3_destination
 
 ODD = os.fsdecode(b"Rechnung \xfc\xe4 Nr.\n42.pdf")  # spaces, a newline and bytes that are not UTF-8
 
@@ -138,7 +136,7 @@ def test_verify_checks_the_artifacts_a_snapshot_builds_on(tmp_path: Path, upload
         verify_backup(settings, "uploads_snapshot", "2026-11-24", read_data=1)  # reading it back is not
     (tmp_path / "backups" / m1.artifact_key).unlink()
     (tmp_path / "backups" / m1.key).unlink()
-    [entry] = load_catalog(build_destinations(settings), settings.prefix)
+    [entry] = catalog_entries(settings)
     assert entry.manifest.partition == "2026-11-24"
     with pytest.raises(VerifyError, match="depends on 1 artifact\\(s\\) that no destination holds"):
         verify_backup(settings, "uploads_snapshot", "2026-11-24")

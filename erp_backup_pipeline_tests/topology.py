@@ -233,7 +233,7 @@ def demo_stack(base: Path, pg_server: PostgresServer, moto_server: Any, age_iden
     import yaml
 
     from erp_backup_pipeline.core.demo import fill_sqlite
-    from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, s3_destination
+    from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET, s3_destination, signing_section
 
     boto3.client("s3", endpoint_url=moto_server.endpoint, region_name="eu-central-1", aws_access_key_id=S3_KEY_ID,
                  aws_secret_access_key=S3_SECRET).create_bucket(
@@ -245,6 +245,7 @@ def demo_stack(base: Path, pg_server: PostgresServer, moto_server: Any, age_iden
     config.write_text(yaml.safe_dump({
         "staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [s3_destination(moto_server, bucket)],
         "sources": {"sqlite": {"path": str(sqlite)}}}))
     database = create_dagster_database(pg_server)

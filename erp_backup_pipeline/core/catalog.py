@@ -1,61 +1,259 @@
-"""The catalog: every backup that exists, read from the manifests on every destination.
+"""The catalog: the captures authenticated on each destination; everything else found there is evidence.
 
-Only manifests count: an artifact without one (an interrupted run) is not a backup. The
-same capture held by several destinations is one entry listing where it is held.
+A manifest counts only when all of this holds on the destination it was read from (``authenticate``):
+
+- its signature ``<stamp>.manifest.json.sig`` (``core.signing``) is valid for one of ``signing.public_keys``,
+  over the manifest's exact bytes (at most ``MAX_MANIFEST_BYTES``);
+- it sits at the key derived from its own signed content (``<prefix>/<source>/<partition>/<stamp>.manifest.json``)
+  and the artifact and attachments it names sit beside it under the same stamp: a signed manifest copied to
+  another partition or key, or pointing at another capture's artifact, is rejected;
+- it is not from the future (``captured_at`` more than ``CLOCK_SKEW`` ahead of now), and its partition is not
+  later than the day after its capture.
+
+Everything else is a ``Rejected`` line naming the destination, the key and the reason (unsigned, legacy,
+badly signed, misplaced, oversized, unparsable, future-dated): listed by ``erp-backup list``, never used by
+verify, restore, recover, drills or prune, and holding prune until someone has looked. ``read`` also checks
+each source's hash chain (``core.chain``) when it lists a whole source, and reports findings the same way.
+The same capture held by several destinations is one entry listing where it is authenticated.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from erp_backup_pipeline.core import chain, signing
 from erp_backup_pipeline.core.destinations import Destination, read_bytes
-from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, Manifest, safe_part
+from erp_backup_pipeline.core.manifest import (
+    FORMAT,
+    MANIFEST_SUFFIX,
+    PARTITION_TIMEZONE,
+    Manifest,
+    artifact_dir,
+    parse_partition,
+    safe_part,
+)
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
+
+MAX_MANIFEST_BYTES = 1 << 20
+CLOCK_SKEW = timedelta(minutes=5)
+LEGACY = ("unsigned (legacy: written before manifests were signed; `erp-backup catalog adopt` verifies it end to "
+          "end and signs it)")
 
 
 @dataclass
 class Entry:
     manifest: Manifest
     held_by: list[str] = field(default_factory=list)
+    sha256: str = ""  # of the manifest's bytes: the chain links by it
 
     def as_row(self) -> dict[str, Any]:
         m = self.manifest
         return {"source": m.source, "partition": m.partition, "captured_at": m.captured_at,
                 "raw_bytes": m.stage("dump")["bytes"], "artifact_bytes": m.artifact_bytes,
                 "sha256": m.artifact_sha256, "verified": bool(m.verify.get("ok")), "complete": m.complete,
-                "destinations": sorted(self.held_by), "key": m.artifact_key, "mode": m.mode}
+                "destinations": sorted(self.held_by), "key": m.artifact_key, "mode": m.mode,
+                "sequence": m.sequence}
 
 
-def load_catalog(destinations: Iterable[Destination], prefix: str, source: str | None = None,
-                 partition: str | None = None, errors: list[str] | None = None) -> list[Entry]:
-    """All entries, oldest first. Unreadable destinations are reported in ``errors`` and skipped."""
-    found: dict[str, Entry] = {}
+@dataclass(frozen=True)
+class Rejected:
+    """A file on a destination that looks like part of the catalog and is not trusted: evidence."""
+
+    destination: str
+    key: str
+    reason: str
+
+    def line(self) -> str:
+        return f"{self.destination}: {self.key}: {self.reason}"
+
+    def as_row(self) -> dict[str, str]:
+        return {"destination": self.destination, "key": self.key, "reason": self.reason}
+
+
+@dataclass
+class Catalog:
+    entries: list[Entry]
+    rejected: list[Rejected] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)  # the hash chains' (missing links, forks, rollbacks)
+    gaps: list[str] = field(default_factory=list)  # captures missing from a destination they were shipped to
+    errors: list[str] = field(default_factory=list)  # destinations that could not be listed
+    ledgers: dict[str, dict[str, chain.Ledger]] = field(default_factory=dict)  # source -> destination -> ledger
+
+    @property
+    def evidence(self) -> list[str]:
+        """What someone must look at before prune may act: every rejected file and every chain finding."""
+        return [r.line() for r in self.rejected] + self.findings
+
+
+@dataclass(frozen=True)
+class Trust:
+    """What authenticates a manifest: the trusted public keys, and the time it is judged at."""
+
+    keys: tuple[Any, ...]
+    now: datetime
+
+    @classmethod
+    def of(cls, settings: Any, now: datetime | None = None) -> Trust:
+        return cls(tuple(settings.signing.trusted_keys()), now or datetime.now(UTC))
+
+
+def _place_problem(m: Manifest, key: str, prefix: str) -> str | None:
+    """Why a signed manifest is not where its content puts it, or None."""
+    folder = artifact_dir(prefix, m.source, m.partition)
+    for other in m.object_keys:  # first: the stamp is read from the artifact's key
+        name = other.rsplit("/", 1)[-1]
+        if other.rsplit("/", 1)[0] != folder or not name.startswith(m.stamp + "."):
+            return f"misplaced: it names {other}, which is not beside it under its own stamp"
+    if key != f"{folder}/{m.stamp}{MANIFEST_SUFFIX}":
+        return f"misplaced: its content puts it at {folder}/{m.stamp}{MANIFEST_SUFFIX}"
+    return None
+
+
+def _time_problem(m: Manifest, now: datetime) -> str | None:
+    try:
+        captured = datetime.fromisoformat(m.captured_at)
+        day = parse_partition(m.partition)
+    except (TypeError, ValueError) as exc:
+        return f"not a valid manifest ({exc})"
+    if captured.tzinfo is None:
+        return "not a valid manifest (captured_at has no time zone)"
+    if captured > now + CLOCK_SKEW:
+        return f"future-dated: captured_at {m.captured_at} is ahead of now"
+    if day > captured.astimezone(ZoneInfo(PARTITION_TIMEZONE)).date() + timedelta(days=1):
+        return f"future-dated: partition {m.partition} is later than the day after its capture ({m.captured_at})"
+    return None
+
+
+def authenticate(dest: Destination, key: str, signed: bool, prefix: str, trust: Trust) -> Entry | Rejected:
+    """One manifest on one destination: an Entry when it counts, else why it does not."""
+    def rejected(reason: str) -> Rejected:
+        return Rejected(dest.name, key, reason)
+
+    try:
+        data = read_bytes(dest, key, limit=MAX_MANIFEST_BYTES)
+    except ArtifactNotFound:
+        return rejected("disappeared while the catalog was read")
+    if len(data) > MAX_MANIFEST_BYTES:
+        return rejected(f"oversized (more than {MAX_MANIFEST_BYTES} bytes)")
+    if not signed:
+        try:
+            legacy = Manifest.from_json(data).format < FORMAT
+        except (ValueError, TypeError, AttributeError, KeyError, RecursionError):
+            legacy = False
+        return rejected(LEGACY if legacy else "unsigned: no signature beside it")
+    try:
+        with signing.COST.timed():
+            signing.verify(data, read_bytes(dest, key + signing.SIGNATURE_SUFFIX, limit=signing.MAX_SIGNATURE_BYTES),
+                           list(trust.keys))
+    except ArtifactNotFound:
+        return rejected("unsigned: its signature disappeared while the catalog was read")
+    except VerifyError as exc:
+        return rejected(str(exc))
+    try:
+        m = Manifest.from_json(data)
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+        return rejected(f"not a valid manifest ({str(exc)[:120] or type(exc).__name__})")
+    if m.format != FORMAT or not isinstance(m.sequence, int) or m.sequence < 1:
+        return rejected(f"not a manifest of format {FORMAT} with a sequence")
+    problem = _place_problem(m, key, prefix) or _time_problem(m, trust.now)
+    if problem:
+        return rejected(problem)
+    return Entry(m, [dest.name], chain.digest(data))
+
+
+def _scope(prefix: str, source: str | None, partition: str | None) -> str:
     sub = prefix + "/"
     if source:
         sub += safe_part(source) + "/"
         if partition:
             sub += safe_part(partition) + "/"
-    for dest in destinations:
+    return sub
+
+
+def _read_destination(dest: Destination, sub: str, prefix: str, trust: Trust) -> list[Entry | Rejected]:
+    keys = set(dest.list(sub))
+    manifests = sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX))
+    with ThreadPoolExecutor(max_workers=8) as pool:  # one or two small GETs each: latency, not bandwidth
+        return list(pool.map(lambda k: authenticate(dest, k, k + signing.SIGNATURE_SUFFIX in keys, prefix, trust),
+                             manifests))
+
+
+def _ledgers(dest: Destination, prefix: str, sources: Iterable[str], trust: Trust,
+             rejected: list[Rejected]) -> dict[str, chain.Ledger]:
+    found = {}
+    for source in sources:
+        key = chain.ledger_key(prefix, source)
         try:
-            keys = [k for k in dest.list(sub) if k.endswith(MANIFEST_SUFFIX)]
-            for key in keys:
-                try:
-                    manifest = Manifest.from_json(read_bytes(dest, key))
-                except (ValueError, TypeError, AttributeError) as exc:  # damaged or edited by hand
-                    problem = VerifyError(f"manifest {key} is not valid ({exc})")
-                    if errors is None:
-                        raise problem from None
-                    errors.append(f"{dest.name}: {problem}")
-                    continue
-                entry = found.setdefault(key, Entry(manifest))
-                entry.held_by.append(dest.name)
+            with signing.COST.timed():
+                found[source] = chain.read_ledger(read_bytes(dest, key, limit=chain.MAX_LEDGER_BYTES), source,
+                                                  trust.keys)
+        except ArtifactNotFound:
+            continue
+        except VerifyError as exc:
+            rejected.append(Rejected(dest.name, key, str(exc)))
+    return found
+
+
+def read(destinations: Iterable[Destination], prefix: str, trust: Trust, source: str | None = None,
+         partition: str | None = None, local: dict[str, chain.Ledger] | None = None,
+         expected: Iterable[str] = ()) -> Catalog:
+    """Every destination's authenticated captures (oldest first), rejected files, and, unless a single partition
+    is asked for, the chain findings of each source listed: those with a capture, the one asked for, those this
+    host has chain state of (``local``) and the ``expected`` ones (the configured sources; a source whose every
+    capture is gone has only its ledger and this host's state left to tell). Unreadable destinations are in
+    ``errors``."""
+    dests = list(destinations)
+    merged: dict[str, Entry] = {}
+    catalog = Catalog([])
+    listed: list[str] = []
+    by_key: dict[str, dict[str, Entry]] = {}
+    for dest in dests:
+        try:
+            results = _read_destination(dest, _scope(prefix, source, partition), prefix, trust)
         except (BackupError, ValueError) as exc:
-            if errors is None:
-                raise
-            errors.append(f"{dest.name}: {exc}")
-    return sorted(found.values(), key=lambda e: (e.manifest.source, e.manifest.partition, e.manifest.captured_at))
+            catalog.errors.append(f"{dest.name}: {exc}")
+            continue
+        listed.append(dest.name)
+        for result in results:
+            if isinstance(result, Rejected):
+                catalog.rejected.append(result)
+            else:
+                held = by_key.setdefault(result.manifest.key, {}).setdefault(result.sha256, result)
+                if held is not result:  # the same signed bytes on another destination
+                    held.held_by.append(dest.name)
+    for key, versions in by_key.items():
+        if len(versions) > 1:  # two different signed manifests at one key: a fork, trust neither
+            for entry in versions.values():
+                for name in entry.held_by:
+                    catalog.rejected.append(Rejected(name, key, "fork: another destination holds a different signed "
+                                                                "manifest at this key"))
+            continue
+        merged[key] = next(iter(versions.values()))
+    catalog.entries = sorted(merged.values(), key=lambda e: (e.manifest.source, e.manifest.partition,
+                                                             e.manifest.captured_at))
+    if partition is None:
+        sources = sorted({e.manifest.source for e in catalog.entries} | ({source} if source else set())
+                         | (set() if source else set(local or {}) | set(expected)))
+        ledgers = catalog.ledgers
+        for dest in dests:
+            if dest.name in listed:
+                for s, ledger in _ledgers(dest, prefix, sources, trust, catalog.rejected).items():
+                    ledgers.setdefault(s, {})[dest.name] = ledger
+        for s in sources:
+            links = [chain.Link(e.manifest.sequence, e.manifest.previous, e.sha256, e.manifest.key,
+                                tuple(sorted(e.held_by)),
+                                tuple(n for n, r in e.manifest.destinations.items() if r.get("ok")))
+                     for e in catalog.entries if e.manifest.source == s]
+            findings, gaps = chain.audit(s, links, ledgers.get(s, {}), (local or {}).get(s), listed,
+                                         complete=not catalog.errors)
+            catalog.findings += findings
+            catalog.gaps += gaps
+    return catalog
 
 
 def latest(entries: list[Entry], source: str, partition: str) -> Entry:
@@ -66,3 +264,25 @@ def latest(entries: list[Entry], source: str, partition: str) -> Entry:
         raise ArtifactNotFound(f"no backup of {source} for partition {partition}")
     complete = [e for e in matching if e.manifest.complete]
     return (complete or matching)[-1]
+
+
+def of(settings: Any, source: str | None = None, partition: str | None = None, now: datetime | None = None,
+       destinations: Iterable[Destination] | None = None) -> Catalog:
+    """The catalog of the configured destinations (or those given), authenticated with the configured keys and,
+    on the host that backs up, compared with its own chain state."""
+    from erp_backup_pipeline.core.destinations import build_destinations
+
+    local = {}
+    for name in ([source] if source else list(_sources_of(settings))):
+        state = chain.load_state(settings.state_dir, name)
+        if state is not None:
+            local[name] = state
+    dests = build_destinations(settings) if destinations is None else destinations
+    return read(dests, settings.prefix, Trust.of(settings, now), source, partition, local,
+                expected=_sources_of(settings, enabled=True))
+
+
+def _sources_of(settings: Any, enabled: bool = False) -> Iterable[str]:
+    from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+
+    return enabled_sources(settings) if enabled else SOURCES

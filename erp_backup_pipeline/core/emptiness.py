@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.core.manifest import Manifest
 
 DATABASES = {"sqlite_backup": "sqlite", "postgres_dump": "postgres"}
@@ -28,8 +27,7 @@ DIRECTORIES = {"config_archive": "config", "uploads_snapshot": "uploads"}
 
 def _previous(settings: Any, source: str) -> Manifest | None:
     """The source's newest verified capture in the catalog (None when there is none or it cannot be read)."""
-    errors: list[str] = []
-    entries = load_catalog(build_destinations(settings), settings.prefix, source, errors=errors)
+    entries = catalog.of(settings, source).entries  # authenticated only: a forged count never excuses a shrink
     verified = [e.manifest for e in entries if e.manifest.verify.get("ok")]
     return max(verified, key=lambda m: m.captured_at) if verified else None
 

@@ -1,6 +1,7 @@
 """The manifest: the JSON record written beside every artifact, last, as the commit point.
 
-An artifact without a manifest is not a backup (the catalog ignores it). The manifest holds
+An artifact without a manifest is not a backup (the catalog ignores it), and a manifest counts only with its
+signature ``<stamp>.manifest.json.sig`` beside it (core.signing, core.catalog). The manifest holds
 partition, source, real capture time, each stage's size/sha256/seconds, the codec chain in
 order (restore inverts it), recipient fingerprints (never keys), tool versions and every
 destination's result. Object layout::
@@ -9,6 +10,8 @@ destination's result. Object layout::
     <prefix>/<source>/<partition>/<stamp>.<name>.<format>.<compression>.<encryption>
                                                             its attachments, if any (PostgreSQL: globals, database)
     <prefix>/<source>/<partition>/<stamp>.manifest.json     its manifest
+    <prefix>/<source>/<partition>/<stamp>.manifest.json.sig its signature (SSHSIG, ssh-keygen -Y verify)
+    <prefix>/<source>/chain.json                            the source's chain ledger (core.chain)
 """
 
 from __future__ import annotations
@@ -16,18 +19,27 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from datetime import date
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2  # 2: signed, with sequence and previous (core.chain); 1: unsigned, from before
 PARTITION_TIMEZONE = "Europe/Berlin"  # daily partition keys are dates in this zone (DESIGN: conventions)
 MANIFEST_SUFFIX = ".manifest.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def safe_part(text: str) -> str:
     """A partition key or name made safe for a file name or object key."""
     cleaned = _SAFE.sub("_", text).strip(".")
     return cleaned or "_"
+
+
+def parse_partition(text: str) -> date:
+    """A daily partition key: a real date written ``YYYY-MM-DD``; ValueError for anything else."""
+    if not isinstance(text, str) or not _DAY.fullmatch(text):
+        raise ValueError(f"{text!r} is not a date written YYYY-MM-DD")
+    return date.fromisoformat(text)
 
 
 def artifact_dir(prefix: str, source: str, partition: str) -> str:
@@ -52,6 +64,8 @@ class Manifest:
     complete: bool
     mode: str = "live"
     attachments: list[dict[str, Any]] = field(default_factory=list)  # core.attachments: the capture's small extras
+    sequence: int = 0  # its place in its source's chain (core.chain), 1, 2, 3 ... in signing order
+    previous: str | None = None  # sha256 of the previous manifest's bytes of the same source
     format: int = FORMAT
     extra: dict[str, Any] = field(default_factory=dict)
 

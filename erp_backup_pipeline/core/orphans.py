@@ -27,6 +27,7 @@ from erp_backup_pipeline.core.destinations import Destination, S3Destination
 from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, safe_part
 from erp_backup_pipeline.core.pipeline import STAMP, stamp_time
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.core.sources.files import FilesSource
 from erp_backup_pipeline.core.sources.postgres import PostgresSource
@@ -95,7 +96,9 @@ def _artifact_names(settings: Any) -> dict[str, tuple[str, re.Pattern[str]]]:
     def formats(name: str) -> str:
         return "|".join(re.escape(f) for f in [FORMATS[name], *ATTACHMENT_FORMATS.get(name, [])])
 
-    return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.(?:{formats(name)}){chain}"))
+    # and a manifest's signature, written just before the manifest: alone, a run stopped between the two
+    return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.(?:(?:{formats(name)}){chain}|"
+                                               rf"{re.escape((MANIFEST_SUFFIX + SIGNATURE_SUFFIX).lstrip('.'))})"))
             for name in enabled_sources(settings) if name in FORMATS}
 
 

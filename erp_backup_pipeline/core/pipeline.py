@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 
 from erp_backup_pipeline import __version__
-from erp_backup_pipeline.core import attachments, emptiness
+from erp_backup_pipeline.core import attachments, commit, emptiness, signing
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
-from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations, put_bytes
+from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
 from erp_backup_pipeline.core.sources import build_source
@@ -84,6 +84,12 @@ class Capture:
     destinations: dict[str, dict[str, Any]] = field(default_factory=dict)
     attachments: list[dict[str, Any]] = field(default_factory=list)  # sealed, staged in workdir until ship
     mode: str = "live"  # or how the data was obtained otherwise (a point-in-time copy of a past day)
+    signing_at_start: float = 0.0  # signing.COST.seconds when the capture began: what its run spent is the difference
+
+    @property
+    def signing_seconds(self) -> float:
+        """What this run has spent on authenticity so far (signing, chain, checking signatures)."""
+        return signing.COST.seconds - self.signing_at_start
 
     def stage(self, name: str) -> dict[str, Any]:
         return next(e for e in self.chain if e["stage"] == name)
@@ -160,7 +166,7 @@ def new_capture(settings: Any, source: str, partition: str, now: datetime | None
     else:
         raise BackupError(f"{source} {partition}: cannot make a scratch dir of its own under {parent}")
     return Capture(source=source, partition=partition, captured_at=now.isoformat(timespec="seconds"),
-                   stamp=stamp, workdir=str(workdir), mode=mode)
+                   stamp=stamp, workdir=str(workdir), mode=mode, signing_at_start=signing.COST.seconds)
 
 
 def _stale_workdirs(workdir: Path, older_than: timedelta = SWEEP_AGE) -> list[Path]:
@@ -172,6 +178,7 @@ def _stale_workdirs(workdir: Path, older_than: timedelta = SWEEP_AGE) -> list[Pa
 def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
     """Check the source, the tools, the recipients and the destinations; record source facts."""
     with _cleanup_on_failure(capture):
+        settings.signing.signer()  # a missing or unreadable signing key fails before any work too
         enc = encryptor_from_settings(settings.encryption)  # a bad recipient fails before any work
         if hasattr(enc, "check_keys"):
             enc.check_keys()
@@ -444,21 +451,13 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             destinations=capture.destinations, complete=not missing, mode=capture.mode,
             attachments=attachments.manifest_records(capture.attachments),
         )
-        data = manifest.to_json()
-        for dest in _destinations(settings, capture):
-            if capture.destinations.get(dest.name, {}).get("ok"):
-                try:
-                    # a manifest never points at nothing: a run re-executed days after its ship step may find its
-                    # artifact swept by prune as one without a manifest (retention.orphan_grace_hours)
-                    gone = [k for k in manifest.object_keys if not dest.exists(k)]
-                    if gone:
-                        raise DestinationError(f"{dest.uri(gone[0])} is gone (an artifact without a "
-                                               "manifest is swept by prune after retention.orphan_grace_hours)")
-                    put_bytes(dest, manifest.key, data)
-                except BackupError as exc:
-                    capture.destinations[dest.name] = {"ok": False, "error": f"manifest: {exc}"}
-                    if dest.name not in missing and dest.name in required:
-                        missing.append(dest.name)
+        holders = [n for n, r in capture.destinations.items() if r.get("ok")]
+        manifest, failed = commit.commit(settings, manifest, _destinations(settings, capture), holders,
+                                         lambda line: _log(progress, f"warning: {line}"))
+        for name, error in failed.items():
+            capture.destinations[name] = {"ok": False, "error": error}
+            if name not in missing and name in required:
+                missing.append(name)
         if missing:
             errors = "; ".join(f"{n}: {capture.destinations.get(n, {}).get('error', 'not written')}" for n in missing)
             raise DestinationError(f"{capture.source} {capture.partition}: not backed up on every required "

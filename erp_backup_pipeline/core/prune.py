@@ -35,7 +35,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from erp_backup_pipeline.core.catalog import Entry, load_catalog
+from erp_backup_pipeline.core import catalog, commit, keep_locks
+from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.orphans import (
@@ -50,6 +51,7 @@ from erp_backup_pipeline.core.orphans import (
 )
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.errors import BackupError
 
 UPLOADS_STATE = "uploads_snapshot.json"  # under state_dir; written by core.sources.uploads (save_state)
@@ -70,6 +72,12 @@ class PruneResult:
     failed: list[tuple[Entry, str]] = field(default_factory=list)  # the reason, then what failed where
     # artifacts without a manifest: (orphan, action, reason); action keep/delete (dry run) or keep/deleted/failed
     orphans: list[tuple[Orphan, str, str]] = field(default_factory=list)
+    # Object Lock extended to the end of a long keep (core.keep_locks): (entry, destination, outcome)
+    locks: list[tuple[Entry, str, str]] = field(default_factory=list)
+
+    @property
+    def lock_failures(self) -> int:
+        return sum(1 for _, _, outcome in self.locks if outcome.startswith("failed"))
 
     @property
     def notes(self) -> list[str]:
@@ -107,8 +115,10 @@ def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log:
     policies = settings.retention.policies()
     state_file = Path(settings.state_dir) / UPLOADS_STATE
     first, first_orphans = _plan(settings, destinations, policies, now, state_file)
+    by_name = {d.name: d for d in destinations}
     if dry_run:
-        return PruneResult(first, True, kept=list(first.keep), orphans=first_orphans)
+        return PruneResult(first, True, kept=list(first.keep), orphans=first_orphans,
+                           locks=keep_locks.extend(first.lock_until, by_name, True, log))
     # right before deleting: what is there now
     fresh, fresh_orphans = _plan(settings, destinations, policies, now, state_file)
     reviewed = {e.manifest.key for e, _ in first.delete}
@@ -120,19 +130,42 @@ def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log:
         else:
             result.kept.append((entry, f"deletable only in the catalog read again before deleting: left for the "
                                        f"next prune (otherwise: {reason})"))
-    by_name = {d.name: d for d in destinations}
+    todo = _recorded(settings, todo, result, log)
     _delete(todo, by_name, result, log)
     result.orphans += sweep(first_orphans, fresh_orphans, by_name, log)
+    result.locks = keep_locks.extend(fresh.lock_until, by_name, False, log)
     return result
+
+
+def _recorded(settings: Any, todo: list[tuple[Entry, str]], result: PruneResult, log: Log) -> list[tuple[Entry, str]]:
+    """Each source's captures about to go, recorded as pruned in its chain ledger on every destination first; a source
+    whose ledger a destination did not take deletes nothing this time (its absence would read as a deletion)."""
+    by_source: dict[str, list[tuple[Entry, str]]] = {}
+    for entry, reason in todo:
+        by_source.setdefault(entry.manifest.source, []).append((entry, reason))
+    kept: list[tuple[Entry, str]] = []
+    for source, items in sorted(by_source.items()):
+        failed = commit.record_pruned(settings, source, {e.manifest.sequence: e.sha256 for e, _ in items}, log)
+        if failed:
+            problem = "; ".join(f"{n}: {err}" for n, err in sorted(failed.items()))
+            result.failed += [(e, f"{r}; not deleted: the chain ledger could not be written ({problem})")
+                              for e, r in items]
+        else:
+            kept += items
+    return kept
 
 
 def _plan(settings: Any, destinations: list[Destination], policies: dict[str, RetentionPolicy], now: datetime,
           state_file: Path) -> tuple[Plan, list[tuple[Orphan, str, str]]]:
-    errors: list[str] = []
-    entries = load_catalog(destinations, settings.prefix, errors=errors)
-    if errors:
-        raise PruneRefused(f"refusing to prune: {len(errors)} destination(s) could not be read, so the plan would "
-                           f"miss their backups ({'; '.join(errors)})")
+    found = catalog.of(settings, now=now, destinations=destinations)
+    if found.errors:
+        raise PruneRefused(f"refusing to prune: {len(found.errors)} destination(s) could not be read, so the plan "
+                           f"would miss their backups ({'; '.join(found.errors)})")
+    if found.evidence:
+        raise PruneRefused(f"refusing to prune: {len(found.evidence)} file(s) or chain finding(s) on the destinations "
+                           f"are not authenticated, first {found.evidence[0]}; `erp-backup list` shows every one: look at "
+                           "them, remove what this pipeline did not write, then prune again")
+    entries = found.entries
     planned = _guard_locks(_guard_uploads_state(plan(entries, policies, now), state_file), destinations)
     try:
         return planned, find_orphans(settings, destinations, entries, now, state_file)
@@ -248,7 +281,8 @@ def _delete(todo: Iterable[tuple[Entry, str]], destinations: dict[str, Destinati
                 locked[name] = why
                 log(redact(f"kept {what} on {name}: {why}"))
                 continue
-            for part, key in (("manifest", m.key), *(("artifact", k) for k in m.object_keys)):
+            for part, key in (("manifest", m.key), ("signature", m.key + SIGNATURE_SUFFIX),
+                              *(("artifact", k) for k in m.object_keys)):
                 try:
                     dest.delete(key)
                 except (BackupError, OSError) as exc:

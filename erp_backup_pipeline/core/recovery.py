@@ -29,9 +29,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.core import recovery_servers as servers
-from erp_backup_pipeline.core.catalog import Entry, load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.restore import fetched, plaintext_reader, restore_backup
 from erp_backup_pipeline.core.runner import free_port
 from erp_backup_pipeline.core.safe_target import check_target, restore_os_error
@@ -57,11 +57,16 @@ class BackupSet:
         return not self.missing
 
 
-def backup_sets(settings: Any, errors: list[str] | None = None) -> list[BackupSet]:
-    """One set per date that has any verified backup, oldest first."""
+def backup_sets(settings: Any, errors: list[str] | None = None,
+                found: catalog.Catalog | None = None) -> list[BackupSet]:
+    """One set per date that has any verified, authenticated backup, oldest first (of ``found``, or the catalog
+    read now)."""
     sources = enabled_sources(settings)
     by_date: dict[str, dict[str, Entry]] = {}
-    for entry in load_catalog(build_destinations(settings), settings.prefix, errors=errors):
+    found = found or catalog.of(settings)
+    if errors is not None:
+        errors += found.errors + [f"rejected: {line}" for line in found.evidence]
+    for entry in found.entries:
         m = entry.manifest
         if m.source in sources and m.verify.get("ok") and m.complete:
             by_date.setdefault(m.partition, {})[m.source] = entry  # entries come oldest first: the newest wins
@@ -82,9 +87,14 @@ def backup_sets(settings: Any, errors: list[str] | None = None) -> list[BackupSe
 
 
 def find_set(settings: Any, date: str) -> BackupSet:
-    for bset in backup_sets(settings):
+    found = catalog.of(settings)
+    for bset in backup_sets(settings, found=found):
         if bset.date == date:
             return bset
+    there = [r for r in found.rejected if r.key.rsplit("/", 2)[-2:-1] == [date]]
+    if there:
+        raise RestoreError(f"no backup set for {date}: no authenticated backup of any source on that date; "
+                           f"{len(there)} file(s) there are rejected, first {there[0].line()}")
     raise RestoreError(f"no backup set for {date}: no verified backup of any source on that date")
 
 

@@ -17,19 +17,29 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from erp_backup_pipeline.core import attachments
-from erp_backup_pipeline.core.catalog import Entry, latest, load_catalog
+from erp_backup_pipeline.core import attachments, catalog
+from erp_backup_pipeline.core.catalog import Entry, latest
 from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import build_destinations, get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
 from erp_backup_pipeline.core.sources import build_source
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
-from erp_backup_pipeline.errors import BackupError, VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
 
 
 def find_entry(settings: Any, source: str, partition: str) -> Entry:
-    return latest(load_catalog(build_destinations(settings), settings.prefix, source, partition), source, partition)
+    """The newest verified capture of the partition that is authenticated; ArtifactNotFound naming what was rejected
+    there when none is."""
+    found = catalog.of(settings, source, partition)
+    try:
+        return latest(found.entries, source, partition)
+    except ArtifactNotFound:
+        if found.rejected:
+            raise ArtifactNotFound(f"no authenticated backup of {source} for partition {partition}: "
+                                   f"{len(found.rejected)} file(s) there are rejected, first {found.rejected[0].line()}"
+                                   ) from None
+        raise
 
 
 @contextmanager
@@ -99,7 +109,7 @@ def _depended_on(settings: Any, m: Manifest) -> dict[str, Entry]:
     keys = m.facts.get("depends_on") or []
     if not keys:
         return {}
-    by_key = {e.manifest.artifact_key: e for e in load_catalog(build_destinations(settings), settings.prefix, m.source)}
+    by_key = {e.manifest.artifact_key: e for e in catalog.of(settings, m.source).entries}
     missing = [k for k in keys if k not in by_key]
     if missing:
         raise VerifyError(f"{m.source} {m.partition}: depends on {len(missing)} artifact(s) that no destination holds, "
@@ -118,8 +128,14 @@ def verify_backup(settings: Any, source: str, partition: str, progress: Progress
     """Re-download, check checksums, decrypt, decompress and run the source's own verification. For a
     backup built on earlier ones (uploads), check that each of them still exists, and with ``read_data``
     also read them back: 0 = all of them, K = a random sample of K."""
-    entry = find_entry(settings, source, partition)
+    return verify_entry(settings, find_entry(settings, source, partition), progress, read_data)
+
+
+def verify_entry(settings: Any, entry: Entry, progress: Progress | None = None,
+                 read_data: int | None = None) -> dict[str, Any]:
+    """``verify_backup`` of one catalog entry (also one that is not authenticated yet: ``catalog adopt``)."""
     m = entry.manifest
+    source, partition = m.source, m.partition
     src = build_source(settings, source)
     t0 = time.monotonic()
     depends = _depended_on(settings, m)

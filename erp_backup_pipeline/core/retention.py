@@ -19,6 +19,9 @@ How a plan is made, per source:
   whose newest verified backup is older than its cadence plus grace (a stopped pipeline must not age
   its last copies away, as the original's ``find -mtime +90 -exec rm -rf`` did); and every artifact a
   kept entry ``depends_on`` (uploads content), transitively.
+- A capture kept by a weekly, monthly or yearly bucket or a long-term class carries the end of that keep
+  (``Plan.lock_until``: the bucket's start plus the count, were a backup taken daily from now on; a long-term
+  class's year end); so does what it depends on. Prune extends its Object Lock to that end (``core.keep_locks``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -132,11 +135,26 @@ def bucket(kind: str, day: date) -> str:
     return f"{day.year}-{day.month:02d}" if kind == "monthly" else str(day.year)
 
 
+def keep_ends(kind: str, day: date, count: int) -> date | None:
+    """The first day a backup that a ``kind`` bucket keeps could leave it, were a backup taken every day from now on:
+    its bucket's start plus ``count`` buckets. None for daily buckets (the upload's lock covers those)."""
+    if kind == "weekly":
+        return day - timedelta(days=day.weekday()) + timedelta(weeks=count)
+    if kind == "monthly":
+        months = day.year * 12 + day.month - 1 + count
+        return date(months // 12, months % 12 + 1, 1)
+    if kind == "yearly":
+        return date(day.year + count, 1, 1)
+    return None
+
+
 @dataclass
 class Plan:
     keep: list[tuple[Entry, str]] = field(default_factory=list)
     delete: list[tuple[Entry, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # per source: holds; dependencies no destination holds
+    # kept as weekly/monthly/yearly/long-term: (entry, the end of that keep, which bucket); Object Lock follows it
+    lock_until: list[tuple[Entry, datetime, str]] = field(default_factory=list)
 
     def as_rows(self) -> list[dict[str, str]]:
         rows = [_row(e, "keep", r) for e, r in self.keep] + [_row(e, "delete", r) for e, r in self.delete]
@@ -156,6 +174,11 @@ class _Item:
     captured: datetime | None
     keep: list[str] = field(default_factory=list)  # every reason to keep it; none: deleted for `drop`
     drop: str = ""
+    until: tuple[date, str] | None = None  # the latest end of a weekly/monthly/yearly/long-term keep, and which
+
+    def keep_until(self, end: date | None, why: str) -> None:
+        if end is not None and (self.until is None or end > self.until[0]):
+            self.until = (end, why)
 
     @property
     def verified(self) -> bool:
@@ -211,6 +234,10 @@ def plan(entries: Iterable[Entry], policies: Mapping[str, RetentionPolicy], now:
     for it in items:
         if it.keep:
             result.keep.append((it.entry, "; ".join(it.keep)))
+            if it.until is not None:
+                end = datetime.combine(it.until[0], time(0), ZONE).astimezone(UTC)
+                if end > now:
+                    result.lock_until.append((it.entry, end, it.until[1]))
         else:
             result.delete.append((it.entry, it.drop))
     return result
@@ -247,6 +274,7 @@ def _select(items: list[_Item], policy: RetentionPolicy, now: datetime) -> None:
             if label not in seen and len(seen) < count:
                 seen.add(label)
                 rep.keep.append(f"{kind} {label}")
+                rep.keep_until(keep_ends(kind, rep.day, count), f"{kind} {label}")
     this_year = now.astimezone(ZONE).year
     for name, years in sorted(policy.long_term.items()):
         done: set[int] = set()
@@ -256,6 +284,7 @@ def _select(items: list[_Item], policy: RetentionPolicy, now: datetime) -> None:
             if year not in done and year + years >= this_year:
                 done.add(year)
                 rep.keep.append(f"{name} {year} (until {year + years}-12-31)")
+                rep.keep_until(date(year + years + 1, 1, 1), f"{name} {year}")
     for it in items:
         assert it.captured is not None
         if it.captured > now:  # a clock ahead of the planner's: never counts as old
@@ -327,8 +356,13 @@ def _keep_dependencies(items: list[_Item], notes: list[str]) -> None:
                 continue
             if j == i:
                 continue
-            needed_by.setdefault(j, []).append(i)
-            if j not in kept:
+            users = needed_by.setdefault(j, [])
+            if i not in users:  # i comes round again when its lock end grew
+                users.append(i)
+            before, theirs = items[j].until, items[i].until
+            if theirs is not None:  # locked as long as what needs it
+                items[j].keep_until(theirs[0], f"needed by {m.source} {m.partition} ({theirs[1]})")
+            if j not in kept or items[j].until != before:
                 kept.add(j)
                 stack.append(j)
     for j, users in sorted(needed_by.items()):

@@ -25,6 +25,10 @@ LINES = {
     "config_archive": ["mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR"],
     "uploads_snapshot": ["mkdir -m 700 BLOBS", "age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"],
 }
+CHECK_LINES = [  # before decrypting: the manifest is the pipeline's (signature), the artifact is the one it names
+    "ssh-keygen -Y verify -f ALLOWED_SIGNERS -I erp-backup -n erp-backup-manifest -s MANIFEST.sig < MANIFEST",
+    "jq -r --arg f ARTIFACT '.artifact_sha256 + \"  \" + $f' MANIFEST | sha256sum -c -",
+]
 BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
 PITR_LINES = [
     "pgbackrest --config=CONF --stanza=erp info",
@@ -37,6 +41,14 @@ WHAT = {"sqlite_backup": "the SQLite database", "postgres_dump": "the PostgreSQL
         "redis_snapshot": "Redis (sessions, cache)", "config_archive": "the configuration files",
         "uploads_snapshot": "the uploaded documents (incremental)"}
 ORDER = ["postgres_dump", "sqlite_backup", "uploads_snapshot", "config_archive", "redis_snapshot"]
+
+
+def _allowed_signers(settings: Any) -> list[str]:
+    """The ALLOWED_SIGNERS lines for ``ssh-keygen -Y verify``: one per trusted signing key."""
+    from erp_backup_pipeline.core.signing import IDENTITY, NAMESPACE, public_line
+
+    return [f'{IDENTITY} namespaces="{NAMESPACE}" {" ".join(public_line(k).split()[:2])}'
+            for k in settings.signing.trusted_keys()]
 
 
 def _where(dest: Any, prefix: str) -> str:
@@ -70,8 +82,16 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
             "## Where the backups are", ""]
     out += [f"- {_where(d, settings.prefix)}" for d in settings.destinations]
     out += ["", "Layout: `<prefix>/<store>/<date>/<stamp>.<format>.<compression>.<encryption>` and beside it "
-            "`<stamp>.manifest.json`. Use the newest manifest of the date: `artifact_key` names the artifact, "
-            "`artifact_sha256` its checksum (`sha256sum ARTIFACT` must print the same).", "",
+            "`<stamp>.manifest.json` with its signature `<stamp>.manifest.json.sig`. Use the newest manifest of the "
+            "date: `artifact_key` names the artifact, `artifact_sha256` its checksum.", "",
+            "## Check a backup before you decrypt it", "",
+            "Anyone who can write to a destination can put files there, and the age recipient is public: only a "
+            "manifest signed by the backing-up host's key counts. MANIFEST is the downloaded `<stamp>.manifest.json` "
+            "(with `MANIFEST.sig` beside it), ARTIFACT the file it names; ALLOWED_SIGNERS a file holding these "
+            "lines (the signing public keys of the configuration, not secret):", "", "```", *_allowed_signers(settings),
+            "```", "", "Both lines must succeed (`Good \"erp-backup-manifest\" signature`, `ARTIFACT: OK`); if "
+            "either fails, do not restore that file: take another date or destination and report it.", "",
+            "```sh", *CHECK_LINES, "```", "",
             "## Keys", ""]
     if enc.codec == "age":
         out += [f"- Encryption: age, to {len(enc.age_recipients())} recipient(s) (public keys in the configuration).",
@@ -83,10 +103,10 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
     out += ["- Secrets the ERP needs again after a restore (database passwords, S3 keys) are not in this document; "
             "they are in the configuration's environment or secret files.", "",
             "## Restore, store by store, with standard tools", "",
-            "Install: `apt-get install age zstd postgresql-client sqlite3 redis-server tar`. Fill in KEY (above), "
-            "ARTIFACT (the downloaded artifact), and the target names. Each restore writes into a directory DIR it has "
-            "just made (`mkdir` fails when the name exists, a planted link included), so nothing is written through a "
-            "link someone else placed; move the result into place from there.", ""]
+            "Install: `apt-get install age zstd postgresql-client sqlite3 redis-server tar openssh-client jq`. Fill in "
+            "KEY (above), ARTIFACT (the downloaded artifact), and the target names. Each restore writes into a "
+            "directory DIR it has just made (`mkdir` fails when the name exists, a planted link included), so nothing "
+            "is written through a link someone else placed; move the result into place from there.", ""]
     for s in sources:
         out += [f"### {WHAT[s]} (`{s}`)", "", "```sh", *LINES[s], "```", ""]
         if s == "postgres_dump":

@@ -6,6 +6,7 @@ from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
+from erp_backup_pipeline.orchestration.audit import audit_job, audit_schedule, audit_weekly_schedule, backup_catalog_audit
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
 from erp_backup_pipeline.orchestration.health import build_health_sensor
@@ -56,17 +57,18 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
     verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
     checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS), build_pitr_drill_check()]
     pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
-    check_keys = sorted({key for a in [*assets, *pitr_assets, backup_retention, recovery_drill, *checks]
+    check_keys = sorted({key for a in [*assets, *pitr_assets, backup_retention, recovery_drill, backup_catalog_audit,
+                                       *checks]
                          for key in a.check_keys},
                         key=str)
     return dg.Definitions(
-        assets=[*sources, *assets, *pitr_assets, backup_retention, recovery_drill],
+        assets=[*sources, *assets, *pitr_assets, backup_retention, recovery_drill, backup_catalog_audit],
         asset_checks=checks,
         jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(), retention_job, history_job,
-              recovery_job],
+              recovery_job, audit_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,
-                   history_schedule, recovery_schedule],
+                   history_schedule, recovery_schedule, audit_schedule, audit_weekly_schedule],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor(),
                  build_health_sensor()],
         # pinned here, at load, from the code location's environment: a run's launcher cannot change it

@@ -15,8 +15,7 @@ from typing import Any
 
 import dagster as dg
 
-from erp_backup_pipeline.core import drill
-from erp_backup_pipeline.core.catalog import load_catalog
+from erp_backup_pipeline.core import catalog, drill
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.sources import enabled_sources
@@ -81,8 +80,10 @@ def build_verify_schedule(job: Any) -> dg.ScheduleDefinition:
         tick = context.scheduled_execution_time
         week = tick.date().isoformat() if tick else date.today().isoformat()
         requests = []
+        found = 0
         for asset in enabled_sources(settings):
-            entries = load_catalog(destinations, settings.prefix, asset)
+            entries = catalog.read(destinations, settings.prefix, catalog.Trust.of(settings), asset).entries
+            found += len(entries)
             chosen = drill.drill_sample(entries, settings.checks.drill_sample)
             newest = max((e.manifest.partition for e in entries), default=None)
             if not settings.checks.restore_drill and newest is not None:
@@ -94,6 +95,10 @@ def build_verify_schedule(job: Any) -> dg.ScheduleDefinition:
             requests.append(dg.RunRequest(run_key=f"{VERIFY_JOB}:postgres_full:{week}",
                                           asset_check_keys=[drill_key("postgres_full")],
                                           tags={"erp_backup/source": "postgres_pitr", "erp_backup/drill": "weekly"}))
+        if not requests and not found:
+            return dg.SkipReason("nothing to drill: no configured source has an authenticated backup on any destination; "
+                                 "where Dagster shows backups, they are gone or untrusted (the check catalog_agrees of "
+                                 "backup_catalog_audit names them)")
         return requests or dg.SkipReason("no older backups to drill yet")
 
     return weekly

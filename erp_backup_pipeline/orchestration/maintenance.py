@@ -3,8 +3,9 @@
 ``backup_retention`` (daily, 07:00 Europe/Berlin, after every backup and the nightly drills) runs
 ``core.prune`` for real (retention, and the sweep of artifacts a stopped run left without a manifest once they are
 older than ``retention.orphan_grace_hours``) and records what it deleted, kept and could not delete; its check
-``prune_complete`` fails (and alerts) when a deletion failed, and a refusal (an unreadable
-destination) fails the run with its one line. ``dagster_history_maintenance`` (daily, 07:30) deletes
+``prune_complete`` fails (and alerts) when a deletion or an Object Lock extension failed, and a refusal (an
+unreadable destination, a file or chain finding that is not authenticated) fails the run with its one line.
+``dagster_history_maintenance`` (daily, 07:30) deletes
 Dagster runs older than ``maintenance.run_history_days``, never one still going and never the run
 that produced the newest materialization of any backup partition: the instance's own retention
 setting covers schedule and sensor ticks only, so run and event history would otherwise grow forever.
@@ -37,7 +38,8 @@ def _table(rows: list[dict[str, str]]) -> str:
 @dg.asset(name=RETENTION, partitions_def=daily_partitions, deps=list(BACKUP_ASSETS), group_name=GROUP,
           owners=["team:erp-ops"], kinds={"python"}, pool=pool_for(RETENTION),
           check_specs=[dg.AssetCheckSpec("prune_complete", asset=RETENTION,
-                                         description="Every deletion the retention plan asked for succeeded.")],
+                                         description="Every deletion the retention plan asked for succeeded, and every "
+                                                     "Object Lock it asked to extend was extended.")],
           description="Applies the retention policies (erp-backup prune): deletes what the plan deletes, never the "
                       "newest verified backup, anything a kept backup depends on, or anything while backups fail; "
                       "sweeps artifacts a stopped run left without a manifest once past retention.orphan_grace_hours.")
@@ -49,12 +51,16 @@ def backup_retention(context: dg.AssetExecutionContext, backup_settings: BackupS
     rows = [r for r in result.as_rows() if r["action"] != "keep"]
     deleted = [r for r in rows if r["action"] == "deleted"]
     failed = [r for r in rows if r["action"] == "failed"]
-    check = dg.AssetCheckResult(passed=not failed, severity=dg.AssetCheckSeverity.ERROR,
-                                description=(f"{len(failed)} deletion(s) failed, first: {failed[0]['reason']}"
-                                             if failed else None))
+    unlocked = [f"{e.manifest.source} {e.manifest.partition} on {name}: {outcome}" for e, name, outcome in result.locks
+                if outcome.startswith("failed")]
+    problems = [f"{len(failed)} deletion(s) failed, first: {failed[0]['reason']}"] if failed else []
+    problems += [f"{len(unlocked)} lock extension(s) failed, first: {unlocked[0]}"] if unlocked else []
+    check = dg.AssetCheckResult(passed=not problems, severity=dg.AssetCheckSeverity.ERROR,
+                                description=redact("; ".join(problems)) if problems else None)
     return dg.MaterializeResult(metadata={
         "deleted": dg.MetadataValue.int(len(deleted)), "kept": dg.MetadataValue.int(result.count("keep")),
         "failed": dg.MetadataValue.int(len(failed)),
+        "locks_extended": dg.MetadataValue.int(len(result.locks) - len(unlocked)),
         "deleted_items": dg.MetadataValue.md(_table(deleted) if deleted else "nothing deleted"),
         "notes": dg.MetadataValue.md("\n".join(f"- {n}" for n in result.notes) or "none")},
         check_results=[check])

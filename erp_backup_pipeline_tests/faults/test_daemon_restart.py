@@ -6,7 +6,8 @@ shipped ``deploy/production/dagster.yaml`` and ``workspace.yaml`` unchanged, ``d
 missed dates is launched through GraphQL as the UI launches it; the daemon's process group gets SIGKILL (a crash, an
 OOM kill) while it submits the runs, and later SIGTERM (``systemctl restart``) while a run is in progress; each time it
 stays down a few seconds and is started again. Then every date must be backed up exactly once: three runs, all
-successful, one artifact and one manifest per date on the bucket, each date once in the catalog, no upload left open.
+successful, one artifact, one manifest and its signature per date on the bucket, each date once in the catalog and in
+the source's signed chain, no upload left open.
 
 What happens (seen here): the runs are subprocesses of the code server (DefaultRunLauncher), so the one in progress
 finishes while the daemon is down; the run the killed daemon had created but not yet queued is queued by the restarted
@@ -27,8 +28,7 @@ import boto3
 import psycopg
 import pytest
 
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests import topology
 from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET
@@ -133,16 +133,24 @@ def test_the_daemon_killed_mid_submission_and_stopped_mid_run_backs_up_every_dat
         print(f"NOTE: {3 - len(listed)} run(s) missing from the backfill's run list in the UI: the SIGKILL came "
               "between the run's insert and its tags' insert (Dagster's run storage, not atomic)")
 
-    # on the bucket: one artifact and its manifest per date, nothing else, no upload left open
+    # on the bucket: per date one artifact, its manifest and the manifest's signature, nothing else; the source's
+    # chain ledger beside the dates; no upload left open
     for day in days:
         objects = stack.objects(day)
-        assert len(objects) == 2, objects
-        manifest, artifact = sorted(objects, key=lambda k: not k.endswith(".manifest.json"))
-        assert artifact.endswith(".sqlite3.zst.age") and manifest == artifact.split(".")[0] + ".manifest.json"
+        assert len(objects) == 3, objects
+        artifacts = [k for k in objects if k.endswith(".sqlite3.zst.age")]
+        assert len(artifacts) == 1, objects
+        stamp = artifacts[0].split(".")[0]
+        assert objects == sorted([artifacts[0], f"{stamp}.manifest.json", f"{stamp}.manifest.json.sig"]), objects
+    ledger = f"site-a/{stack.settings.prefix}/{ASSET}/chain.json"
+    assert stack.s3.head_object(Bucket=BUCKET, Key=ledger)["ContentLength"] > 0
     assert stack.s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) == []
 
-    # the catalog: each date once, verified and complete
-    entries = [e for e in load_catalog(build_destinations(stack.settings), stack.settings.prefix, ASSET)
-               if e.manifest.partition in days]
+    # the catalog: each date once, verified and complete, each signed into the source's chain once (no fork, no
+    # missing link, nothing rejected)
+    found = catalog.of(stack.settings, ASSET)
+    assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+    entries = [e for e in found.entries if e.manifest.partition in days]
     assert sorted(e.manifest.partition for e in entries) == days
     assert all(e.manifest.verify.get("ok") and e.manifest.complete for e in entries)
+    assert len({e.manifest.sequence for e in found.entries}) == len(found.entries)

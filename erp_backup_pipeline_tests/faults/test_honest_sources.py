@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -21,12 +22,11 @@ import psycopg
 import pytest
 
 from erp_backup_pipeline.cli import main
-from erp_backup_pipeline.core.catalog import load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.errors import BackupError, VerifyError
-from erp_backup_pipeline.settings import Settings
-from erp_backup_pipeline_tests.conftest import make_settings, pg_source
+from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline_tests.conftest import catalog_entries, make_settings, pg_source, signing_section
 from erp_backup_pipeline_tests.faults.tools import tmpfs
 
 EARLIER, DAY = "2026-11-24", "2026-11-25"
@@ -45,7 +45,7 @@ def _tree(root: Path, n: int = 4) -> Path:
 
 def _catalog(settings: Settings, source: str) -> list[tuple[str, bool]]:
     return [(e.manifest.partition, bool(e.manifest.verify.get("ok")))
-            for e in load_catalog(build_destinations(settings), settings.prefix, source)]
+            for e in catalog_entries(settings, source)]
 
 
 def _fails(settings: Settings, source: str, partition: str = DAY) -> str:
@@ -151,7 +151,8 @@ def test_a_zero_byte_sqlite_file_fails_the_blocking_check_of_the_run(tmp_path: P
                     "file, the wrong database?); if it is meant to be empty, set sources.sqlite.allow_empty: true")
     config = tmp_path / "erp-backup.yaml"
     config.write_text(json.dumps({"staging_dir": str(tmp_path / "staging"), "encryption": {
-        "recipients": [age_identity[1]]}, "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
+        "recipients": [age_identity[1]]}, "signing": signing_section(),
+        "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
         "sources": {"sqlite": {"path": str(db)}}}))
     job = build_definitions(str(config)).resolve_job_def("sqlite_backup_job")
     with dg.instance_for_test() as instance:
@@ -192,6 +193,7 @@ def _write_config(tmp: Path, age_identity: tuple[Path, str], uploads: Path, stag
     config = tmp / "erp-backup.yaml"
     config.write_text(json.dumps({"staging_dir": str(staging), "state_dir": str(state),
                                   "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+                                  "signing": signing_section(),
                                   "destinations": [{"type": "local", "path": str(tmp / "backups")}],
                                   "sources": {"uploads": {"path": str(uploads)}}}))
     return config
@@ -210,15 +212,110 @@ def test_a_full_staging_disk_is_one_line_and_leaves_nothing(tmp_path: Path, age_
     assert not [p for p in (tmp_path / "backups").rglob("*") if p.is_file()]
 
 
-def test_a_full_state_disk_after_the_commit_is_a_complete_backup_with_a_warning(tmp_path: Path, age_identity) -> None:
+def _fill(disk: Path, leave: int = 0) -> None:
+    """Fill the tmpfs at ``disk`` until exactly ``leave`` bytes (whole pages) are free."""
+    spare = disk / "spare"
+    spare.write_bytes(b"\0" * leave)
+    subprocess.run(["dd", "if=/dev/zero", f"of={disk / 'rest'}", "bs=4k"], capture_output=True, check=False)
+    spare.unlink()
+    free = os.statvfs(disk)
+    assert free.f_bavail * free.f_frsize == leave
+
+
+def test_a_full_state_disk_before_the_commit_fails_in_one_line_and_commits_nothing(tmp_path: Path, age_identity) -> None:
+    """No room on the state disk even for the chain's record of the capture, which is written before the manifest
+    is signed: a capture signed without it would let the next one take its sequence (a fork). So the run fails in one
+    line and nothing is committed: no manifest, no signature, no ledger, no chain state; the artifact it shipped is
+    an orphan for prune's sweep. With space again, the next backup is the chain's first capture."""
     uploads = _tree(tmp_path / "uploads", 3)
     with tmpfs(tmp_path / "state", "64k") as state:
         config = _write_config(tmp_path, age_identity, uploads, tmp_path / "staging", state)
-        subprocess.run(["dd", "if=/dev/zero", f"of={state / 'rest'}", "bs=4k"], capture_output=True, check=False)
+        _fill(state)
+        rc, _, err = _cli(config, "backup", "uploads", "--partition", DAY)
+        assert rc == 1 and "Traceback" not in err, err
+        line = err.strip().splitlines()[-1]
+        assert line.startswith(f"erp-backup: error: uploads_snapshot {DAY}: ") and line.endswith(
+            f"uploads_snapshot {DAY}: nothing was committed: this host's chain state in {state} could not be written "
+            "(No space left on device); a capture is signed only once it is recorded there: free space there (or make "
+            "it writable) and run the backup again"), err
+        assert "manifest written" not in err and "warning" not in err, err
+        assert sorted(p.relative_to(state).as_posix() for p in state.rglob("*") if p.is_file()) == [
+            "chain/uploads_snapshot.lock", "rest"]  # no state, no temp file left behind
+        stored = [p.name for p in (tmp_path / "backups").rglob("*") if p.is_file()]
+        assert len(stored) == 1 and stored[0].endswith(".tar.zst.age"), stored  # the orphan, nothing else
+        settings = load_settings(config)
+        assert catalog_entries(settings, "uploads_snapshot") == []
+
+        (state / "rest").unlink()
+        rc, _, err = _cli(config, "backup", "uploads", "--partition", DAY)
+        assert rc == 0 and "warning" not in err, err
+        found = catalog.of(settings, "uploads_snapshot")
+        assert [(e.manifest.partition, e.manifest.sequence, e.manifest.previous) for e in found.entries] == [
+            (DAY, 1, None)]
+        assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+
+
+def test_a_state_disk_that_fills_during_the_commit_keeps_the_backup_and_its_place_in_the_chain(
+        tmp_path: Path, age_identity) -> None:
+    """Room for the chain's record of the capture before the manifest is signed, none left to advance the head once
+    it is written: the backup stands (a warning, not a failed run), the record on disk still names the capture as
+    pending, and the next backup settles it and links to it: no fork, no gap."""
+    uploads = _tree(tmp_path / "uploads", 3)
+    with tmpfs(tmp_path / "state", "64k") as state:
+        config = _write_config(tmp_path, age_identity, uploads, tmp_path / "staging", state)
+        _fill(state, leave=4096)  # the pending record's page; its atomic replacement needs a second one
+        rc, _, err = _cli(config, "backup", "uploads", "--partition", DAY)
+        assert rc == 0 and "Traceback" not in err, err
+        assert (f"warning: the chain state of uploads_snapshot in {state} could not be updated (No space left on "
+                "device); it keeps sequence 1 as pending, the next backup or prune settles it") in err
+        settings = load_settings(config)
+        found = catalog.of(settings, "uploads_snapshot")
+        assert [(e.manifest.partition, e.manifest.sequence) for e in found.entries] == [(DAY, 1)]
+        assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+        recorded = json.loads((state / "chain" / "uploads_snapshot.json").read_text())
+        assert (recorded["sequence"], recorded["pending"]) == (0, {"sequence": 1, "sha256": found.entries[0].sha256,
+                                                                   "key": found.entries[0].manifest.key})
+
+        (state / "rest").unlink()
+        rc, _, err = _cli(config, "backup", "uploads", "--partition", EARLIER)
+        assert rc == 0 and "warning" not in err, err
+        found = catalog.of(settings, "uploads_snapshot")
+        first, second = sorted(found.entries, key=lambda e: e.manifest.sequence)
+        assert (first.manifest.sequence, second.manifest.sequence, second.manifest.previous) == (1, 2, first.sha256)
+        assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+        recorded = json.loads((state / "chain" / "uploads_snapshot.json").read_text())
+        assert (recorded["sequence"], recorded["sha256"], "pending" in recorded) == (2, second.sha256, False)
+
+
+def test_a_full_state_disk_after_the_commit_is_a_complete_backup_with_a_warning(tmp_path: Path, age_identity) -> None:
+    """The state disk has room for the chain's record of the capture (a few hundred bytes, written before the manifest
+    is signed) but not for the uploads state, written after the commit: the backup is complete, in its chain, with a
+    warning that says what the next backup does instead; that one, with space again, reads everything again and links
+    to the committed capture."""
+    uploads = _tree(tmp_path / "uploads", 200)
+    with tmpfs(tmp_path / "state", "64k") as state:
+        config = _write_config(tmp_path, age_identity, uploads, tmp_path / "staging", state)
+        _fill(state, leave=8192)  # the chain state's file and its atomic replacement: two pages
         rc, out, err = _cli(config, "backup", "uploads", "--partition", DAY)
         assert rc == 0, err
         assert "backup is complete, but what it shipped could not be remembered in" in err and "Traceback" not in err
-        assert not list(state.glob(".state-*"))
-    settings_entries = load_catalog(build_destinations(make_settings(tmp_path, age_identity)), "erp-steinmetz",
-                                    "uploads_snapshot")
-    assert [(e.manifest.partition, e.manifest.verify["ok"]) for e in settings_entries] == [(DAY, True)]
+        assert "(No space left on device)" in err
+        assert not list(state.glob(".state-*")) and not (state / "uploads_snapshot.json").exists()
+        settings = load_settings(config)
+        found = catalog.of(settings, "uploads_snapshot")
+        assert [(e.manifest.partition, e.manifest.verify["ok"], e.manifest.sequence) for e in found.entries] == [
+            (DAY, True, 1)]
+        assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+        recorded = json.loads((state / "chain" / "uploads_snapshot.json").read_text())
+        assert (recorded["sequence"], recorded["sha256"], "pending" in recorded) == (1, found.entries[0].sha256, False)
+        assert sorted(p.name for p in (state / "chain").iterdir()) == ["uploads_snapshot.json", "uploads_snapshot.lock"]
+
+        (state / "rest").unlink()
+        rc, _, err = _cli(config, "backup", "uploads", "--partition", EARLIER)
+        assert rc == 0 and "warning" not in err, err
+        assert (state / "uploads_snapshot.json").stat().st_size > 8192  # the state that did not fit
+        found = catalog.of(settings, "uploads_snapshot")
+        first, second = sorted(found.entries, key=lambda e: e.manifest.sequence)
+        assert (first.manifest.partition, second.manifest.partition, second.manifest.sequence) == (DAY, EARLIER, 2)
+        assert second.manifest.previous == first.sha256 and second.manifest.verify["ok"]
+        assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])

@@ -37,7 +37,7 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.settings import Settings, parse_settings
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, pg_source
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, pg_source, sign_file, signing_section
 
 EARLIER = "2026-11-24"  # the good backup every case must leave alone
 DAY = "2026-11-25"
@@ -115,6 +115,7 @@ def env(tmp_path: Path, demo_sqlite: Path, age_identity: tuple[Path, str], reque
         "staging_dir": str(tmp_path / "staging"),
         "state_dir": str(tmp_path / "state"),
         "encryption": {"codec": "age", "recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": [{"type": "local", "name": "local", "path": str(tmp_path / "backups")}],
         "sources": {"sqlite": {"path": str(demo_sqlite)},
                     "config": {"paths": [str(tmp_path / "host" / "etc erp")], "root": str(tmp_path / "host")},
@@ -144,6 +145,7 @@ def _edit_manifest(env: Env, m: Manifest, edit: Callable[[dict[str, Any]], Any])
     raw = json.loads(path.read_bytes())
     edit(raw)
     path.write_text(json.dumps(raw))
+    sign_file(path)  # as if the signing key had leaked too: content checks still hold (unsigned: test_forged_catalog)
 
 
 def _forge(env: Env, source: str, plaintext: bytes, recipient: str | None = None) -> Manifest:
@@ -345,8 +347,9 @@ def corrupt_manifest(text: bytes) -> Callable[[Env], Any]:
     def run(env: Env) -> Any:
         m = run_backup(env.settings, "sqlite_backup", DAY)
         env.manifest_path(m).write_bytes(text)
+        sign_file(env.manifest_path(m))
         listing = cli(env, "list", "--json")  # the damaged manifest does not hide the good backups
-        assert [r["partition"] for r in json.loads(listing)] == [EARLIER]
+        assert [r["partition"] for r in json.loads(listing)["captures"]] == [EARLIER]
         return cli(env, "verify", "sqlite", "--partition", DAY)
     return run
 
@@ -510,9 +513,10 @@ CASES = [
          r"artifact is encrypted with rot13, config says age"),
     Case("manifest-artifact-key-traversal",
          tampered(lambda r: r.update(artifact_key="erp-steinmetz/../../../../etc/passwd")),
-         r"invalid object key"),
-    Case("manifest-not-json", corrupt_manifest(b"{not json"), r"manifest .*not valid"),
-    Case("manifest-missing-fields", corrupt_manifest(b'{"source": "sqlite_backup"}'), r"manifest .*not valid"),
+         r"rejected, first local: .*: misplaced: it names erp-steinmetz/\.\./\.\./\.\./\.\./etc/passwd, which is not beside"),
+    Case("manifest-not-json", corrupt_manifest(b"{not json"), r"manifest\.json: not a valid manifest"),
+    Case("manifest-missing-fields", corrupt_manifest(b'{"source": "sqlite_backup"}'),
+         r"manifest\.json: not a valid manifest"),
     # forged archives: restore never writes outside its target
     *(Case(f"config-forged-{k}", forged("config_archive", build), error) for k, (build, error) in CONFIG_TRAVERSAL.items()),
     *(Case(f"uploads-forged-{k}", forged("uploads_snapshot", build), error)
@@ -533,7 +537,7 @@ CASES = [
          r"restore target .*live is not empty; use --force"),
     Case("restore-partition-traversal", lambda env: cli(env, "restore", "sqlite", "--partition", "../../2026-11-24",
                                                         "--to", str(env.tmp / "x.sqlite3")),
-         r"no backup of sqlite_backup for partition \.\./\.\./2026-11-24"),
+         r"error: --partition '\.\./\.\./2026-11-24' is not a date: write it YYYY-MM-DD"),
 ]
 
 

@@ -18,6 +18,7 @@ import pytest
 from erp_backup_pipeline.cli import main
 from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+from erp_backup_pipeline_tests.conftest import signing_section
 
 DAY = "2026-11-25"
 
@@ -25,7 +26,7 @@ DAY = "2026-11-25"
 def _config(tmp: Path, age_identity: tuple[Path, str], sqlite: Path, backups: Path, name: str) -> Path:
     path = tmp / name
     path.write_text(json.dumps({"staging_dir": str(tmp / f"staging-{name}"), "encryption": {
-        "recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "recipients": [age_identity[1]], "identity_file": str(age_identity[0])}, "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(backups)}], "sources": {"sqlite": {"path": str(sqlite)}}}))
     path.chmod(0o600)
     return path

@@ -12,16 +12,19 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 import psutil
 import psycopg
 import pytest
 
-from erp_backup_pipeline.core import pipeline
+from erp_backup_pipeline.core import chain, pipeline
+from erp_backup_pipeline.core.catalog import of as catalog_of
 from erp_backup_pipeline.core.destinations import s3 as s3_module
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
@@ -267,23 +270,41 @@ def _proxied_sqlite_config(tmp_path: Path, age_identity: Any, proxy: Any, bucket
                         destinations=[dest])
 
 
+def _is_signature_put(method: str, target: str) -> bool:
+    return method == "PUT" and urlsplit(target).path.endswith(".manifest.json.sig")
+
+
+def _is_ledger_put(method: str, target: str) -> bool:
+    return method == "PUT" and urlsplit(target).path.endswith("/chain.json")
+
+
 def test_a_burst_of_s3_errors_and_timeouts_is_retried_and_the_backup_succeeds(
         tmp_path: Path, age_identity: Any, moto_server: Any, bucket: str, s3_client: Any) -> None:
     """503 SlowDown twice and a hang past the read timeout on UploadPart, 500 on CompleteMultipartUpload, 503 on
-    the manifest's PutObject: each request is retried (standard mode: backoff with jitter) and the run succeeds."""
+    the PutObject of the manifest's signature and of the manifest, 500 on the chain ledger's: each request is retried
+    (standard mode: backoff with jitter) and the run succeeds, its capture signed into the chain and the ledger
+    written."""
     with s3_proxy(moto_server.endpoint) as proxy:
         proxy.faults = [Fault(is_upload_part, 2, 503), Fault(is_upload_part, 1, 0, hang=6.0),
-                        Fault(is_complete, 1, 500), Fault(is_manifest_put, 1, 503)]
+                        Fault(is_complete, 1, 500), Fault(_is_signature_put, 1, 503), Fault(is_manifest_put, 1, 503),
+                        Fault(_is_ledger_put, 1, 500)]
         settings = settings_of(_proxied_sqlite_config(tmp_path, age_identity, proxy, bucket, read_timeout_seconds=2))
         m = run_backup(settings, "sqlite_backup", KILLED)
-        assert [f.injected for f in proxy.faults] == [2, 1, 1, 1]
+        assert [f.injected for f in proxy.faults] == [2, 1, 1, 1, 1, 1]
         parts = -(-m.artifact_bytes // (5 << 20))
         assert parts >= 3
         assert proxy.count("forwarded", is_upload_part) == parts  # each part stored once
         assert proxy.count(None, is_upload_part) == parts + 3  # ... after three failed tries
         assert proxy.count(None, is_complete) == 2 and proxy.count(None, is_manifest_put) == 2
+        assert proxy.count(None, _is_signature_put) == 2 and proxy.count(None, _is_ledger_put) == 2
         assert verify_backup(settings, "sqlite_backup", KILLED)["ok"]
-    assert sorted(s3_objects(s3_client, bucket)) == sorted([f"site-a/{m.artifact_key}", f"site-a/{m.key}"])
+    assert m.sequence == 1 and m.previous is None
+    found = catalog_of(settings, "sqlite_backup")
+    assert [e.manifest.key for e in found.entries] == [m.key]
+    assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+    assert found.ledgers["sqlite_backup"]["offsite"].sequence == 1
+    assert sorted(s3_objects(s3_client, bucket)) == sorted(
+        f"site-a/{k}" for k in (m.artifact_key, m.key, m.key + ".sig", chain.ledger_key(settings.prefix, "sqlite_backup")))
     assert multipart_uploads(s3_client, bucket) == []
     assert not any((tmp_path / "staging").rglob("*.sqlite3"))
 
@@ -513,14 +534,23 @@ def test_two_captures_in_the_same_millisecond_get_their_own_names(
     assert pipeline.stamp_time("20261125T010000123Z") == now.replace(microsecond=123000)  # before the token
     for stage in pipeline.STAGES:  # interleaved, as two processes would run them
         a, b = stage(settings, a), stage(settings, b)
-    ma, mb = pipeline.stage_manifest(settings, a), pipeline.stage_manifest(settings, b)
+    with ThreadPoolExecutor(2) as pool:  # and both commit at once: the source's chain lock puts them in an order
+        ma, mb = pool.map(lambda capture: pipeline.stage_manifest(settings, capture), (a, b))
     assert len({ma.artifact_key, mb.artifact_key, ma.key, mb.key}) == 4
     entries = catalog(settings)
     assert sorted(e.manifest.key for e in entries) == sorted([ma.key, mb.key])
     assert [sorted(e.held_by) for e in entries] == [["local", "offsite"]] * 2
     assert sorted(verify_entry(settings, e) for e in entries) == sorted([ma.artifact_key, mb.artifact_key])
-    assert sorted(s3_objects(s3_client, bucket)) == sorted(f"site-a/{k}" for k in (ma.artifact_key, ma.key,
-                                                                                  mb.artifact_key, mb.key))
+    # one chain: the two captures are sequences 1 and 2, the second linked to the first; no fork, nothing rejected
+    found = catalog_of(settings, "sqlite_backup")
+    assert (found.rejected, found.findings, found.gaps, found.errors) == ([], [], [], [])
+    first, second = sorted(found.entries, key=lambda e: e.manifest.sequence)
+    assert (first.manifest.sequence, second.manifest.sequence) == (1, 2) and sorted([ma.sequence, mb.sequence]) == [1, 2]
+    assert first.manifest.previous is None and second.manifest.previous == first.sha256
+    assert {n: ledger.sequence for n, ledger in found.ledgers["sqlite_backup"].items()} == {"local": 2, "offsite": 2}
+    assert sorted(s3_objects(s3_client, bucket)) == sorted(
+        [f"site-a/{k}" for m in (ma, mb) for k in (m.artifact_key, m.key, m.key + ".sig")]
+        + [f"site-a/{chain.ledger_key(settings.prefix, 'sqlite_backup')}"])
     # the same token twice in one millisecond: the second capture draws again
     tokens = iter(["0badc0de", "0badc0de", "5eed1e55"])
     monkeypatch.setattr(pipeline.secrets, "token_hex", lambda n: next(tokens))

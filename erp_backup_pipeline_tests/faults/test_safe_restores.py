@@ -28,7 +28,7 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup
 from erp_backup_pipeline.errors import RestoreError
 from erp_backup_pipeline.settings import Settings
-from erp_backup_pipeline_tests.conftest import REDIS_PASSWORD, make_settings, redis_source
+from erp_backup_pipeline_tests.conftest import REDIS_PASSWORD, make_settings, redis_source, signing_section
 from erp_backup_pipeline_tests.faults.tools import tmpfs
 
 DAY = "2026-11-25"
@@ -68,6 +68,7 @@ def _env(name: str, value: str) -> Iterator[None]:
 def _data(tmp: Path, age_identity: tuple[Path, str], sources: dict[str, Any]) -> dict[str, Any]:
     return {"staging_dir": str(tmp / "staging"), "state_dir": str(tmp / "state"),
             "encryption": {"codec": "age", "recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+            "signing": signing_section(),
             "destinations": [{"type": "local", "name": "local", "path": str(tmp / "backups")}], "sources": sources}
 
 

@@ -29,7 +29,14 @@ from erp_backup_pipeline.core.restore import restore_backup, verify_backup
 from erp_backup_pipeline.errors import ConfigError
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, S3_KEY_ID, S3_SECRET, make_settings, stored_manifests
+from erp_backup_pipeline_tests.conftest import (
+    ERP_PASSWORD,
+    S3_KEY_ID,
+    S3_SECRET,
+    make_settings,
+    signing_section,
+    stored_manifests,
+)
 
 DAY = "2026-11-25"
 WRONG_PASSWORD = "Wrong-Pw-0c9e77-secret"
@@ -83,6 +90,7 @@ def _config(tmp_path: Path, name: str, age_identity: tuple[Path, str], sources: 
     path.write_text(yaml.safe_dump({
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+        "signing": signing_section(),
         "destinations": destinations, "sources": sources}))
     return path
 
@@ -233,7 +241,16 @@ def test_every_staging_and_artifact_file_is_born_0600_in_0700_dirs(tmp_path: Pat
     finally:
         os.umask(old)
     files = [p for r in roots for p in r.rglob("*") if p.is_file()]
-    assert len(files) >= 7  # 3 artifacts, 3 manifests, the uploads state: we watched real files
+    # we watched real files: per source an artifact, its manifest, the manifest's signature, the chain ledger and
+    # this host's chain state with its lock; and the uploads state
+    names = {p.relative_to(tmp_path).as_posix() for p in files}
+    for source in ("sqlite_backup", "uploads_snapshot", "config_archive"):
+        assert {f"state/chain/{source}.json", f"state/chain/{source}.lock",
+                f"backups/{settings.prefix}/{source}/chain.json"} <= names
+        assert sum(n.startswith(f"backups/{settings.prefix}/{source}/{DAY}/") for n in names) == 3
+        assert sum(n.startswith(f"backups/{settings.prefix}/{source}/{DAY}/") and n.endswith(".manifest.json.sig")
+                   for n in names) == 1
+    assert "state/uploads_snapshot.json" in names and len(files) >= 19
     assert bad == {}
 
 
@@ -255,6 +272,7 @@ def test_backup_needs_only_the_public_key_and_decrypting_needs_the_identity(tmp_
     config = tmp_path / "public.yaml"
     config.write_text(yaml.safe_dump({"staging_dir": str(tmp_path / "staging"),
                                       "encryption": {"recipients": [age_identity[1]]},
+                                      "signing": signing_section(),
                                       "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
                                       "sources": {"sqlite": {"path": str(demo_sqlite)}}}))
     err = io.StringIO()

@@ -22,13 +22,12 @@ from urllib.parse import urlsplit
 import psycopg
 import yaml
 
-from erp_backup_pipeline.core.catalog import Entry, load_catalog
-from erp_backup_pipeline.core.destinations import build_destinations
+from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.restore import _check_plain, fetched, plaintext_reader
 from erp_backup_pipeline.core.sources import build_source
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.settings import Settings, load_settings
-from erp_backup_pipeline_tests.conftest import ERP_PASSWORD
+from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, catalog_entries, signing_section
 from erp_backup_pipeline_tests.servers import PostgresServer
 
 
@@ -60,6 +59,7 @@ def write_config(tmp_path: Path, age_identity: tuple[Path, str], *, sources: dic
                  destinations: list[dict[str, Any]]) -> Path:
     data = {"staging_dir": str(tmp_path / "staging"),
             "encryption": {"codec": "age", "recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
+            "signing": signing_section(),
             "destinations": destinations, "sources": sources}
     path = tmp_path / "erp-backup.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -138,7 +138,7 @@ def verify_entry(settings: Settings, entry: Entry) -> str:
 
 
 def catalog(settings: Settings) -> list[Entry]:
-    return load_catalog(build_destinations(settings), settings.prefix)
+    return catalog_entries(settings)
 
 
 @dataclass

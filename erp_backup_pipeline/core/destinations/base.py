@@ -14,6 +14,8 @@ Every method documents what it guarantees; one contract test suite runs against 
   VerifyError on mismatch.
 - ``list(prefix)`` yields the complete keys under prefix, sorted. Partial writes never appear.
 - ``exists(key)``; ``delete(key)`` (missing keys are not an error); ``uri(key)``.
+- ``replace(key, data)``: a small record (a chain ledger, an adopted manifest) written atomically in place:
+  a reader sees the old object or the new one, never a mixture or nothing. Artifacts never use it.
 - ``sweep_partials(older_than)`` removes what writers that never committed nor aborted (a killed
   process) left behind, once it is older than any live backup could be; returns the keys.
 """
@@ -61,6 +63,8 @@ class Destination(Protocol):
 
     def delete(self, key: str) -> None: ...
 
+    def replace(self, key: str, data: bytes) -> None: ...
+
     def uri(self, key: str) -> str: ...
 
     def check(self) -> None:
@@ -95,9 +99,16 @@ def get(dest: Destination, key: str, dst: IO[bytes] | Any, expected_sha256: str 
     return actual
 
 
-def read_bytes(dest: Destination, key: str) -> bytes:
+def read_bytes(dest: Destination, key: str, limit: int | None = None) -> bytes:
+    """The object's bytes; with ``limit``, at most limit + 1 of them (so a caller sees that it is oversized without
+    reading a huge object into memory)."""
     reader = dest.open_reader(key)
     try:
-        return reader.read()
+        if limit is None:
+            return bytes(reader.read())
+        data = bytearray()
+        while len(data) <= limit and (chunk := reader.read(min(CHUNK, limit + 1 - len(data)))):
+            data += chunk
+        return bytes(data)
     finally:
         reader.close()

@@ -164,6 +164,27 @@ class LocalDestination:
         except FileNotFoundError:
             pass
 
+    def replace(self, key: str, data: bytes) -> None:
+        """Write a fresh partial file, fsync it and rename it over the key (atomic on POSIX)."""
+        final = self.path_for(key)
+        self.ensure_dir(final.parent)
+        tmp = final.with_name(f".{final.name}{PARTIAL_MARK}{secrets.token_hex(4)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+            dir_fd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _os_error(self.uri(key), exc) from None
+
     def sweep_partials(self, older_than: timedelta = SWEEP_AGE) -> builtins.list[str]:  # list: the method above
         """Remove partial files a killed writer left, untouched for ``older_than``; returns their keys."""
         cutoff = time.time() - older_than.total_seconds()

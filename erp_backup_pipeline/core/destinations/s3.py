@@ -326,6 +326,11 @@ class S3Destination:
         except ArtifactNotFound:
             return False
 
+    def replace(self, key: str, data: bytes) -> None:
+        """One PutObject over the key: S3 replaces an object atomically (a versioned bucket keeps the old one)."""
+        self.call("put", key, self.client.put_object, Bucket=self.bucket, Key=self.object_key(key), Body=data,
+                  ChecksumAlgorithm="SHA256", ChecksumSHA256=_sha256_b64(data), **self.lock_args())
+
     def _versions(self, key: str) -> builtins.list[tuple[str, bool]]:
         """Every version of exactly this key (version id, is a delete marker), as the server lists them."""
         obj = self.object_key(key)
@@ -358,6 +363,21 @@ class S3Destination:
         if latest is not None:
             found.insert(0, f"locked until {latest[0].astimezone(UTC).isoformat(timespec='seconds')} ({latest[1]})")
         return ", ".join(found) or None
+
+    def extend_lock(self, key: str, until: datetime, dry_run: bool = False) -> bool:
+        """Lock the newest version of ``key`` until at least ``until`` (PutObjectRetention, in the version's own
+        mode: a COMPLIANCE lock stays one). Never shortens a lock. True when it was (dry run: would be) extended."""
+        obj = self.object_key(key)
+        head = self.call("head", key, self.client.head_object, Bucket=self.bucket, Key=obj)
+        current = head.get("ObjectLockRetainUntilDate")
+        if current is not None and current >= until:
+            return False
+        if not dry_run:
+            args = {"VersionId": head["VersionId"]} if head.get("VersionId") else {}
+            self.call("extend the lock of", key, self.client.put_object_retention, Bucket=self.bucket, Key=obj,
+                      Retention={"Mode": head.get("ObjectLockMode") or self.object_lock_mode, "RetainUntilDate": until},
+                      **args)
+        return True
 
     def delete(self, key: str) -> None:
         if self.object_lock_mode is None:

@@ -1,0 +1,203 @@
+"""Manifest signatures: Ed25519 in OpenSSH's SSHSIG format, so ``ssh-keygen -Y verify`` checks them without us.
+
+The backing-up host holds a signing key (an OpenSSH ``ssh-ed25519`` private key file, 0600, separate from the
+age identity: it can sign, it cannot decrypt); hosts that verify or restore hold only its public key line
+(``signing.public_keys``). A signature is detached, over the exact bytes of the manifest file, in the namespace
+``erp-backup-manifest``; it is stored beside the manifest as ``<stamp>.manifest.json.sig``. Format
+(``PROTOCOL.sshsig``)::
+
+    "SSHSIG" | uint32 1 | string publickey | string namespace | string "" | string "sha512" | string signature
+    signed: "SSHSIG" | string namespace | string "" | string "sha512" | string sha512(message)
+
+The same check by hand (the runbook's line, run by the tests)::
+
+    ssh-keygen -Y verify -f ALLOWED_SIGNERS -I erp-backup -n erp-backup-manifest -s MANIFEST.sig < MANIFEST
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from erp_backup_pipeline.errors import ConfigError, VerifyError
+
+NAMESPACE = "erp-backup-manifest"
+CHAIN_NAMESPACE = "erp-backup-chain"  # the chain ledgers': a ledger's signature never passes for a manifest's
+IDENTITY = "erp-backup"  # the principal in ALLOWED_SIGNERS
+SIGNATURE_SUFFIX = ".sig"
+MAX_SIGNATURE_BYTES = 4096
+_ARMOR_BEGIN, _ARMOR_END = "-----BEGIN SSH SIGNATURE-----", "-----END SSH SIGNATURE-----"
+
+
+class Cost:
+    """Seconds this process spent on authenticity: signing, the chain's state and ledgers, reading and checking
+    signatures. The manifest op reports it (``signing_seconds``); ``make bench`` sets it against the whole run."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def timed(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def excluded(self) -> Iterator[None]:
+        """Inside ``timed``: work a backup did before manifests were signed (the manifest's own write)."""
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.seconds -= time.perf_counter() - t0
+
+
+COST = Cost()
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _read_string(buf: bytes, at: int) -> tuple[bytes, int]:
+    if at + 4 > len(buf):
+        raise ValueError("truncated")
+    (n,) = struct.unpack(">I", buf[at:at + 4])
+    if at + 4 + n > len(buf):
+        raise ValueError("truncated")
+    return buf[at + 4:at + 4 + n], at + 4 + n
+
+
+def _public_blob(key: Ed25519PublicKey) -> bytes:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return _string(b"ssh-ed25519") + _string(raw)
+
+
+def _signed_data(message: bytes, namespace: str) -> bytes:
+    return b"SSHSIG" + _string(namespace.encode()) + _string(b"") + _string(b"sha512") + \
+        _string(hashlib.sha512(message).digest())
+
+
+def public_line(key: Ed25519PublicKey, comment: str = IDENTITY) -> str:
+    """``ssh-ed25519 AAAA… comment``: what ``signing.public_keys`` holds."""
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + \
+        f" {comment}"
+
+
+def fingerprint(key: Ed25519PublicKey) -> str:
+    """``SHA256:…`` as ``ssh-keygen -l`` prints it."""
+    digest = hashlib.sha256(_public_blob(key)).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def parse_public(line: str) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_ssh_public_key(" ".join(line.split()[:2]).encode())
+    except (ValueError, IndexError) as exc:
+        raise ConfigError(f"signing.public_keys: not an OpenSSH public key line ({exc})") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigError("signing.public_keys: only ssh-ed25519 keys sign manifests")
+    return key
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The backing-up host's signing key."""
+
+    key: Ed25519PrivateKey
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.key.public_key()
+
+    def sign(self, message: bytes, namespace: str = NAMESPACE) -> bytes:
+        """The armored SSHSIG signature of message."""
+        blob = b"SSHSIG" + struct.pack(">I", 1) + _string(_public_blob(self.public)) + _string(namespace.encode()) + \
+            _string(b"") + _string(b"sha512") + \
+            _string(_string(b"ssh-ed25519") + _string(self.key.sign(_signed_data(message, namespace))))
+        text = base64.b64encode(blob).decode()
+        lines = [text[i:i + 70] for i in range(0, len(text), 70)]
+        return ("\n".join([_ARMOR_BEGIN, *lines, _ARMOR_END]) + "\n").encode()
+
+
+def load_signer(path: Path, what: str = "signing.key_file") -> Signer:
+    """The private key file (0600, OpenSSH format, ssh-ed25519); ConfigError in one line otherwise."""
+    try:
+        st = os.stat(path)
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path} ({exc.strerror or exc})") from None
+    if st.st_mode & 0o077:
+        raise ConfigError(f"{what}: {path} has mode {st.st_mode & 0o777:04o}; it must be 0600")
+    try:
+        key = serialization.load_ssh_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{what}: {path} is not an unencrypted OpenSSH private key ({exc})") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{what}: {path} is not an ssh-ed25519 key")
+    return Signer(key)
+
+
+def generate(path: Path) -> str:
+    """Write a new signing key (0600, never overwriting) and return its public key line."""
+    key = Ed25519PrivateKey.generate()
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                             serialization.NoEncryption())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise ConfigError(f"{path} exists; a signing key is never overwritten") from None
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    return public_line(key.public_key())
+
+
+def verify(message: bytes, signature: bytes, trusted: list[Ed25519PublicKey] | tuple[Ed25519PublicKey, ...],
+           namespace: str = NAMESPACE) -> Ed25519PublicKey:
+    """The trusted key that signed message; VerifyError (one line) when none did or the signature is malformed."""
+    if len(signature) > MAX_SIGNATURE_BYTES:
+        raise VerifyError("signature is oversized")
+    try:
+        text = signature.decode("ascii").strip()
+        if not (text.startswith(_ARMOR_BEGIN) and text.endswith(_ARMOR_END)):
+            raise ValueError("not an armored SSH signature")
+        blob = base64.b64decode("".join(text[len(_ARMOR_BEGIN):-len(_ARMOR_END)].split()), validate=True)
+        if blob[:6] != b"SSHSIG" or struct.unpack(">I", blob[6:10])[0] != 1:
+            raise ValueError("not an SSHSIG version 1 signature")
+        public, at = _read_string(blob, 10)
+        signed_for, at = _read_string(blob, at)
+        _reserved, at = _read_string(blob, at)
+        algorithm, at = _read_string(blob, at)
+        sig, at = _read_string(blob, at)
+        kind, rest = _read_string(sig, 0)
+        raw_sig, _ = _read_string(sig, rest)
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise VerifyError(f"signature is malformed ({exc})") from None
+    if signed_for != namespace.encode() or algorithm != b"sha512" or kind != b"ssh-ed25519":
+        raise VerifyError(f"signature is for another purpose (namespace {signed_for[:40]!r}, {algorithm[:20]!r})")
+    for key in trusted:
+        if _public_blob(key) != public:
+            continue
+        try:
+            key.verify(raw_sig, _signed_data(message, namespace))
+        except InvalidSignature:
+            raise VerifyError("signature does not match the manifest (edited after signing)") from None
+        return key
+    raise VerifyError("signed by a key that is not in signing.public_keys")
