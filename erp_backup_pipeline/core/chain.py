@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from erp_backup_pipeline.core import signing
+from erp_backup_pipeline.core import signing, statefile
 from erp_backup_pipeline.core.manifest import safe_part
 from erp_backup_pipeline.errors import VerifyError
 
@@ -56,10 +56,15 @@ class Ledger:
     sha256: str | None = None
     pruned: dict[int, str] = field(default_factory=dict)
     pending: dict[str, Any] | None = None  # this host's state only: a manifest being written (core.commit)
+    # every capture signed and not pruned (sequence -> sha256 of its manifest): the catalog takes a manifest whose
+    # bytes hash to one of these as authenticated without fetching its signature (one GET per ledger, not per
+    # manifest); the ledger's own signature covers them
+    signed: dict[int, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         body: dict[str, Any] = {"format": LEDGER_FORMAT, "source": self.source, "sequence": self.sequence,
                                 "sha256": self.sha256, "pruned": {str(k): v for k, v in sorted(self.pruned.items())},
+                                "signed": {str(k): v for k, v in sorted(self.signed.items())},
                                 "written_at": datetime.now(UTC).isoformat(timespec="seconds")}
         if self.pending:
             body["pending"] = self.pending
@@ -75,13 +80,27 @@ class Ledger:
         if not isinstance(seq, int) or seq < 0 or not (sha is None or isinstance(sha, str)) or not isinstance(pruned, dict):
             raise ValueError("chain ledger fields have the wrong types")
         pending = raw.get("pending") if isinstance(raw.get("pending"), dict) else None
-        return cls(source, seq, sha, {int(k): str(v) for k, v in pruned.items()}, pending)
+        signed = raw.get("signed")
+        return cls(source, seq, sha, {int(k): str(v) for k, v in pruned.items()}, pending,
+                   {int(k): str(v) for k, v in signed.items()} if isinstance(signed, dict) else {})
 
     def merge(self, other: Ledger) -> None:
-        """The newer head of the two, and every pruned capture either knows."""
+        """The newer head of the two, and every signed and pruned capture either knows."""
         if other.sequence > self.sequence:
             self.sequence, self.sha256 = other.sequence, other.sha256
         self.pruned.update(other.pruned)
+        self.signed.update(other.signed)
+        self.forget_pruned()
+
+    def record(self, sequence: int, sha256: str) -> None:
+        """A capture signed into the chain: the head when it is the newest."""
+        self.signed[sequence] = sha256
+        if sequence > self.sequence:
+            self.sequence, self.sha256 = sequence, sha256
+
+    def forget_pruned(self) -> None:
+        for sequence in self.pruned:
+            self.signed.pop(sequence, None)
 
 
 def sign_ledger(ledger: Ledger, signer: signing.Signer) -> bytes:
@@ -143,19 +162,7 @@ def load_state(state_dir: Path, source: str) -> Ledger | None:
 
 def save_state(state_dir: Path, ledger: Ledger) -> None:
     """Write the record atomically (0600, a fresh temp file renamed over the old one)."""
-    path = _state_file(state_dir, ledger.source)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(ledger.to_json())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    statefile.replace(_state_file(state_dir, ledger.source), ledger.to_json())
 
 
 @dataclass(frozen=True)

@@ -300,7 +300,7 @@ def test_a_full_state_disk_after_the_commit_is_a_complete_backup_with_a_warning(
         assert rc == 0, err
         assert "backup is complete, but what it shipped could not be remembered in" in err and "Traceback" not in err
         assert "(No space left on device)" in err
-        assert not list(state.glob(".state-*")) and not (state / "uploads_snapshot.json").exists()
+        assert not list(state.glob(".*.tmp")) and not (state / "uploads_snapshot.json").exists()  # no temp file left
         settings = load_settings(config)
         found = catalog.of(settings, "uploads_snapshot")
         assert [(e.manifest.partition, e.manifest.verify["ok"], e.manifest.sequence) for e in found.entries] == [
