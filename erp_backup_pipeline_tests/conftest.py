@@ -225,6 +225,23 @@ def sign_file(path: Path) -> None:
     Path(str(path) + SIGNATURE_SUFFIX).write_bytes(load_signer(signing_key()).sign(path.read_bytes()))
 
 
+def spy_on(monkeypatch: pytest.MonkeyPatch, method: str) -> list[tuple[str, str]]:
+    """Records (destination name, key) of every call of ``method`` (delete, open_reader, ...) on the local and S3
+    destinations, in order; the calls themselves are real."""
+    from erp_backup_pipeline.core.destinations import LocalDestination, S3Destination
+
+    calls: list[tuple[str, str]] = []
+    for cls in (LocalDestination, S3Destination):
+        original = getattr(cls, method)
+
+        def spy(self: Any, key: str, *args: Any, _original: Any = original, **kwargs: Any) -> Any:
+            calls.append((self.name, key))
+            return _original(self, key, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, spy)
+    return calls
+
+
 def make_settings(tmp_path: Path, age_identity: tuple[Path, str], *, destinations: list[dict[str, Any]] | None = None,
                   sources: dict[str, Any] | None = None, **extra: Any) -> Settings:
     data: dict[str, Any] = {
@@ -283,4 +300,4 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 __all__ = ["ERP_PASSWORD", "REDIS_PASSWORD", "S3_SECRET", "make_settings", "pg_source", "redis_source", "s3_destination",
-           "catalog_entries", "sign_file", "signing_key", "signing_section", "stored_manifests"]
+           "catalog_entries", "sign_file", "signing_key", "signing_section", "spy_on", "stored_manifests"]

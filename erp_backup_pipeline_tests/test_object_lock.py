@@ -131,14 +131,14 @@ def test_artifact_and_manifest_are_uploaded_locked_until_capture_plus_the_policy
     for key in (m.artifact_key, m.key, m.key + SIGNATURE_SUFFIX):
         h = head(s3_client, lock_bucket, dest, key)
         assert (h["ObjectLockMode"], h["ObjectLockRetainUntilDate"]) == (lock["mode"], until)
-    # set on upload: the artifact's multipart upload and the manifest's and signature's PutObject carry them; the
-    # chain ledger, rewritten by every backup, is not locked
+    # set on upload: the artifact's multipart upload and the PutObject of the manifest, its signature and the chain
+    # ledger's new version carry them (so no one deletes the ledger's history either)
     sent = {(op, p["Key"]): (p.get("ObjectLockMode"), p.get("ObjectLockRetainUntilDate")) for op, p in calls
             if p["Bucket"] == lock_bucket}
     assert sent == {("CreateMultipartUpload", dest.object_key(m.artifact_key)): (lock["mode"], until),
                     ("PutObject", dest.object_key(m.key)): (lock["mode"], until),
                     ("PutObject", dest.object_key(m.key + SIGNATURE_SUFFIX)): (lock["mode"], until),
-                    ("PutObject", dest.object_key(f"{settings.prefix}/sqlite_backup/chain.json")): (None, None)}
+                    ("PutObject", dest.object_key(f"{settings.prefix}/sqlite_backup/chain.json")): (lock["mode"], until)}
     # the manifest records it; the local destination knows no locks
     assert m.destinations["offsite"]["object_lock"] == {"mode": lock["mode"], "retain_until": until.isoformat()}
     assert "object_lock" not in m.destinations["local"]

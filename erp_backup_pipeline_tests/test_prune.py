@@ -27,7 +27,14 @@ from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.core.sources.uploads import load_state, save_state
 from erp_backup_pipeline.errors import DestinationError
 from erp_backup_pipeline.settings import load_settings
-from erp_backup_pipeline_tests.conftest import S3_SECRET, catalog_entries, make_settings, s3_destination, signing_section
+from erp_backup_pipeline_tests.conftest import (
+    S3_SECRET,
+    catalog_entries,
+    make_settings,
+    s3_destination,
+    signing_section,
+    spy_on,
+)
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -72,16 +79,7 @@ def on_every(settings: Any, partitions: set[str], source: str = "sqlite_backup")
 @pytest.fixture
 def spy_deletes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Records (destination, key) of every delete, in order; the deletes themselves are real."""
-    calls: list[tuple[str, str]] = []
-    for cls in (LocalDestination, S3Destination):
-        original = cls.delete
-
-        def delete(self: Any, key: str, _original: Any = original) -> None:
-            calls.append((self.name, key))
-            _original(self, key)
-
-        monkeypatch.setattr(cls, "delete", delete)
-    return calls
+    return spy_on(monkeypatch, "delete")
 
 
 def test_prune_deletes_what_the_policy_drops_on_every_destination_manifest_first(

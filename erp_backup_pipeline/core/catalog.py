@@ -129,8 +129,11 @@ def _time_problem(m: Manifest, now: datetime) -> str | None:
     return None
 
 
-def authenticate(dest: Destination, key: str, signed: bool, prefix: str, trust: Trust) -> Entry | Rejected:
-    """One manifest on one destination: an Entry when it counts, else why it does not."""
+def authenticate(dest: Destination, key: str, signed: bool, prefix: str, trust: Trust,
+                 known: frozenset[str] = frozenset()) -> Entry | Rejected:
+    """One manifest on one destination: an Entry when it counts, else why it does not. ``known``: sha256 digests of
+    manifests an authenticated ledger of that destination (or this host's chain state) lists as signed; such a
+    manifest needs no signature fetched."""
     def rejected(reason: str) -> Rejected:
         return Rejected(dest.name, key, reason)
 
@@ -140,6 +143,8 @@ def authenticate(dest: Destination, key: str, signed: bool, prefix: str, trust: 
         return rejected("disappeared while the catalog was read")
     if len(data) > MAX_MANIFEST_BYTES:
         return rejected(f"oversized (more than {MAX_MANIFEST_BYTES} bytes)")
+    if chain.digest(data) in known:
+        return _checked(dest, key, data, prefix, trust)
     if not signed:
         try:
             legacy = Manifest.from_json(data).format < FORMAT
@@ -154,6 +159,14 @@ def authenticate(dest: Destination, key: str, signed: bool, prefix: str, trust: 
         return rejected("unsigned: its signature disappeared while the catalog was read")
     except VerifyError as exc:
         return rejected(str(exc))
+    return _checked(dest, key, data, prefix, trust)
+
+
+def _checked(dest: Destination, key: str, data: bytes, prefix: str, trust: Trust) -> Entry | Rejected:
+    """A manifest whose bytes are authentic: an Entry when it is in its place and not from the future."""
+    def rejected(reason: str) -> Rejected:
+        return Rejected(dest.name, key, reason)
+
     try:
         m = Manifest.from_json(data)
     except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
@@ -175,19 +188,28 @@ def _scope(prefix: str, source: str | None, partition: str | None) -> str:
     return sub
 
 
-def _read_destination(dest: Destination, sub: str, prefix: str, trust: Trust) -> list[Entry | Rejected]:
+def _read_destination(dest: Destination, sub: str, prefix: str, trust: Trust, local: dict[str, chain.Ledger],
+                      rejected: list[Rejected]) -> tuple[list[Entry | Rejected], dict[str, chain.Ledger]]:
+    """The destination's manifests under ``sub``, each authenticated; and its ledgers listed there, read first:
+    what they (and this host's state) list as signed needs no signature fetched."""
     keys = set(dest.list(sub))
+    ledgers = _ledgers(dest, prefix, keys, trust, rejected)
+    known = frozenset(sha for ledger in [*ledgers.values(), *local.values()] for sha in ledger.signed.values())
     manifests = sorted(k for k in keys if k.endswith(MANIFEST_SUFFIX))
     with ThreadPoolExecutor(max_workers=8) as pool:  # one or two small GETs each: latency, not bandwidth
-        return list(pool.map(lambda k: authenticate(dest, k, k + signing.SIGNATURE_SUFFIX in keys, prefix, trust),
-                             manifests))
+        return list(pool.map(lambda k: authenticate(dest, k, k + signing.SIGNATURE_SUFFIX in keys, prefix, trust,
+                                                    known), manifests)), ledgers
 
 
-def _ledgers(dest: Destination, prefix: str, sources: Iterable[str], trust: Trust,
+def _ledgers(dest: Destination, prefix: str, keys: Iterable[str], trust: Trust,
              rejected: list[Rejected]) -> dict[str, chain.Ledger]:
+    """The authenticated ledgers among the listed keys, by source; the others are rejected."""
     found = {}
-    for source in sources:
-        key = chain.ledger_key(prefix, source)
+    tail = "/" + chain.LEDGER_NAME
+    for key in sorted(k for k in keys if k.endswith(tail) and k.startswith(prefix + "/")):
+        source = key[len(prefix) + 1:-len(tail)]
+        if "/" in source or chain.ledger_key(prefix, source) != key:
+            continue  # not where a source's ledger lies
         try:
             with signing.COST.timed():
                 found[source] = chain.read_ledger(read_bytes(dest, key, limit=chain.MAX_LEDGER_BYTES), source,
@@ -214,11 +236,14 @@ def read(destinations: Iterable[Destination], prefix: str, trust: Trust, source:
     by_key: dict[str, dict[str, Entry]] = {}
     for dest in dests:
         try:
-            results = _read_destination(dest, _scope(prefix, source, partition), prefix, trust)
+            results, found = _read_destination(dest, _scope(prefix, source, partition), prefix, trust, local or {},
+                                               catalog.rejected)
         except (BackupError, ValueError) as exc:
             catalog.errors.append(f"{dest.name}: {exc}")
             continue
         listed.append(dest.name)
+        for name, ledger in found.items():
+            catalog.ledgers.setdefault(name, {})[dest.name] = ledger
         for result in results:
             if isinstance(result, Rejected):
                 catalog.rejected.append(result)
@@ -238,18 +263,13 @@ def read(destinations: Iterable[Destination], prefix: str, trust: Trust, source:
                                                              e.manifest.captured_at))
     if partition is None:
         sources = sorted({e.manifest.source for e in catalog.entries} | ({source} if source else set())
-                         | (set() if source else set(local or {}) | set(expected)))
-        ledgers = catalog.ledgers
-        for dest in dests:
-            if dest.name in listed:
-                for s, ledger in _ledgers(dest, prefix, sources, trust, catalog.rejected).items():
-                    ledgers.setdefault(s, {})[dest.name] = ledger
+                         | (set() if source else set(local or {}) | set(expected) | set(catalog.ledgers)))
         for s in sources:
             links = [chain.Link(e.manifest.sequence, e.manifest.previous, e.sha256, e.manifest.key,
                                 tuple(sorted(e.held_by)),
                                 tuple(n for n, r in e.manifest.destinations.items() if r.get("ok")))
                      for e in catalog.entries if e.manifest.source == s]
-            findings, gaps = chain.audit(s, links, ledgers.get(s, {}), (local or {}).get(s), listed,
+            findings, gaps = chain.audit(s, links, catalog.ledgers.get(s, {}), (local or {}).get(s), listed,
                                          complete=not catalog.errors)
             catalog.findings += findings
             catalog.gaps += gaps

@@ -46,7 +46,7 @@ def head(settings: Any, source: str) -> chain.Ledger:
     if state.pending:
         pending, state.pending = state.pending, None
         if any(_exists(d, pending["key"]) for d in build_destinations(settings)):
-            state.sequence, state.sha256 = int(pending["sequence"]), str(pending["sha256"])
+            state.record(int(pending["sequence"]), str(pending["sha256"]))
         chain.save_state(settings.state_dir, state)
     return state
 
@@ -65,24 +65,26 @@ def rebuild(settings: Any, source: str) -> chain.Ledger:
     for ledger in found.ledgers.get(source, {}).values():
         state.merge(ledger)
     for entry in found.entries:
-        if entry.manifest.source == source and entry.manifest.sequence > state.sequence:
-            state.sequence, state.sha256 = entry.manifest.sequence, entry.sha256
+        if entry.manifest.source == source:
+            state.record(entry.manifest.sequence, entry.sha256)
     return state
 
 
-def _already_there(settings: Any, manifest: Manifest, destinations: list[Destination]) -> bytes | None:
-    """The signed bytes of this capture's manifest when a destination holds them already (a stage run again)."""
+def _already_there(settings: Any, manifest: Manifest, destinations: list[Destination]) -> tuple[bytes | None, set[str]]:
+    """The signed bytes of this capture's manifest when a destination holds them already (a stage run again), and
+    the destinations that hold a manifest at its key."""
+    have = {dest.name for dest in destinations if _exists(dest, manifest.key)}
     trust = catalog.Trust.of(settings)
     for dest in destinations:
-        if not _exists(dest, manifest.key):
+        if dest.name not in have:
             continue
         found = catalog.authenticate(dest, manifest.key, _exists(dest, manifest.key + signing.SIGNATURE_SUFFIX),
                                      settings.prefix, trust)
         if isinstance(found, catalog.Rejected):
             raise DestinationError(f"{dest.uri(manifest.key)} exists and is not this capture's signed manifest "
                                    f"({found.reason}); nothing was written over it")
-        return read_bytes(dest, manifest.key, limit=catalog.MAX_MANIFEST_BYTES)
-    return None
+        return read_bytes(dest, manifest.key, limit=catalog.MAX_MANIFEST_BYTES), have
+    return None, have
 
 
 def _os_reason(exc: OSError) -> str:
@@ -118,7 +120,7 @@ def _commit(settings: Any, manifest: Manifest, destinations: list[Destination], 
     errors: dict[str, str] = {}
     with _uncommitted(settings, manifest), chain.locked(settings.state_dir, manifest.source):
         state = head(settings, manifest.source)
-        data = None if replacing else _already_there(settings, manifest, chosen)
+        data, have = (None, set()) if replacing else _already_there(settings, manifest, chosen)
         if data is not None:
             manifest = Manifest.from_json(data)
         else:
@@ -140,14 +142,14 @@ def _commit(settings: Any, manifest: Manifest, destinations: list[Destination], 
                 with signing.COST.excluded():
                     if replacing:
                         dest.replace(manifest.key, data)
-                    elif not dest.exists(manifest.key):
+                    elif dest.name not in have:
                         put_bytes(dest, manifest.key, data)
                 written.append(dest.name)
             except BackupError as exc:
                 errors[dest.name] = f"manifest: {exc}"
         state.pending = None
-        if written and manifest.sequence > state.sequence:
-            state.sequence, state.sha256 = manifest.sequence, sha
+        if written:
+            state.record(manifest.sequence, sha)
         try:
             chain.save_state(settings.state_dir, state)
         except OSError as exc:  # the manifest may be written: the pending record on disk settles it next time
@@ -156,19 +158,17 @@ def _commit(settings: Any, manifest: Manifest, destinations: list[Destination], 
                     f"({_os_reason(exc)}); it keeps sequence {manifest.sequence} as pending, the next backup or "
                     "prune settles it")
         if written:  # only where the capture went: a destination that took nothing gets nothing
-            write_ledger(settings, state, signer, log, only=written)
+            write_ledger(settings, state, signer, [d for d in chosen if d.name in written], log)
     return manifest, errors
 
 
-def write_ledger(settings: Any, state: chain.Ledger, signer: signing.Signer, log: Log | None = None,
-                 only: Iterable[str] | None = None) -> dict[str, str]:
-    """The ledger on every destination (or ``only`` these); an error line per destination that did not take it."""
+def write_ledger(settings: Any, state: chain.Ledger, signer: signing.Signer, destinations: Iterable[Destination],
+                 log: Log | None = None) -> dict[str, str]:
+    """The ledger on each of the destinations; an error line per destination that did not take it."""
     data = chain.sign_ledger(replace(state, pending=None), signer)
     key = chain.ledger_key(settings.prefix, state.source)
     failed = {}
-    for dest in build_destinations(settings):
-        if only is not None and dest.name not in set(only):
-            continue
+    for dest in destinations:
         try:
             dest.replace(key, data)
         except BackupError as exc:
@@ -186,6 +186,7 @@ def record_pruned(settings: Any, source: str, pruned: dict[int, str], log: Log |
     with chain.locked(settings.state_dir, source):
         state = head(settings, source)
         state.pruned.update(pruned)
+        state.forget_pruned()
         chain.save_state(settings.state_dir, state)
-        return write_ledger(settings, state, signer, log)
+        return write_ledger(settings, state, signer, build_destinations(settings), log)
 

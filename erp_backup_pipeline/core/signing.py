@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from erp_backup_pipeline.errors import ConfigError, VerifyError
@@ -50,23 +49,20 @@ class Cost:
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def timed(self) -> Iterator[None]:
+    def _span(self, sign: int) -> Iterator[None]:
         t0 = time.perf_counter()
         try:
             yield
         finally:
             with self._lock:
-                self.seconds += time.perf_counter() - t0
+                self.seconds += sign * (time.perf_counter() - t0)
 
-    @contextlib.contextmanager
-    def excluded(self) -> Iterator[None]:
+    def timed(self) -> contextlib.AbstractContextManager[None]:
+        return self._span(1)
+
+    def excluded(self) -> contextlib.AbstractContextManager[None]:
         """Inside ``timed``: work a backup did before manifests were signed (the manifest's own write)."""
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self.seconds -= time.perf_counter() - t0
+        return self._span(-1)
 
 
 COST = Cost()
@@ -86,8 +82,51 @@ def _read_string(buf: bytes, at: int) -> tuple[bytes, int]:
 
 
 def _public_blob(key: Ed25519PublicKey) -> bytes:
-    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return _string(b"ssh-ed25519") + _string(raw)
+    return _string(b"ssh-ed25519") + _string(key.public_bytes_raw())
+
+
+def _ed25519_public(blob: bytes) -> Ed25519PublicKey:
+    """The key of an OpenSSH public key blob (``string "ssh-ed25519" | string key``); ValueError otherwise."""
+    kind, at = _read_string(blob, 0)
+    raw, _ = _read_string(blob, at)
+    if kind != b"ssh-ed25519":
+        raise ValueError(f"a {kind[:20].decode(errors='replace')} key, not ssh-ed25519")
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def _ed25519_private(data: bytes) -> Ed25519PrivateKey:
+    """The key of an unencrypted OpenSSH private key file (``PROTOCOL.key``: ``openssh-key-v1``) holding one
+    ssh-ed25519 key; ValueError naming what is wrong. Read here rather than with cryptography's ``serialization``,
+    whose import alone costs a backup run more than all its signing."""
+    text = data.decode("ascii").strip()
+    begin, end = "-----BEGIN OPENSSH PRIVATE KEY-----", "-----END OPENSSH PRIVATE KEY-----"
+    if not (text.startswith(begin) and text.endswith(end)):
+        raise ValueError("not an OpenSSH private key file")
+    blob = base64.b64decode("".join(text[len(begin):-len(end)].split()), validate=True)
+    magic = b"openssh-key-v1\0"
+    if not blob.startswith(magic):
+        raise ValueError("not an openssh-key-v1 key")
+    cipher, at = _read_string(blob, len(magic))
+    _kdf, at = _read_string(blob, at)
+    _kdf_options, at = _read_string(blob, at)
+    if cipher != b"none":
+        raise ValueError("the key is encrypted with a passphrase")
+    if struct.unpack(">I", blob[at:at + 4])[0] != 1:
+        raise ValueError("the file holds more than one key")
+    public, at = _read_string(blob, at + 4)
+    private, _ = _read_string(blob, at)
+    if private[:4] != private[4:8]:
+        raise ValueError("the key's check bytes differ")
+    kind, at = _read_string(private, 8)
+    if kind != b"ssh-ed25519":
+        raise ValueError(f"a {kind[:20].decode(errors='replace')} key, not ssh-ed25519")
+    raw_public, at = _read_string(private, at)
+    secret, _ = _read_string(private, at)  # seed (32) | public key (32)
+    key = Ed25519PrivateKey.from_private_bytes(secret[:32])
+    if len(secret) != 64 or key.public_key().public_bytes_raw() != raw_public or \
+            _ed25519_public(public).public_bytes_raw() != raw_public:
+        raise ValueError("the private and public parts do not match")
+    return key
 
 
 def _signed_data(message: bytes, namespace: str) -> bytes:
@@ -97,8 +136,7 @@ def _signed_data(message: bytes, namespace: str) -> bytes:
 
 def public_line(key: Ed25519PublicKey, comment: str = IDENTITY) -> str:
     """``ssh-ed25519 AAAA… comment``: what ``signing.public_keys`` holds."""
-    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + \
-        f" {comment}"
+    return f"ssh-ed25519 {base64.b64encode(_public_blob(key)).decode()} {comment}"
 
 
 def fingerprint(key: Ed25519PublicKey) -> str:
@@ -108,13 +146,14 @@ def fingerprint(key: Ed25519PublicKey) -> str:
 
 
 def parse_public(line: str) -> Ed25519PublicKey:
+    fields = line.split()
+    if len(fields) < 2 or fields[0] != "ssh-ed25519":
+        raise ConfigError(f"signing.public_keys: {line[:40]!r} is not an ssh-ed25519 public key line (only ssh-ed25519 "
+                          "keys sign manifests)")
     try:
-        key = serialization.load_ssh_public_key(" ".join(line.split()[:2]).encode())
-    except (ValueError, IndexError) as exc:
+        return _ed25519_public(base64.b64decode(fields[1], validate=True))
+    except ValueError as exc:  # binascii.Error is one
         raise ConfigError(f"signing.public_keys: not an OpenSSH public key line ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise ConfigError("signing.public_keys: only ssh-ed25519 keys sign manifests")
-    return key
 
 
 @dataclass(frozen=True)
@@ -147,16 +186,15 @@ def load_signer(path: Path, what: str = "signing.key_file") -> Signer:
     if st.st_mode & 0o077:
         raise ConfigError(f"{what}: {path} has mode {st.st_mode & 0o777:04o}; it must be 0600")
     try:
-        key = serialization.load_ssh_private_key(data, password=None)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"{what}: {path} is not an unencrypted OpenSSH private key ({exc})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ConfigError(f"{what}: {path} is not an ssh-ed25519 key")
-    return Signer(key)
+        return Signer(_ed25519_private(data))
+    except (ValueError, UnicodeDecodeError, struct.error) as exc:
+        raise ConfigError(f"{what}: {path} is not an unencrypted OpenSSH ssh-ed25519 private key ({exc})") from None
 
 
 def generate(path: Path) -> str:
     """Write a new signing key (0600, never overwriting) and return its public key line."""
+    from cryptography.hazmat.primitives import serialization  # only here: see _ed25519_private
+
     key = Ed25519PrivateKey.generate()
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                              serialization.NoEncryption())
