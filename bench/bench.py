@@ -10,7 +10,10 @@ Cases (all against the same throwaway PostgreSQL 15 cluster, on loopback):
   (c) pipeline   ``postgres_dump`` materialized in-process (Dagster ``materialize``) to a moto S3 server
                  running in its own process, with verify and age encryption; timed around
                  ``materialize`` only, in a child Python process so its peak RSS is its own.
-                 Compression: the default ``{codec: zstd, level: 3, threads: 2}``.
+                 Compression: the default ``{codec: zstd, level: 3, threads: 2}``. On the big database its
+                 bucket first holds 30 earlier signed captures (``seed_history``): the run authenticates a
+                 month's catalog. Its ``signing_seconds`` plus the signature code's import in a fresh
+                 interpreter (``python -X importtime``) against its time is the signing share (< 1 %).
   (c7) pipeline  the same as (c) on the big database, with ``{codec: zstd, level: 7, threads: 2}``: shows
                  that the artifact size of (b) is reachable by configuration, and what it costs in time.
                  Reported as its own row; the targets stay evaluated on the default (c).
@@ -217,6 +220,59 @@ def child_main(config_path: str, out_path: str, partition: str, profile_path: st
     }
     Path(out_path).write_text(json.dumps(out, indent=2))
     return 0
+
+
+# --------------------------------------------------------------------------------------------
+# signing: an earlier history to authenticate, and what importing the signature code costs a fresh process
+# --------------------------------------------------------------------------------------------
+
+HISTORY = 30  # earlier postgres_dump captures in the bucket of each (c) run on the big database: a month's
+
+
+def seed_history(cfg_path: Path, n: int) -> None:
+    """n earlier postgres_dump captures, one per day before PARTITION, committed and signed into the chain the way
+    the pipeline commits a capture (``core.commit``), with small artifacts: a backup reads, authenticates and audits
+    the manifests, signatures and ledger of its catalog, never the artifacts. So (c) pays for a month's history."""
+    import hashlib
+    from datetime import date, timedelta
+    from datetime import time as clock
+
+    from erp_backup_pipeline.core import commit
+    from erp_backup_pipeline.core.destinations import build_destinations, put_bytes
+    from erp_backup_pipeline.core.manifest import Manifest, artifact_dir
+    from erp_backup_pipeline.core.pipeline import new_stamp
+    from erp_backup_pipeline.settings import load_settings
+
+    settings = load_settings(str(cfg_path))
+    [dest] = build_destinations(settings)
+    first = date.fromisoformat(PARTITION)
+    for k in range(n, 0, -1):
+        day = first - timedelta(days=k)
+        when = datetime.combine(day + timedelta(days=1), clock(1, 0), tzinfo=UTC)
+        key = f"{artifact_dir(settings.prefix, 'postgres_dump', day.isoformat())}/{new_stamp(when)}.pgdump.zst.age"
+        body = os.urandom(4096)
+        put_bytes(dest, key, body)
+        sha = hashlib.sha256(body).hexdigest()
+        m = Manifest(source="postgres_dump", kind="postgres", partition=day.isoformat(),
+                     captured_at=when.isoformat(timespec="seconds"), finished_at=when.isoformat(timespec="seconds"),
+                     artifact_key=key, artifact_bytes=len(body), artifact_sha256=sha,
+                     chain=[{"stage": "dump", "bytes": 1, "sha256": sha}], verify={"ok": True}, facts={}, tools={},
+                     destinations={dest.name: {"ok": True}}, complete=True)
+        commit.commit(settings, m, [dest], [dest.name])
+
+
+def signing_import_seconds(repeat: int = 5) -> list[float]:
+    """Seconds a fresh interpreter spends importing the signature code (``core.signing`` and the cryptography it
+    loads; dagster, boto3 and the codecs do not load it), after what a run loads anyway: read with
+    ``python -X importtime`` in a new process each time (its cumulative line counts only what it adds)."""
+    out = []
+    script = "import dagster, boto3, psycopg, zstandard, pyrage; import erp_backup_pipeline.core.signing"
+    for _ in range(repeat):
+        done = subprocess.run([sys.executable, "-X", "importtime", "-c", script],
+                              capture_output=True, text=True, cwd=str(REPO), check=True)
+        line = next(ln for ln in done.stderr.splitlines() if ln.rstrip().endswith("erp_backup_pipeline.core.signing"))
+        out.append(int(line.split("|")[1]) / 1e6)  # cumulative microseconds
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -889,6 +945,15 @@ class Bench:
         self.recovery_dbs: list[str] = []  # databases the recovery section created (dropped at the end)
 
     # ---------------------------------------------------------------- setup / teardown
+    def signing(self) -> dict[str, Any]:
+        """The configurations' signing section: one key in the bench's temp dir."""
+        key = self.tmp / "signing.key"
+        if not key.exists():
+            from erp_backup_pipeline.core.signing import generate
+
+            generate(key)
+        return {"key_file": str(key)}
+
     def pg_env(self) -> dict[str, str]:
         return {**os.environ, "PGPASSWORD": self.pg.password, "PGSSLMODE": "disable"}
 
@@ -989,7 +1054,8 @@ class Bench:
     def case_c(self, dbname: str, label: str, public_key: str, profile: bool = False,
                compression: dict[str, Any] | None = None, asset: str = "postgres_dump",
                sources: dict[str, Any] | None = None, bucket: str | None = None,
-               extra_config: dict[str, Any] | None = None, pg_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+               extra_config: dict[str, Any] | None = None, pg_extra: dict[str, Any] | None = None,
+               history: int = 0) -> dict[str, Any]:
         import boto3
 
         s3 = boto3.client("s3", endpoint_url=self.moto.endpoint, region_name="eu-central-1",
@@ -1006,6 +1072,7 @@ class Bench:
             "prefix": "erp-bench",
             "compression": compression or DEFAULT_COMPRESSION,
             "encryption": {"codec": "age", "recipients": [public_key]},
+            "signing": self.signing(),
             "destinations": [{"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": self.moto.endpoint,
                               "access_key_id": "testing", "secret_access_key": "testing"}],
             "sources": sources or {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
@@ -1016,6 +1083,9 @@ class Bench:
         cfg_path = self.tmp / f"config-{label}.yaml"
         cfg_path.write_text(json.dumps(config, indent=2))  # JSON is YAML
         os.chmod(cfg_path, 0o600)
+        if history:
+            seed_history(cfg_path, history)
+            keys_before = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])}
         out_json = self.tmp / f"child-{label}.json"
         (self.out / "logs").mkdir(exist_ok=True)
         log_path = self.out / "logs" / f"child-{label}.log"
@@ -1054,7 +1124,8 @@ class Bench:
                 "python_cpu_s": child["cpu_self_s"], "subprocess_cpu_s": child["cpu_children_s"],
                 "server_cpu_s": server_s, "max_staging_bytes": sampler.max_staging,
                 "subprocess_peak_rss_bytes": sampler.peak_by_name(), "import_s": child["import_s"],
-                "metadata": md, "steps": child["steps"], "compression": config["compression"],
+                "metadata": md, "steps": child["steps"], "compression": config["compression"], "history": history,
+                "signing_s": float(md.get("signing_seconds", 0.0)),
                 "timeline_t_rss_staging": tl}
 
 
@@ -1210,6 +1281,7 @@ class Bench:
             "staging_dir": str(base / "staging"), "state_dir": str(base / "state"), "prefix": "erp-bench",
             "compression": DEFAULT_COMPRESSION,
             "encryption": {"codec": "age", "recipients": [public], "identity_file": str(key)},
+            "signing": self.signing(),
             "destinations": [{"type": "s3", "name": "offsite", "bucket": bucket, "endpoint_url": self.moto.endpoint,
                               "access_key_id": "testing", "secret_access_key": "testing"}],
             "sources": {"postgres": {"host": "127.0.0.1", "port": self.pg.port, "user": "postgres",
@@ -1268,6 +1340,7 @@ class Bench:
             pitr["pg_port"] = port
         data = {"staging_dir": str(base / "staging"), "state_dir": str(base / "state"),
                 "encryption": {"codec": "age", "recipients": [public_key]},
+                "signing": self.signing(),
                 "destinations": [{"type": "local", "name": "local", "path": str(base / "dest")}], "pitr": pitr}
         return parse_settings(data, "bench-pitr", base)
 
@@ -1513,6 +1586,7 @@ def build_report(res: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[s
 
     if "a_big" in c:
         pg_targets(res, t, targets)
+    signing_target(res, t)
     other_targets(res, t, targets)
     if "pitr" in res:
         pitr_targets(res["pitr"], t, targets)
@@ -1552,6 +1626,22 @@ def pg_targets(res: dict[str, Any], t: Any, targets: list[dict[str, Any]]) -> No
                     f"({cb['wall_s']:.2f} s vs {cn['wall_s']:.2f} s)", "target": "-", "result": "info"})
     targets.append({"check": "(b)/(cn) wall time", "value": f"{b['wall_s'] / cn['wall_s']:.2f}", "target": "-",
                     "result": "info"})
+
+
+def signing_target(res: dict[str, Any], t: Any) -> None:
+    """What authenticity costs a postgres_dump backup: the run's own signing_seconds (signing, chain state and
+    ledger, reading and checking the signatures of a month's catalog) plus the median import of the signature code
+    in a fresh process, against the run's materialize time (conservative: smaller than the whole process)."""
+    sg = res.get("signing")
+    if not sg:
+        return
+    imp = sorted(sg["import_s_all_runs"])[len(sg["import_s_all_runs"]) // 2]
+    shares = [100 * (r["signing_s"] + imp) / r["wall_s"] for r in sg["runs"]]
+    med = sorted(shares)[(len(shares) - 1) // 2]
+    spent = ", ".join(f"{r['signing_s'] * 1000:.0f}" for r in sg["runs"])
+    t(f"signing + verifying share of (c) big, {sg['runs'][0]['history']} earlier captures",
+      f"{med:.2f} % (min {min(shares):.2f}, max {max(shares):.2f}; signing {spent} ms, import {imp * 1000:.0f} ms)",
+      "< 1 %", max(shares) < 1.0)
 
 
 def other_targets(res: dict[str, Any], t: Any, targets: list[dict[str, Any]]) -> None:
@@ -1889,7 +1979,7 @@ def main() -> int:
         big, small = (dbs["big"]["dbname"], dbs["small"]["dbname"]) if dbs else ("", "")
         for rep in range(args.repeat if not args.skip_pg else 0):
             for key, fn in (("a_big", lambda: bench.case_a(big)), ("b_big", lambda: bench.case_b(big)),
-                            ("c_big", lambda rep=rep: bench.case_c(big, f"big{rep}", public)),
+                            ("c_big", lambda rep=rep: bench.case_c(big, f"big{rep}", public, history=HISTORY)),
                             ("c7_big", lambda rep=rep: bench.case_c(big, f"big-l7-{rep}", public,
                                                                     compression=LEVEL7_COMPRESSION)),
                             ("cn_big", lambda rep=rep: bench.case_c(big, f"big-nocount-{rep}", public,
@@ -1934,6 +2024,10 @@ def main() -> int:
                 chosen["staging_minus_artifact_all_runs"] = [r["max_staging_bytes"] - r["artifact_bytes"] for r in rs]
             cases[key] = chosen
         results["cases"] = cases
+        if "c_big" in runs:
+            results["signing"] = {"import_s_all_runs": signing_import_seconds(),
+                                  "runs": [{"signing_s": r["signing_s"], "wall_s": r["wall_s"], "history": r["history"]}
+                                           for r in runs["c_big"]]}
         if args.profile:
             if "big" in dbs:  # not with --skip-pg
                 print("profiling (c) on the big database (cProfile; not part of the figures) ...", flush=True)

@@ -209,3 +209,38 @@ def test_a_run_failed_by_its_blocking_check_alerts_once(tmp_path: Path, demo_sql
         assert Sensor(config, instance).tick() == "1 alert(s) sent"
         [hook] = webhook_receiver.wait(1)
         assert (hook.json()["kind"], hook.json()["check"]) == ("check_failed", "integrity")
+
+
+def test_a_backup_that_vanished_from_the_destinations_alerts_through_the_catalog_audit(
+        tmp_path: Path, demo_sqlite: Path, age_identity, webhook_receiver) -> None:
+    """Dagster shows a partition backed up; someone deletes its manifest, signature and artifact on the destination.
+    The audit's catalog_agrees fails (the daily or weekly audit job, as its schedules launch it) and the alert sensor
+    sends one alert naming the partition; a second tick sends nothing more."""
+    from erp_backup_pipeline.core.destinations import build_destinations
+    from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
+    from erp_backup_pipeline.orchestration.audit import CHECK, audit_job
+    from erp_backup_pipeline.settings import load_settings
+
+    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}},
+                          alerts={"webhooks": [{"url": webhook_receiver.url()}]})
+    defs = build_definitions(str(config))
+    with instance_for_test(tmp_path) as instance:
+        for day in ("2026-11-24", "2026-11-25"):
+            assert run_job(defs, instance, "sqlite_backup_job", day).success
+        assert run_job(defs, instance, audit_job.name, "2026-11-26").success
+        sensor = Sensor(config, instance)
+        assert sensor.tick() == "0 alert(s) sent"
+        settings = load_settings(str(config))
+        [dest] = build_destinations(settings)
+        gone = next(k for k in dest.list(f"{settings.prefix}/sqlite_backup/2026-11-24/") if k.endswith(".json"))
+        for key in (gone, gone + SIGNATURE_SUFFIX):
+            dest.delete(key)
+        result = run_job(defs, instance, audit_job.name, "2026-11-27")
+        [evaluation] = result.get_asset_check_evaluations()
+        assert evaluation.check_name == CHECK and not evaluation.passed
+        assert "sqlite_backup 2026-11-24" in (evaluation.description or "")
+        assert sensor.tick() == "1 alert(s) sent"
+        [hook] = webhook_receiver.wait(1)
+        assert (hook.json()["kind"], hook.json()["check"]) == ("check_failed", CHECK)
+        assert "sqlite_backup 2026-11-24" in str(hook.json())
+        assert sensor.tick() == "0 alert(s) sent"

@@ -45,6 +45,7 @@ cat <<INFO
 Everything is under $root/var:
   demo ERP        var/demo-erp/ (SQLite database var/demo-erp/data/production.sqlite3)
   age key         var/keys/backup.key (private, 0600) and var/keys/backup.pub
+  signing key     var/keys/signing.key (signs every manifest, 0600) and var/keys/signing.pub
   config          var/erp-backup.yaml (ERP_BACKUP_CONFIG)
   backups         var/backups/
   Dagster home    var/dagster_home/
