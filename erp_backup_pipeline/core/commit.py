@@ -11,8 +11,10 @@ chain lock (``chain.locked``):
 3. otherwise the manifest gets ``sequence`` = head + 1 and ``previous`` = the head's sha256, and is signed;
 4. on each destination that holds the artifact: the signature (``<stamp>.manifest.json.sig``), then the manifest
    (a reader never sees a manifest without its signature);
-5. the head advances when any destination took the manifest, and the ledger is rewritten on every destination
-   (best effort: a ledger behind its newest capture is allowed; the next commit or prune writes it again).
+5. the head advances when any destination took the manifest, and the ledger (which also lists every signed
+   capture by its manifest's sha256) is rewritten on each destination that took it (best effort: a ledger behind
+   its newest capture is allowed; that capture's own signature is read instead, and the next commit or prune
+   writes the ledger again).
 
 A capture is signed only once this host has recorded it (the pending write of step 3): when the state directory
 cannot take that record (a full or read-only disk), the run fails in one line and nothing is committed, since a
