@@ -3,7 +3,9 @@
 A manifest counts only when all of this holds on the destination it was read from (``authenticate``):
 
 - its signature ``<stamp>.manifest.json.sig`` (``core.signing``) is valid for one of ``signing.public_keys``,
-  over the manifest's exact bytes (at most ``MAX_MANIFEST_BYTES``);
+  over the manifest's exact bytes (at most ``MAX_MANIFEST_BYTES``); or those bytes' sha256 is listed as signed
+  by an authenticated ledger of the same destination, or by this host's chain state (``core.chain``): then the
+  signature need not be fetched, one ledger read vouches for a source's every manifest;
 - it sits at the key derived from its own signed content (``<prefix>/<source>/<partition>/<stamp>.manifest.json``)
   and the artifact and attachments it names sit beside it under the same stamp: a signed manifest copied to
   another partition or key, or pointing at another capture's artifact, is rejected;
