@@ -71,3 +71,62 @@ def test_the_ledger_vouches_for_the_manifests_it_lists_and_nothing_else(
         read_bytes(local, made[0].key + SIGNATURE_SUFFIX))
     [rejected] = catalog.of(settings, "sqlite_backup").rejected
     assert rejected.reason.startswith("misplaced: ")
+
+
+@pytest.mark.parametrize("source", ["config_archive", "uploads_snapshot"])
+def test_a_newer_forged_capture_of_a_file_tree_is_never_restored(source: str, tmp_path: Path, age_identity: Any,
+                                                                 moto_server: Any, bucket: str) -> None:
+    """The other sources too: beside a genuine capture of the config tree or the uploads, a writer at the off-site
+    bucket puts a newer capture of the same date (a tar with a planted file, encrypted to the public recipient,
+    with a consistent unsigned manifest). The restore brings back the genuine tree, list names the forgery, prune
+    holds."""
+    import hashlib
+    import io
+    import json
+    import tarfile
+
+    import pyrage
+
+    from erp_backup_pipeline.core.codecs import compressor
+    from erp_backup_pipeline.core.destinations import put_bytes
+    from erp_backup_pipeline.core.prune import PruneRefused, prune
+    from erp_backup_pipeline.core.restore import restore_backup
+
+    tree = tmp_path / "tree"
+    (tree / "docs").mkdir(parents=True)
+    (tree / "docs" / "RE-1.pdf").write_bytes(b"%PDF genuine invoice")
+    sources = ({"config": {"paths": [str(tree / "docs")], "root": str(tree)}} if source == "config_archive"
+               else {"uploads": {"path": str(tree)}})
+    settings = make_settings(tmp_path, age_identity, sources=sources, state_dir=str(tmp_path / "state"),
+                             destinations=[{"type": "local", "name": "local", "path": str(tmp_path / "backups")},
+                                           s3_destination(moto_server, bucket)])
+    genuine = run_backup(settings, source, PARTS[-1])
+    offsite = next(d for d in build_destinations(settings) if d.name == "offsite")
+
+    planted = io.BytesIO()
+    with tarfile.open(fileobj=planted, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo("docs/RE-1.pdf")
+        body = b"%PDF the attacker's invoice"
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    packed = io.BytesIO()
+    compressor("zstd").compress(io.BytesIO(planted.getvalue()), packed)
+    cipher = pyrage.encrypt(packed.getvalue(), [pyrage.x25519.Recipient.from_str(age_identity[1])])
+    raw = json.loads(read_bytes(offsite, genuine.key))
+    stamp = "29991231T235959999Z-0badf00d"
+    raw.update(artifact_key=genuine.artifact_key.replace(genuine.stamp, stamp), artifact_bytes=len(cipher),
+               artifact_sha256=hashlib.sha256(cipher).hexdigest(), captured_at="2026-11-25T23:59:00+00:00",
+               sequence=genuine.sequence + 1, previous=None, attachments=[])
+    put_bytes(offsite, raw["artifact_key"], cipher)
+    forged_key = genuine.key.replace(genuine.stamp, stamp)
+    put_bytes(offsite, forged_key, json.dumps(raw).encode())
+
+    found = catalog.of(settings, source)
+    assert [e.manifest.key for e in found.entries] == [genuine.key]
+    assert [(r.destination, r.key, r.reason) for r in found.rejected] == [
+        ("offsite", forged_key, "unsigned: no signature beside it")]
+    target = tmp_path / "restored"
+    restore_backup(settings, source, PARTS[-1], str(target))
+    assert (target / "docs" / "RE-1.pdf").read_bytes() == b"%PDF genuine invoice"
+    with pytest.raises(PruneRefused, match=r"first offsite: .*: unsigned: no signature beside it"):
+        prune(settings, dry_run=False, log=pytest.fail)
