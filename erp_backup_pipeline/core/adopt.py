@@ -35,6 +35,7 @@ def legacy(settings: Any) -> list[catalog.Entry]:
     An entry's ``sha256`` is the manifest bytes' digest, empty when two destinations hold different bytes."""
     found = catalog.of(settings)
     dests = {d.name: d for d in build_destinations(settings)}
+    ours = set(enabled_sources(settings))
     by_key: dict[str, catalog.Entry] = {}
     for item in found.rejected:
         if item.reason != catalog.LEGACY or item.destination not in dests:
@@ -44,7 +45,7 @@ def legacy(settings: Any) -> list[catalog.Entry]:
             m = Manifest.from_json(data)
         except (BackupError, ValueError, TypeError, AttributeError, KeyError, RecursionError):
             continue
-        if m.key != item.key or m.source not in enabled_sources(settings):
+        if m.key != item.key or m.source not in ours:
             continue  # misplaced, or no source of ours: it stays rejected
         digest = chain.digest(data)
         entry = by_key.setdefault(item.key, catalog.Entry(m, sha256=digest))

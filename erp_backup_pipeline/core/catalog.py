@@ -293,18 +293,13 @@ def of(settings: Any, source: str | None = None, partition: str | None = None, n
     """The catalog of the configured destinations (or those given), authenticated with the configured keys and,
     on the host that backs up, compared with its own chain state."""
     from erp_backup_pipeline.core.destinations import build_destinations
+    from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
 
     local = {}
-    for name in ([source] if source else list(_sources_of(settings))):
+    for name in ([source] if source else list(SOURCES)):
         state = chain.load_state(settings.state_dir, name)
         if state is not None:
             local[name] = state
     dests = build_destinations(settings) if destinations is None else destinations
     return read(dests, settings.prefix, Trust.of(settings, now), source, partition, local,
-                expected=_sources_of(settings, enabled=True))
-
-
-def _sources_of(settings: Any, enabled: bool = False) -> Iterable[str]:
-    from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
-
-    return enabled_sources(settings) if enabled else SOURCES
+                expected=enabled_sources(settings))

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from erp_backup_pipeline.core.catalog import Entry
-from erp_backup_pipeline.core.destinations import Destination, S3Destination
+from erp_backup_pipeline.core.destinations import Destination
+from erp_backup_pipeline.core.orphans import locking
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.errors import BackupError
@@ -31,8 +32,8 @@ def extend(wanted: list[tuple[Entry, datetime, str]], destinations: dict[str, De
     for entry, until, why in wanted:
         m = entry.manifest
         for name in sorted(entry.held_by):
-            dest = destinations.get(name)
-            if not isinstance(dest, S3Destination) or dest.object_lock_mode is None:
+            dest = locking(destinations[name]) if name in destinations else None
+            if dest is None:
                 continue
             what = f"{m.source} {m.partition} captured {m.captured_at} on {name}"
             try:

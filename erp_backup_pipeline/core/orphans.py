@@ -176,12 +176,16 @@ def _hours(span: timedelta) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{max(hours, 0):.1f} h"
 
 
+def locking(dest: Destination) -> S3Destination | None:
+    """dest when it writes with object_lock (the one kind of destination that can), else None."""
+    return dest if isinstance(dest, S3Destination) and dest.object_lock_mode is not None else None
+
+
 def lock_of(dest: Destination, key: str) -> str | None:
     """What Object Lock keeps of ``key`` on dest ('locked until …', 'under legal hold'), or None; only a destination
     that writes with object_lock is asked."""
-    if not isinstance(dest, S3Destination) or dest.object_lock_mode is None:
-        return None
-    return dest.lock(key)
+    locked = locking(dest)
+    return locked.lock(key) if locked is not None else None
 
 
 def sweep(first: list[tuple[Orphan, str, str]], fresh: list[tuple[Orphan, str, str]],

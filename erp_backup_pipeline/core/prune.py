@@ -37,7 +37,7 @@ from typing import Any
 
 from erp_backup_pipeline.core import catalog, commit, keep_locks
 from erp_backup_pipeline.core.catalog import Entry
-from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
+from erp_backup_pipeline.core.destinations import Destination, build_destinations
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.orphans import (
     UPLOADS_SOURCE,
@@ -46,6 +46,7 @@ from erp_backup_pipeline.core.orphans import (
     Orphan,
     find_orphans,
     lock_of,
+    locking,
     state_references,
     sweep,
 )
@@ -213,7 +214,7 @@ def _lock(dest: Destination, m: Manifest) -> str | None:
 def _guard_locks(result: Plan, destinations: list[Destination]) -> Plan:
     """Keep what Object Lock holds on every destination that has the capture; a capture held on some keeps
     what it depends on. A lock that cannot be read counts as one."""
-    if not result.delete or not any(isinstance(d, S3Destination) and d.object_lock_mode for d in destinations):
+    if not result.delete or not any(locking(d) for d in destinations):
         return result
     by_name = {d.name: d for d in destinations}
     keep = list(result.keep)
