@@ -29,21 +29,15 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
-from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.core.sources import BY_KEY, enabled_sources, kind_of
 from erp_backup_pipeline.core.sources.redis import target_with_password
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError, UsageError
 from erp_backup_pipeline.settings import Settings, load_settings, read_secret_file
 
-RESTORE_KINDS = {"sqlite": "sqlite_backup", "postgres": "postgres_dump", "redis": "redis_snapshot",
-                 "config": "config_archive", "uploads": "uploads_snapshot"}
-
 
 def _source_name(text: str) -> str:
-    name = RESTORE_KINDS.get(text, text)
-    if name not in SOURCES:
-        raise ConfigError(f"unknown source '{text}' (known: {', '.join(list(RESTORE_KINDS) + list(SOURCES))})")
-    return name
+    return kind_of(text).name
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -409,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_settings(a)))
 
     s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
-    s.add_argument("kind", choices=sorted(RESTORE_KINDS))
+    s.add_argument("kind", choices=sorted(BY_KEY))
     s.add_argument("--partition", type=partition_arg,
                    help="YYYY-MM-DD (required, except for postgres point-in-time restores)")
     cli_pitr.add_restore_arguments(s)

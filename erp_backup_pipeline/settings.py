@@ -22,7 +22,8 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from erp_backup_pipeline.core.retention import DEFAULT_POLICIES, RetentionPolicy
+from erp_backup_pipeline.core.retention import RetentionPolicy
+from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "erp-backup.yaml"
@@ -287,11 +288,11 @@ class ChecksSettings(_Model):
 class RetentionSettings(_Model):
     """How long each source's backups are kept (``erp-backup prune``); the defaults are the original strategy's."""
 
-    sqlite_backup: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["sqlite_backup"])
-    postgres_dump: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["postgres_dump"])
-    redis_snapshot: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["redis_snapshot"])
-    config_archive: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["config_archive"])
-    uploads_snapshot: RetentionPolicy = Field(default_factory=lambda: DEFAULT_POLICIES["uploads_snapshot"])
+    sqlite_backup: RetentionPolicy = Field(default_factory=lambda: KINDS["sqlite_backup"].policy)
+    postgres_dump: RetentionPolicy = Field(default_factory=lambda: KINDS["postgres_dump"].policy)
+    redis_snapshot: RetentionPolicy = Field(default_factory=lambda: KINDS["redis_snapshot"].policy)
+    config_archive: RetentionPolicy = Field(default_factory=lambda: KINDS["config_archive"].policy)
+    uploads_snapshot: RetentionPolicy = Field(default_factory=lambda: KINDS["uploads_snapshot"].policy)
     orphan_grace_hours: int = Field(48, ge=24, le=24 * 366,
                                     description="prune deletes an artifact without a manifest (a run stopped between "
                                                 "upload and manifest) once its capture is this many hours old; at least "

@@ -18,14 +18,14 @@ cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 
 today=$(TZ=Europe/Berlin date +%F)
 names=$("$bin/python" -c 'import sys
-from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.core.sources import KINDS, enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.settings import load_settings
 try:
     enabled = enabled_sources(load_settings())
 except BackupError as exc:
     sys.exit(f"erp-backup: error: {exc}")
-print(" ".join(SOURCES)); print(" ".join(enabled))')
+print(" ".join(KINDS)); print(" ".join(enabled))')
 all=$(echo "$names" | sed -n 1p)
 enabled=$(echo "$names" | sed -n 2p)
 for asset in $all; do

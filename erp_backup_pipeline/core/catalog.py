@@ -293,10 +293,10 @@ def of(settings: Any, source: str | None = None, partition: str | None = None, n
     """The catalog of the configured destinations (or those given), authenticated with the configured keys and,
     on the host that backs up, compared with its own chain state."""
     from erp_backup_pipeline.core.destinations import build_destinations
-    from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+    from erp_backup_pipeline.core.sources import KINDS, enabled_sources
 
     local = {}
-    for name in ([source] if source else list(SOURCES)):
+    for name in ([source] if source else list(KINDS)):
         state = chain.load_state(settings.state_dir, name)
         if state is not None:
             local[name] = state

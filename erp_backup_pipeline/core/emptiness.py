@@ -4,14 +4,14 @@
 a failed verification, so the blocking ``integrity`` check is where it is decided: a failed backup is a failed
 run and an alert, and no earlier backup is touched.
 
-- Databases (``sqlite_backup``, ``postgres_dump``): no user table (a 0-byte or table-less SQLite file, an
-  empty database) fails, unless the source says ``allow_empty: true``.
-- Directory sources (``config_archive``, ``uploads_snapshot``): no file at all fails unless ``allow_empty``
+- Databases (``SourceKind.emptiness`` ``tables``: SQLite, PostgreSQL): no user table (a 0-byte or table-less
+  SQLite file, an empty database) fails, unless the source says ``allow_empty: true``.
+- Directory sources (``files``: the configuration, the uploads): no file at all fails unless ``allow_empty``
   (an unmounted share leaves an empty mount point); a file count that fell by ``max_shrink`` or more against
   the source's previous verified capture fails (default 1.0: only a fall to zero), the line naming the path
   and both counts.
 
-Redis is not judged: an empty cache or session store is an ordinary state of it.
+Redis (``None``) is not judged: an empty cache or session store is an ordinary state of it.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ from typing import Any
 
 from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.core.manifest import Manifest
-
-DATABASES = {"sqlite_backup": "sqlite", "postgres_dump": "postgres"}
-DIRECTORIES = {"config_archive": "config", "uploads_snapshot": "uploads"}
+from erp_backup_pipeline.core.sources import KINDS
 
 
 def _previous(settings: Any, source: str) -> Manifest | None:
@@ -32,30 +30,18 @@ def _previous(settings: Any, source: str) -> Manifest | None:
     return max(verified, key=lambda m: m.captured_at) if verified else None
 
 
-def _where(source: str, facts: dict[str, Any]) -> str:
-    if source == "uploads_snapshot":
-        return f"the uploads directory {facts.get('path')} holds"
-    if source == "config_archive":
-        return f"the configured paths ({', '.join(facts.get('paths', []))}) hold"
-    if source == "sqlite_backup":
-        return f"the SQLite database {facts.get('database')} holds"
-    database = facts.get("database")  # the database's record (its name among it), or its name in older captures
-    return f"the PostgreSQL database {database.get('name') if isinstance(database, dict) else database} holds"
-
-
 def problem(settings: Any, source: str, facts: dict[str, Any]) -> str | None:
     """Why this capture is no backup of what the source should hold, or None."""
-    if source in DATABASES:
-        cfg = getattr(settings.sources, DATABASES[source])
+    kind = KINDS[source]
+    cfg = getattr(settings.sources, kind.key)
+    if kind.emptiness == "tables":
         tables = facts.get("row_counts", facts.get("row_estimates"))
         if isinstance(tables, dict) and not tables and not cfg.allow_empty:
-            return (f"{_where(source, facts)} no tables: an empty database is no backup (a 0-byte file, the wrong "
-                    f"database?); if it is meant to be empty, set sources.{DATABASES[source]}.allow_empty: true")
+            return (f"{kind.holds(facts)} no tables: an empty database is no backup (a 0-byte file, the wrong "
+                    f"database?); if it is meant to be empty, set sources.{kind.key}.allow_empty: true")
         return None
-    if source not in DIRECTORIES or not isinstance(facts.get("files"), int):
+    if kind.emptiness != "files" or not isinstance(facts.get("files"), int):
         return None
-    attr = DIRECTORIES[source]
-    cfg = getattr(settings.sources, attr)
     files: int = facts["files"]
     if files == 0 and cfg.allow_empty:
         return None
@@ -67,9 +53,9 @@ def problem(settings: Any, source: str, facts: dict[str, Any]) -> str | None:
     if before is not None and isinstance(held, int):
         earlier = f"the previous verified capture ({before.partition}, {before.captured_at}) held {held}"
     if files == 0:
-        return (f"{_where(source, facts)} 0 files and {earlier}: an unmounted share or an emptied directory is no "
-                f"backup; if it is meant to be empty, set sources.{attr}.allow_empty: true")
+        return (f"{kind.holds(facts)} 0 files and {earlier}: an unmounted share or an emptied directory is no "
+                f"backup; if it is meant to be empty, set sources.{kind.key}.allow_empty: true")
     if isinstance(held, int) and held > 0 and (held - files) / held >= cfg.max_shrink:
-        return (f"{_where(source, facts)} {files} files and {earlier}: {100 * (held - files) / held:.0f} % fewer, "
-                f"sources.{attr}.max_shrink is {cfg.max_shrink:g}")
+        return (f"{kind.holds(facts)} {files} files and {earlier}: {100 * (held - files) / held:.0f} % fewer, "
+                f"sources.{kind.key}.max_shrink is {cfg.max_shrink:g}")
     return None

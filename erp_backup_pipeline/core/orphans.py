@@ -28,23 +28,13 @@ from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, safe_part
 from erp_backup_pipeline.core.pipeline import STAMP, stamp_time
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
-from erp_backup_pipeline.core.sources import enabled_sources
-from erp_backup_pipeline.core.sources.files import FilesSource
-from erp_backup_pipeline.core.sources.postgres import PostgresSource
-from erp_backup_pipeline.core.sources.redis import RedisSource
-from erp_backup_pipeline.core.sources.sqlite import SqliteSource
-from erp_backup_pipeline.core.sources.uploads import UploadsSource
+from erp_backup_pipeline.core.sources import KINDS, enabled_sources
+from erp_backup_pipeline.core.sources import uploads as uploads_kind
 from erp_backup_pipeline.errors import BackupError
 
-UPLOADS_SOURCE = "uploads_snapshot"
+UPLOADS_SOURCE = uploads_kind.KIND.name
 Log = Callable[[str], None]
 
-# each source's format extension, the first of an artifact's extension chain (SOURCES builds sources, this names them)
-FORMATS = {"sqlite_backup": SqliteSource.extension, "postgres_dump": PostgresSource.extension,
-           "redis_snapshot": RedisSource.extension, "config_archive": FilesSource.extension,
-           "uploads_snapshot": UploadsSource.extension}
-# the formats of a source's attachments (``<stamp>.<name>.<format>.…``), swept like its artifacts
-ATTACHMENT_FORMATS = {"postgres_dump": [f"{name}.{fmt}" for name, fmt in PostgresSource.attachment_formats.items()]}
 
 
 class ListingFailed(BackupError):
@@ -94,12 +84,13 @@ def _artifact_names(settings: Any) -> dict[str, tuple[str, re.Pattern[str]]]:
     chain = rf"\.(?:{alternatives(COMPRESSORS)})\.(?:{alternatives(ENCRYPTORS)})"
 
     def formats(name: str) -> str:
-        return "|".join(re.escape(f) for f in [FORMATS[name], *ATTACHMENT_FORMATS.get(name, [])])
+        return "|".join(re.escape(f) for f in KINDS[name].formats())  # the artifact's and its attachments'
+
 
     # and a manifest's signature, written just before the manifest: alone, a run stopped between the two
     return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.(?:(?:{formats(name)}){chain}|"
                                                rf"{re.escape((MANIFEST_SUFFIX + SIGNATURE_SUFFIX).lstrip('.'))})"))
-            for name in enabled_sources(settings) if name in FORMATS}
+            for name in enabled_sources(settings)}
 
 
 def _parse_orphan(dest: str, key: str, prefix: str, names: dict[str, tuple[str, re.Pattern[str]]]) -> Orphan | None:

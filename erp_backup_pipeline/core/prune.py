@@ -53,9 +53,8 @@ from erp_backup_pipeline.core.orphans import (
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
+from erp_backup_pipeline.core.sources.uploads import STATE_FILE as UPLOADS_STATE  # under state_dir (save_state)
 from erp_backup_pipeline.errors import BackupError
-
-UPLOADS_STATE = "uploads_snapshot.json"  # under state_dir; written by core.sources.uploads (save_state)
 
 _STAYS = "; stays where locked: "  # a planned deletion's reason, when Object Lock holds it on some destination
 

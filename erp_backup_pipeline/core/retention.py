@@ -102,27 +102,15 @@ class RetentionPolicy(BaseModel):
         return ", ".join(parts) or "only the newest backup"
 
 
-def _days(n: int) -> timedelta:
-    return timedelta(days=n)
+def __getattr__(name: str) -> Any:
+    """``DEFAULT_POLICIES``: each source kind's default policy (``SourceKind.policy``, from the original strategy;
+    ``keep_within`` is the age its ``find -mtime +N`` clean-up used, ``keep_daily`` counts as many days that have a
+    backup, so gaps do not shorten the history)."""
+    if name == "DEFAULT_POLICIES":
+        from erp_backup_pipeline.core.sources import KINDS
 
-
-# Defaults from the original strategy (../shared/original-strategy.md). keep_within is the age its
-# `find -mtime +N` clean-up used; keep_daily counts the same number of days that have a backup, so gaps
-# (a stopped pipeline, failures) do not shorten the history.
-DEFAULT_POLICIES: dict[str, RetentionPolicy] = {
-    # §1 SQLite "Retention: 30 Tage daily, 12 Monate monthly"; script: find -mtime +30 and a copy on the 1st
-    # of each month that was never pruned (DESIGN defect 8): here 12 monthly buckets, pruned
-    "sqlite_backup": RetentionPolicy(keep_daily=30, keep_monthly=12, keep_within=_days(30)),
-    # §1 PostgreSQL "Retention: 7 Tage full"; script: find -mtime +7 (its 30 days incremental / 90 days WAL
-    # are pgBackRest's, the pitr section)
-    "postgres_dump": RetentionPolicy(keep_daily=7, keep_within=_days(7)),
-    # §2 Redis "Retention: 7 Tage"; script: find -mtime +7
-    "redis_snapshot": RetentionPolicy(keep_daily=7, keep_within=_days(7)),
-    # §3 config script: find -mtime +30 ("Alle Git-Tags" there is about the code repository)
-    "config_archive": RetentionPolicy(keep_daily=30, keep_within=_days(30)),
-    # §4 Uploads "Retention: 90 Tage"; script: find -maxdepth 1 -type d -mtime +90 -exec rm -rf (defect 4)
-    "uploads_snapshot": RetentionPolicy(keep_daily=90, keep_within=_days(90)),
-}
+        return {k.name: k.policy for k in KINDS.values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def bucket(kind: str, day: date) -> str:

@@ -8,7 +8,6 @@ the materialization with numeric metadata, the artifact's URI and sha256.
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
@@ -16,6 +15,7 @@ import dagster as dg
 from erp_backup_pipeline.core import anomaly, catalog, chain, pipeline
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.sources import KINDS, SourceKind
 from erp_backup_pipeline.core.streams import progress_text
 from erp_backup_pipeline.errors import BackupError, ConfigError, DestinationError, ToolError, VerifyError
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
@@ -51,36 +51,8 @@ def pool_for(source: str) -> str:
     return f"{POOL_PREFIX}{source}"
 
 
-@dataclass(frozen=True)
-class BackupAssetInfo:
-    name: str
-    kind: str
-    upstream: str
-    upstream_description: str
-    description: str
-
-
-BACKUP_ASSETS = {
-    "sqlite_backup": BackupAssetInfo(
-        "sqlite_backup", "sqlite", "erp_sqlite_database", "The ERP's SQLite database (small installs).",
-        "Nightly SQLite snapshot (online backup API), zstd-compressed, integrity-checked, age-encrypted."),
-    "postgres_dump": BackupAssetInfo(
-        "postgres_dump", "postgres", "erp_postgres_database", "The ERP's PostgreSQL database (production).",
-        "Nightly logical dump (pg_dump custom format), zstd-compressed, checked by pg_restore --list, "
-        "age-encrypted."),
-    "redis_snapshot": BackupAssetInfo(
-        "redis_snapshot", "redis", "erp_redis", "The ERP's Redis (sessions and cache).",
-        "Nightly RDB snapshot fetched over the replication protocol (fresh, never a stale dump.rdb), "
-        "zstd-compressed, checked by redis-check-rdb, age-encrypted."),
-    "config_archive": BackupAssetInfo(
-        "config_archive", "files", "erp_config_files", "The ERP's configuration: .env, config dirs, monitoring config.",
-        "Nightly PAX tar of the configured paths (modes, owners, symlinks, mtimes kept; excludes applied) with a "
-        "sha256 index of every member, zstd-compressed, verified member by member, age-encrypted."),
-    "uploads_snapshot": BackupAssetInfo(
-        "uploads_snapshot", "files", "erp_uploads", "The ERP's uploaded documents.",
-        "Nightly incremental snapshot of the uploads: only content no earlier backup holds is shipped (packed "
-        "into one tar per day), with the complete tree listing; every day restores as a full copy."),
-}
+# every source kind is a backup asset: its texts and tags come from its SourceKind
+BACKUP_ASSETS: dict[str, SourceKind] = KINDS
 
 
 def partitioned_check(asset: str, name: str, partitions: dg.PartitionsDefinition, description: str,
@@ -151,7 +123,7 @@ def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> d
                                severity=dg.AssetCheckSeverity.WARN, description=reason, metadata=md)
 
 
-def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
+def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
     name = info.name
     pool = pool_for(name)  # every op of the graph: a backfill's runs carry no run tag, but their ops carry this
 
@@ -251,10 +223,10 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
         check_specs=checks,
         ins={"source": dg.AssetIn(info.upstream, dagster_type=dg.Nothing)},
         group_name=GROUP,
-        kinds={info.kind},
+        kinds={info.engine},
         owners=["team:erp-ops"],
         description=info.description,
-        tags={"erp_backup/source": info.kind},
+        tags={"erp_backup/source": info.engine},
     )
     def backup_asset(source):  # type: ignore[no-untyped-def]
         checked, integrity = verify(compress(dump(source)))
@@ -264,6 +236,6 @@ def build_backup_asset(info: BackupAssetInfo) -> dg.AssetsDefinition:
     return backup_asset
 
 
-def source_spec(info: BackupAssetInfo) -> dg.AssetSpec:
+def source_spec(info: SourceKind) -> dg.AssetSpec:
     return dg.AssetSpec(info.upstream, description=info.upstream_description, group_name=SOURCE_GROUP,
-                        kinds={info.kind}, owners=["team:erp-ops"])
+                        kinds={info.engine}, owners=["team:erp-ops"])

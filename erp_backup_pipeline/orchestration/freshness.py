@@ -10,7 +10,7 @@ from typing import Any
 
 import dagster as dg
 
-from erp_backup_pipeline.core.cadence import CRON
+from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.orchestration.assets import TIMEZONE
 
 GRACE_HOURS = 1
@@ -24,7 +24,7 @@ def deadline_cron(asset: str) -> str:
     """The schedule's minute and hour plus the grace: ``0 2 * * *`` becomes ``0 3 * * *``."""
     if asset in PITR_DEADLINES:
         return PITR_DEADLINES[asset]
-    minute, hour, *rest = CRON[asset].split()
+    minute, hour, *rest = KINDS[asset].cron.split()
     return " ".join([minute, str((int(hour) + GRACE_HOURS) % 24), *rest])
 
 

@@ -21,13 +21,13 @@ import dagster as dg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS
 from erp_backup_pipeline.orchestration.drills import CHECK as DRILL_CHECK
 from erp_backup_pipeline.orchestration.pitr import PITR_ASSETS
 from erp_backup_pipeline.orchestration.schedules import job_name
 
-TYPE_LABEL = {"sqlite_backup": "sqlite", "postgres_dump": "postgresql", "redis_snapshot": "redis",
-              "config_archive": "config", "uploads_snapshot": "uploads",
+TYPE_LABEL = {**{name: kind.metric_label for name, kind in KINDS.items()},
               "postgres_full": "postgresql_full", "postgres_incremental": "postgresql_incremental"}
 
 

@@ -11,8 +11,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from erp_backup_pipeline.core.cadence import CRON
-from erp_backup_pipeline.core.sources import SOURCES, enabled_sources
+from erp_backup_pipeline.core.sources import KINDS, enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
@@ -33,17 +32,18 @@ def build_job(asset: str, drill: bool = True) -> Any:
 
 
 def build_schedule(asset: str, job: Any) -> dg.ScheduleDefinition:
-    @dg.schedule(name=f"{asset}_nightly", cron_schedule=CRON[asset], execution_timezone=TIMEZONE, job=job,
+    cron = KINDS[asset].cron
+
+    @dg.schedule(name=f"{asset}_nightly", cron_schedule=cron, execution_timezone=TIMEZONE, job=job,
                  default_status=dg.DefaultScheduleStatus.RUNNING,
-                 description=f"Back up {asset} at {CRON[asset]} {TIMEZONE} (original strategy's cron time).")
+                 description=f"Back up {asset} at {cron} {TIMEZONE} (original strategy's cron time).")
     def nightly(context: dg.ScheduleEvaluationContext, backup_settings: BackupSettingsResource):  # type: ignore[no-untyped-def]
         try:
             enabled = enabled_sources(backup_settings.load())
         except BackupError as exc:
             return dg.SkipReason(f"configuration error: {exc}")
         if asset not in enabled:
-            attr = SOURCES[asset][0]
-            return dg.SkipReason(f"{asset} is not configured (sources.{attr} in the config file)")
+            return dg.SkipReason(f"{asset} is not configured (sources.{KINDS[asset].key} in the config file)")
         tick = context.scheduled_execution_time
         partition = tick.astimezone(ZoneInfo(TIMEZONE)).date().isoformat()
         return dg.RunRequest(run_key=f"{asset}:{partition}", partition_key=partition)

@@ -20,12 +20,15 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.sources.files_capture import _MAGIC, _Archiver, _expand, _member_name, _TarDump
 from erp_backup_pipeline.core.sources.files_common import INDEX_NAME, _hash_member, _kind, _mismatch, _read_archive, shown
 from erp_backup_pipeline.core.sources.files_restore import diff_summary, plan_restore, restore_tree
+from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.errors import SourceError, VerifyError
 
 __all__ = ["DEFAULT_EXCLUDES", "INDEX_NAME", "FilesSource"]
@@ -131,3 +134,21 @@ class FilesSource:
         files = [e for e in index if e.get("type", "file") == "file"]
         return {"files": len(files), "bytes": sum(int(e.get("size", 0)) for e in files),
                 "compared": "every path and sha256 against the manifest"}
+
+
+def _holds(facts: Any) -> str:
+    return f"the configured paths ({', '.join(facts.get('paths', []))}) hold"
+
+
+KIND = SourceKind(
+    name="config_archive", key="config", extension=FilesSource.extension, cron="0 4 * * *",
+    build=lambda cfg, state_dir: FilesSource(cfg.paths, cfg.excludes, cfg.root, follow_symlinks=cfg.follow_symlinks),
+    # §3: the script's find -mtime +30 ("Alle Git-Tags" there is about the code repository)
+    policy=RetentionPolicy(keep_daily=30, keep_within=timedelta(days=30)),
+    engine="files", upstream="erp_config_files",
+    upstream_description="The ERP's configuration: .env, config dirs, monitoring config.",
+    description="Nightly PAX tar of the configured paths (modes, owners, symlinks, mtimes kept; excludes applied) "
+                "with a sha256 index of every member, zstd-compressed, verified member by member, age-encrypted.",
+    metric_label="config", what="the configuration files",
+    restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR",),
+    emptiness="files", holds=_holds)

@@ -21,7 +21,7 @@ import secrets
 import tempfile
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,10 +30,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from erp_backup_pipeline.core.attachments import Attachment
+from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.runner import Process, find_program, redact, run
 from erp_backup_pipeline.core.sources import postgres_globals as cluster
 from erp_backup_pipeline.core.sources import postgres_restore as onto
 from erp_backup_pipeline.core.sources.base import compare_counts
+from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import ConfigError, RestoreError, SourceError, ToolError, VerifyError
 
@@ -450,3 +452,38 @@ def _pg_reason(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _holds(facts: Any) -> str:
+    database = facts.get("database")  # the database's record (its name among it), or its name in older captures
+    return f"the PostgreSQL database {database.get('name') if isinstance(database, dict) else database} holds"
+
+
+def _build(cfg: Any, state_dir: Path) -> PostgresSource:
+    return PostgresSource(host=cfg.host, port=cfg.port, user=cfg.user, dbname=cfg.dbname,
+                          password=cfg.secret_password(), sslmode=cfg.sslmode, bin_dir=cfg.bin_dir,
+                          connect_timeout=cfg.connect_timeout, exact_row_counts=cfg.exact_row_counts,
+                          role_passwords=cfg.role_passwords)
+
+
+BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
+
+KIND = SourceKind(
+    name="postgres_dump", key="postgres", extension=PostgresSource.extension, cron="0 2 * * *", build=_build,
+    # §1 "Retention: 7 Tage full"; the script's find -mtime +7 (its 30 days incremental / 90 days WAL are
+    # pgBackRest's: the pitr section)
+    policy=RetentionPolicy(keep_daily=7, keep_within=timedelta(days=7)),
+    engine="postgres", upstream="erp_postgres_database",
+    upstream_description="The ERP's PostgreSQL database (production).",
+    description="Nightly logical dump (pg_dump custom format), zstd-compressed, checked by pg_restore --list, "
+                "age-encrypted.",
+    metric_label="postgresql", what="the PostgreSQL database (logical dump)",
+    restore_lines=("age -d -i KEY GLOBALS | zstd -d | psql -X -q -d postgres",
+                   "age -d -i KEY ARTIFACT | zstd -d | pg_restore --create -d postgres"),
+    emptiness="tables", holds=_holds, attachment_formats=ATTACHMENT_FORMATS,
+    restore_notes=("Onto a new server, as its superuser (PGHOST, PGPORT, PGUSER set): GLOBALS is the "
+                   "`<stamp>.globals.sql.zst.age` beside the artifact (the roles the database needs, their memberships "
+                   "and settings); then the database under its own name, with its owner, encoding, locale, settings "
+                   "and grants. Run the first line only on a server without the ERP's roles (it resets existing "
+                   "roles' attributes, and with recorded hashes their passwords, `postgres` included); a role "
+                   "recorded without a password needs `ALTER ROLE … PASSWORD` before it logs in. Beside the "
+                   "original, under another name TARGET owned by OWNER (the manifest's `facts.database.owner`):",
+                   "", "```sh", *BESIDE_LINES, "```", ""))

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote, urlparse
@@ -29,8 +29,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.runner import Process, find_program, free_port, redact
 from erp_backup_pipeline.core.safe_target import check_target, create_file, private_dir, put_in_place
+from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -422,3 +424,20 @@ def _copy_batch(source: redis.Redis, target: redis.Redis, keys: list[bytes]) -> 
     out.execute()
     return count
 
+
+def _build(cfg: Any, state_dir: Path) -> RedisSource:
+    return RedisSource(host=cfg.host, port=cfg.port, username=cfg.username, password=cfg.secret_password(),
+                       tls=cfg.tls, ca_file=cfg.ca_file, bin_dir=cfg.bin_dir, timeout=cfg.timeout)
+
+
+KIND = SourceKind(
+    name="redis_snapshot", key="redis", extension=RedisSource.extension, cron="0 3 * * *", build=_build,
+    # §2 "Retention: 7 Tage"; the script's find -mtime +7
+    policy=RetentionPolicy(keep_daily=7, keep_within=timedelta(days=7)),
+    engine="redis", upstream="erp_redis", upstream_description="The ERP's Redis (sessions and cache).",
+    description="Nightly RDB snapshot fetched over the replication protocol (fresh, never a stale dump.rdb), "
+                "zstd-compressed, checked by redis-check-rdb, age-encrypted.",
+    metric_label="redis", what="Redis (sessions, cache)",
+    restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb",
+                   "redis-server --dir DIR --dbfilename dump.rdb --port 6380"),
+    emptiness=None, holds=lambda facts: "Redis holds")

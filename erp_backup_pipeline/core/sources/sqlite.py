@@ -10,12 +10,14 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, private_dir, put_in_place
 from erp_backup_pipeline.core.sources.base import compare_counts
+from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -163,3 +165,21 @@ class SqliteSource:
         if integrity != "ok":
             raise VerifyError(f"sqlite: restored database fails integrity_check: {integrity}")
         return compare_counts("sqlite", facts.get("row_counts"), counts)
+
+
+def _holds(facts: Any) -> str:
+    return f"the SQLite database {facts.get('database')} holds"
+
+
+KIND = SourceKind(
+    name="sqlite_backup", key="sqlite", extension=SqliteSource.extension, cron="0 2 * * *",
+    build=lambda cfg, state_dir: SqliteSource(cfg.path),
+    # §1 "Retention: 30 Tage daily, 12 Monate monthly"; the script's find -mtime +30 and a copy on the 1st of
+    # each month that was never pruned (DESIGN defect 8): here 12 monthly buckets, pruned
+    policy=RetentionPolicy(keep_daily=30, keep_monthly=12, keep_within=timedelta(days=30)),
+    engine="sqlite", upstream="erp_sqlite_database", upstream_description="The ERP's SQLite database (small installs).",
+    description="Nightly SQLite snapshot (online backup API), zstd-compressed, integrity-checked, age-encrypted.",
+    metric_label="sqlite", what="the SQLite database",
+    restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/restored.sqlite3 && "
+                   "sqlite3 DIR/restored.sqlite3 'PRAGMA integrity_check'",),
+    emptiness="tables", holds=_holds)

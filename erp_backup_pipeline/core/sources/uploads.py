@@ -30,14 +30,17 @@ import tarfile
 import tempfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from erp_backup_pipeline.core import statefile
+from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
 from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, shown
 from erp_backup_pipeline.core.sources.files_restore import _make_room, _occupied
+from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
@@ -340,3 +343,23 @@ def _build(root: Path, store: Path, snapshot: list[dict[str, Any]]) -> int:
         except OSError as exc:
             raise RestoreError(f"uploads: cannot set the metadata of {shown(e['name'])}: {_reason(exc)}") from None
     return files
+
+
+STATE_FILE = "uploads_snapshot.json"  # under state_dir: what the earlier backups hold (``save_state``)
+
+
+KIND = SourceKind(
+    name="uploads_snapshot", key="uploads", extension=UploadsSource.extension, cron="0 5 * * *",
+    build=lambda cfg, state_dir: UploadsSource(cfg.path, state_dir / STATE_FILE, cfg.excludes,
+                                               follow_symlinks=cfg.follow_symlinks),
+    # §4 "Retention: 90 Tage"; the script's find -maxdepth 1 -type d -mtime +90 -exec rm -rf (DESIGN defect 4)
+    policy=RetentionPolicy(keep_daily=90, keep_within=timedelta(days=90)),
+    engine="files", upstream="erp_uploads", upstream_description="The ERP's uploaded documents.",
+    description="Nightly incremental snapshot of the uploads: only content no earlier backup holds is shipped "
+                "(packed into one tar per day), with the complete tree listing; every day restores as a full copy.",
+    metric_label="uploads", what="the uploaded documents (incremental)",
+    restore_lines=("mkdir -m 700 BLOBS", "age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"),
+    emptiness="files", holds=lambda facts: f"the uploads directory {facts.get('path')} holds",
+    restore_notes=("Unpack every artifact in the day's manifest `depends_on` and then the day's own into the one "
+                   "new directory BLOBS; `.erp-backup-snapshot.json` lists each file's `name` and `sha256`: copy "
+                   "`blobs/<sha256>` to `name`.", ""))
