@@ -34,7 +34,7 @@ test: install-test system-deps lint
 	$(BIN)/python -m pytest
 
 bench: install-test system-deps
-	$(BIN)/python bench/bench.py --repeat 3
+	$(BIN)/python -m bench --repeat 3
 
 clean:
 	rm -rf var test-output bench/out .pytest_cache
