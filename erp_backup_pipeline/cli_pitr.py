@@ -20,8 +20,7 @@ from erp_backup_pipeline.errors import BackupError, ConfigError, RestoreError
 
 def _pitr_settings(settings: Any) -> Any:
     if settings.pitr is None or not settings.pitr.enabled:
-        raise ConfigError("pitr is not configured: add a pitr section to the config file (README: point-in-time "
-                          "recovery)")
+        raise ConfigError("pitr is not configured: add a pitr section to the config file (docs/guide/pitr.md)")
     return settings
 
 

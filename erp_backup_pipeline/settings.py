@@ -636,7 +636,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
                               "choose the sources, keys and destinations of every backup; chmod go-w it (0600 or 0640)")
         text = p.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"config file {p} not found (set {CONFIG_ENV} or create it; see README)") from None
+        raise ConfigError(f"config file {p} not found (set {CONFIG_ENV} or create it; see "
+                          "docs/reference/configuration.md)") from None
     except OSError as exc:
         raise ConfigError(f"config file {p}: {exc.strerror}") from None
     try:

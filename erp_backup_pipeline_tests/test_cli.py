@@ -15,8 +15,7 @@ import yaml
 
 from erp_backup_pipeline.cli import build_parser
 from erp_backup_pipeline_tests.conftest import signing_key, signing_section
-
-README = Path(__file__).resolve().parent.parent / "README.md"
+from erp_backup_pipeline_tests.docs import docs_text
 
 
 def cli(*args: str, config: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -119,16 +118,16 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, config: Path) -> 
                                   "(did you mean 'required'?)")
 
 
-def test_readme_documents_every_command_and_option() -> None:
-    text = README.read_text()
+def test_the_cli_reference_documents_every_command_and_option() -> None:
+    text = docs_text("reference", "cli.md")
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, sp in sub.choices.items():  # type: ignore[union-attr]
-        assert f"erp-backup {name}" in text, f"README lacks `erp-backup {name}`"
+        assert f"erp-backup {name}" in text, f"docs/reference/cli.md lacks `erp-backup {name}`"
         for action in sp._actions:
             for opt in action.option_strings:
                 if opt.startswith("--") and opt != "--help":
-                    assert opt in text, f"README lacks option {opt} of `erp-backup {name}`"
+                    assert opt in text, f"docs/reference/cli.md lacks option {opt} of `erp-backup {name}`"
 
 
 def test_init_creates_private_demo(tmp_path: Path) -> None:

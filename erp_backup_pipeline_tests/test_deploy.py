@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from erp_backup_pipeline.settings import S3DestinationSettings, parse_settings
+from erp_backup_pipeline_tests.docs import docs_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -251,7 +252,7 @@ def test_promtool_accepts_the_compose_prometheus_config_with_the_rules(tmp_path:
 
 
 # `docker compose config` (the schema check) cannot run here: the docker CLI has no compose plugin and there
-# is no daemon; the structure checks above stand in for it (README: Deployment).
+# is no daemon; the structure checks above stand in for it (docs/guide/deployment.md).
 
 
 # ------------------------------------------------------------------------------------------ Dockerfile
@@ -374,7 +375,7 @@ def test_systemd_unit_sections_and_hardening(name: str) -> None:
 def test_systemd_code_server_can_write_staging_state_and_the_local_destination() -> None:
     unit = _unit("erp-backup-code-server.service")
     writable = set(" ".join(_values(unit, "Service", "ReadWritePaths")).split())
-    config = yaml.safe_load((ROOT / "README.md").read_text().split("A complete example:", 1)[1]
+    config = yaml.safe_load(docs_text("reference", "configuration.md").split("A complete example:", 1)[1]
                             .split("```yaml", 1)[1].split("```", 1)[0])
     local = next(d["path"] for d in config["destinations"] if d["type"] == "local")
     assert {config["staging_dir"], config["state_dir"], local} <= writable

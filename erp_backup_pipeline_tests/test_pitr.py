@@ -234,12 +234,14 @@ def test_the_command_line_sets_up_plans_and_restores_to_a_time(pitr_cluster: Pit
 
 
 def test_the_runbook_restores_with_pgbackrest_alone(pitr_cluster: PitrCluster) -> None:
-    """The README's lines, verbatim, as the postgres user: no erp-backup involved."""
+    """docs/runbook.md's lines, verbatim, as the postgres user: no erp-backup involved."""
     import re
     import subprocess
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"PostgreSQL to a point in time, with pgBackRest alone.*?```sh\n(.*?)```", readme, re.S)
+    from erp_backup_pipeline_tests.docs import docs_text
+
+    runbook = docs_text("runbook.md")
+    block = re.search(r"PostgreSQL to a point in time, with pgBackRest alone.*?```sh\n(.*?)```", runbook, re.S)
     assert block is not None
     lines = block.group(1).strip().splitlines()
     assert len(lines) == 4

@@ -186,7 +186,7 @@ def run_line(line: str, env: dict[str, str], **values: str) -> subprocess.Comple
 def test_the_runbook_restores_onto_a_fresh_server_with_standard_tools(
         as_superuser: Path, installation: PostgresServer, fresh: PostgresServer, age_identity) -> None:
     from erp_backup_pipeline.core.runbook import LINES
-    from erp_backup_pipeline_tests.test_manual_restore import README
+    from erp_backup_pipeline_tests.docs import docs_text
 
     settings = load_settings(as_superuser)
     m = run_backup(settings, "postgres_dump", DAY)
@@ -195,7 +195,7 @@ def test_the_runbook_restores_onto_a_fresh_server_with_standard_tools(
     env = {"PATH": f"/usr/bin:/bin:{pg_bindir()}", "PGHOST": "127.0.0.1", "PGPORT": str(fresh.port),
            "PGUSER": "postgres", "PGPASSWORD": FRESH_PASSWORD}
     for line in LINES["postgres_dump"]:
-        assert line in README.read_text()
+        assert line in docs_text("runbook.md")
         run_line(line, env, KEY=str(age_identity[0]), GLOBALS=str(root / globals_key),
                  ARTIFACT=str(root / m.artifact_key))
         env["PGPASSWORD"] = fresh.password = SUPER_PASSWORD  # the globals gave postgres its recorded password too

@@ -318,7 +318,7 @@ def test_the_runbook_is_generated_from_the_configuration_without_secrets(tmp_pat
                                                                         moto_server, bucket) -> None:
     from erp_backup_pipeline.core.runbook import BESIDE_LINES, LINES, PITR_LINES, render
     from erp_backup_pipeline_tests.conftest import S3_SECRET, s3_destination
-    from erp_backup_pipeline_tests.test_cli import README
+    from erp_backup_pipeline_tests.docs import docs_text
 
     settings = make_settings(
         tmp_path, age_identity, destinations=[{"type": "local", "path": str(tmp_path / "b")},
@@ -338,9 +338,9 @@ def test_the_runbook_is_generated_from_the_configuration_without_secrets(tmp_pat
     assert "`/var/lib/erp-backup/pgbr/pgbackrest.conf`" in text and "--stanza=steinmetz" in text
     for secret in ("pg-Secret-in-config-77", "redis-Secret-in-config-88", "cipher-Secret-99", S3_SECRET):
         assert secret not in text
-    readme = README.read_text()  # the README's lines, which test_manual_restore and test_pitr run verbatim
+    runbook = docs_text("runbook.md")  # the runbook's lines, which test_manual_restore and test_pitr run verbatim
     for line in [*(ln for lines in LINES.values() for ln in lines), *BESIDE_LINES, *PITR_LINES]:
-        assert line in readme, line
+        assert line in runbook, line
     assert text.index("`postgres_dump`)") < text.index("`uploads_snapshot`)") < text.index("`redis_snapshot`)")
 
 

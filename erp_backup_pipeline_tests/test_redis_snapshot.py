@@ -186,10 +186,10 @@ def _aof_written(server: Any) -> None:
 
 
 def test_a_redis_with_aof_on_round_trips_into_aof_backed_servers(tmp_path: Path, age_identity) -> None:
-    """The AOF set is not archived (README, Redis): SYNC's snapshot holds the same keys, taken for this backup.
+    """The AOF set is not archived (docs/guide/backups.md, Redis): SYNC's snapshot holds the same keys, taken for this backup.
 
     What an AOF installation needs is a restore that ends in an AOF-backed server keeping every key across a
-    restart, both ways the README gives: into a running AOF instance, and the directory plus the documented
+    restart, both ways docs/runbook.md gives: into a running AOF instance, and the directory plus the documented
     ``--appendonly no`` start and ``CONFIG SET appendonly yes``.
     """
     source = start_redis(None, tmp_path / "aof-source", appendonly=True)

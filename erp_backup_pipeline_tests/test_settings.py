@@ -94,19 +94,22 @@ def test_missing_and_broken_files(tmp_path: Path) -> None:
         load_settings(_write(tmp_path, "a: 1\nb: [unclosed\n"))
 
 
-def test_the_readme_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's complete example parses: every key in it exists and every value has the right type."""
+def test_the_reference_example_config_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/reference/configuration.md's complete example parses: every key in it exists and every value has the
+    right type."""
     import re
 
     import yaml
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = re.search(r"A complete example:\n\n```yaml\n(.*?)```", readme, re.S)
+    from erp_backup_pipeline_tests.docs import docs_text
+
+    reference = docs_text("reference", "configuration.md")
+    block = re.search(r"A complete example:\n\n```yaml\n(.*?)```", reference, re.S)
     assert block is not None
     for var in ("S3_ACCESS_KEY_ID", "S3_SECRET_ACCESS_KEY", "ERP_DB_PASSWORD", "ERP_REDIS_PASSWORD",
                 "ERP_SLACK_WEBHOOK", "ERP_SMTP_PASSWORD", "PGBACKREST_CIPHER_PASS"):
         monkeypatch.setenv(var, "https://hooks.example/services/T0/B0/x" if var == "ERP_SLACK_WEBHOOK" else "x" * 12)
-    settings = parse_settings(yaml.safe_load(block.group(1)), "README.md")
+    settings = parse_settings(yaml.safe_load(block.group(1)), "docs/reference/configuration.md")
     assert settings.alerts.email is not None and settings.alerts.webhooks[0].format == "slack"
     assert settings.sources.postgres is not None and settings.checks.drill_sample == 3
     assert settings.pitr is not None and settings.pitr.repo.type == "posix" and settings.pitr.retention_full_days == 7

@@ -36,7 +36,7 @@ for asset in $all; do
   elif [ "$asset" = postgres_dump ]; then
     echo "$asset: skipped (not configured; export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm var/erp-backup.yaml; make run', or edit var/erp-backup.yaml)"
   else
-    echo "$asset: skipped (not configured; add it under sources: in var/erp-backup.yaml, see README)"
+    echo "$asset: skipped (not configured; add it under sources: in var/erp-backup.yaml, see docs/reference/configuration.md)"
   fi
 done
 

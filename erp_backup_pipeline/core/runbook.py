@@ -3,8 +3,8 @@
 An operator follows it without the pipeline: which stores are backed up when and kept how long, where
 the artifacts are, which keys open them, and the commands with standard tools (age, zstd, pg_restore,
 sqlite3, redis-server, tar, pgBackRest) in the order a whole-ERP restore needs. It doubles as the
-written procedure German bookkeeping rules (GoBD) expect. The command lines are the README's runbook
-lines, which the tests run verbatim against real artifacts; no secret is ever written into it.
+written procedure German bookkeeping rules (GoBD) expect. The command lines are the lines of docs/runbook.md,
+which the tests run verbatim against real artifacts; no secret is ever written into it.
 """
 
 from __future__ import annotations

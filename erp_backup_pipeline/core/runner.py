@@ -48,7 +48,7 @@ def find_program(name: str, bin_dir: Path | None = None) -> str:
         raise ToolError(f"{name} not found in {bin_dir} (sources.*.bin_dir)")
     found = shutil.which(name)
     if not found:
-        raise ToolError(f"{name} not found on PATH; install it (Debian: see README 'Requirements')")
+        raise ToolError(f"{name} not found on PATH; install it (Debian packages: docs/guide/deployment.md, Requirements)")
     return found
 
 
@@ -78,7 +78,7 @@ class Process:
             self.proc = subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
                                          env=full_env, bufsize=0, start_new_session=False)
         except FileNotFoundError:
-            raise ToolError(f"{self.name} not found; install it (see README 'Requirements')") from None
+            raise ToolError(f"{self.name} not found; install it (see docs/guide/deployment.md, Requirements)") from None
         self._err = bytearray()
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
@@ -125,7 +125,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, input_byte
         done = subprocess.run(list(argv), input=input_bytes, capture_output=True, timeout=timeout,
                               env={**os.environ, **(env or {})})
     except FileNotFoundError:
-        raise ToolError(f"{name} not found; install it (see README 'Requirements')") from None
+        raise ToolError(f"{name} not found; install it (see docs/guide/deployment.md, Requirements)") from None
     except subprocess.TimeoutExpired:
         raise ToolError(f"{name} timed out after {timeout:.0f} s") from None
     if done.returncode != 0:

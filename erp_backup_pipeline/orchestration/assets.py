@@ -57,7 +57,7 @@ BACKUP_ASSETS: dict[str, SourceKind] = KINDS
 
 def partitioned_check(asset: str, name: str, partitions: dg.PartitionsDefinition, description: str,
                       blocking: bool = False) -> dg.AssetCheckSpec:
-    """A check whose results are per partition (Dagster marks partitioned checks preview; README: Dagster)."""
+    """A check whose results are per partition (Dagster marks partitioned checks preview; docs/guide/backups.md)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return dg.AssetCheckSpec(name, asset=asset, blocking=blocking, partitions_def=partitions,
