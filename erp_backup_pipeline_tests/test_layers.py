@@ -1,4 +1,5 @@
-"""The core never imports dagster: checked in a fresh interpreter and by reading the source."""
+"""The layers: the core never imports dagster (checked in a fresh interpreter and by reading the source), nor the
+configuration file's loader, the Dagster shell or the command line; every module says what it owns."""
 
 import pkgutil
 import re
@@ -24,6 +25,22 @@ def test_no_dagster_import_statement_in_core() -> None:
     pattern = re.compile(r"^\s*(import|from)\s+dagster", re.M)
     offenders = [str(p) for p in root.rglob("*.py") if pattern.search(p.read_text())]
     assert offenders == []
+
+
+def test_core_never_imports_the_outer_layers() -> None:
+    """core takes built objects and its plug-ins' own settings models; settings.py, orchestration/ and the CLI
+    build on it, never the other way round."""
+    root = Path(core.__file__).parent
+    pattern = re.compile(r"^\s*(?:from|import)\s+erp_backup_pipeline\.(settings|orchestration|cli\w*)\b", re.M)
+    offenders = [f"{p.relative_to(root)}: {m.group(0).strip()}" for p in sorted(root.rglob("*.py"))
+                 for m in pattern.finditer(p.read_text())]
+    assert offenders == []
+    code = ("import sys\n" + "".join(f"import {m.name}\n" for m in pkgutil.walk_packages(core.__path__,
+                                                                                        "erp_backup_pipeline.core."))
+            + "bad = sorted(m for m in sys.modules if m.startswith(('erp_backup_pipeline.settings', "
+              "'erp_backup_pipeline.orchestration', 'erp_backup_pipeline.cli')))\nprint(bad); sys.exit(1 if bad else 0)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_every_module_has_a_docstring() -> None:

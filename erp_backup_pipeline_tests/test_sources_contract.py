@@ -1,5 +1,8 @@
-"""The source contract, once, for every source kind: names as each store allows them back up, verify, restore into
-a new target equal to the source, drill, and a live target is refused without --force.
+"""The source contract, once, for every kind in the registry (``core.sources.KINDS``): names as each store allows
+them back up, verify, restore into a new target equal to the source, drill, and a live target is refused without
+--force; garbage and an empty stream fail the kind's verification; a backup reports progress; a source that cannot
+be reached fails with one line that holds none of its secrets. A kind added to the registry without a case here
+fails the suite.
 
 Each kind brings a store filled with what its users name things: PostgreSQL reserved words, mixed case, spaces,
 quotes, line breaks, non-ASCII and 63-byte identifiers (``pg_installation.NAMES``); SQLite the same in table and
@@ -10,6 +13,8 @@ uploads trees file names with spaces, quotes, a line break, UTF-8, 200 bytes and
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +27,9 @@ import pytest
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
-from erp_backup_pipeline.errors import RestoreError
+from erp_backup_pipeline.core.runner import free_port
+from erp_backup_pipeline.core.sources import KINDS, build_source
+from erp_backup_pipeline.errors import BackupError, RestoreError, VerifyError
 from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, make_settings, pg_source, redis_source
 from erp_backup_pipeline_tests.pg_installation import NAMES, shape
 from erp_backup_pipeline_tests.test_redis_snapshot import snapshot
@@ -93,6 +100,8 @@ def fill_redis(server: Any) -> None:
 @pytest.fixture
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
     kind = request.param
+    if kind not in ("postgres_dump", "sqlite_backup", "redis_snapshot", "config_archive", "uploads_snapshot"):
+        pytest.fail(f"source kind {kind} has no contract case: add one to this module's case fixture")
     if kind == "postgres_dump":
         pg, db = request.getfixturevalue("pg_server"), request.getfixturevalue("erp_db")
         with psycopg.connect(pg.dsn(db, "erp_user", ERP_PASSWORD), autocommit=True) as conn:
@@ -122,10 +131,7 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Case:
                 lambda target: tree(restored_root(target) if target else root))
 
 
-KINDS = ["postgres_dump", "sqlite_backup", "redis_snapshot", "config_archive", "uploads_snapshot"]
-
-
-@pytest.mark.parametrize("case", KINDS, indirect=True)
+@pytest.mark.parametrize("case", list(KINDS), indirect=True)
 def test_names_as_the_store_allows_them_round_trip(case: Case, tmp_path: Path, age_identity: Any) -> None:
     settings = make_settings(tmp_path, age_identity, sources=case.sources(), state_dir=str(tmp_path / "state"))
     m = run_backup(settings, case.asset, DAY)
@@ -137,3 +143,63 @@ def test_names_as_the_store_allows_them_round_trip(case: Case, tmp_path: Path, a
     assert restore_drill(settings, case.asset, DAY)["ok"]
     with pytest.raises(RestoreError, match="exists|not empty"):
         restore_backup(settings, case.asset, DAY, target)
+
+
+
+@pytest.mark.parametrize("case", list(KINDS), indirect=True)
+@pytest.mark.parametrize("garbage", [b"", os.urandom(1) + b"\x00" * 70_000, os.urandom(70_000)], ids=["empty", "zeros", "random"])
+def test_garbage_fails_the_kinds_verification(case: Case, garbage: bytes, tmp_path: Path, age_identity: Any) -> None:
+    """What the kind's verify reads is not a backup of it: VerifyError (one line), never a pass."""
+    settings = make_settings(tmp_path, age_identity, sources=case.sources(), state_dir=str(tmp_path / "state"))
+    source = build_source(settings, case.asset)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    facts = source.prepare(workdir)
+    with pytest.raises(VerifyError) as caught:
+        source.verify(io.BytesIO(garbage), workdir, facts)
+    assert "\n" not in str(caught.value) and str(caught.value)
+
+
+@pytest.mark.parametrize("case", list(KINDS), indirect=True)
+def test_a_backup_reports_progress(case: Case, tmp_path: Path, age_identity: Any) -> None:
+    settings = make_settings(tmp_path, age_identity, sources=case.sources(), state_dir=str(tmp_path / "state"))
+    lines: list[str] = []
+    run_backup(settings, case.asset, DAY, lambda text, done, total, seconds: lines.append(text))
+    assert any("dump" in line for line in lines), lines
+    assert any("manifest" in line or "committed" in line or "shipped" in line for line in lines), lines
+
+
+SECRET = "Geheim-Passwort-4711"
+
+
+def unreachable(kind: str, tmp_path: Path) -> dict[str, Any]:
+    """The kind's settings pointing at nothing there, with a password where the kind takes one."""
+    port = free_port()
+    return {"postgres_dump": {"postgres": {"host": "127.0.0.1", "port": port, "password": SECRET, "connect_timeout": 2}},
+            "redis_snapshot": {"redis": {"host": "127.0.0.1", "port": port, "password": SECRET, "timeout": 2}},
+            "sqlite_backup": {"sqlite": {"path": str(tmp_path / "nicht da.sqlite3")}},
+            "config_archive": {"config": {"paths": [str(tmp_path / "nicht da")]}},
+            "uploads_snapshot": {"uploads": {"path": str(tmp_path / "nicht da")}}}[kind]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_an_unreachable_source_fails_in_one_line_without_its_secrets(kind: str, tmp_path: Path,
+                                                                      age_identity: Any) -> None:
+    if kind not in ("postgres_dump", "sqlite_backup", "redis_snapshot", "config_archive", "uploads_snapshot"):
+        pytest.fail(f"source kind {kind} has no unreachable case: add one to unreachable()")
+    settings = make_settings(tmp_path, age_identity, sources=unreachable(kind, tmp_path),
+                             state_dir=str(tmp_path / "state"))
+    with pytest.raises(BackupError) as caught:
+        run_backup(settings, kind, DAY)
+    message = str(caught.value)
+    assert message and "\n" not in message and SECRET not in message and "Traceback" not in message
+    assert not (tmp_path / "backups").exists() or not any(p.is_file() for p in (tmp_path / "backups").rglob("*"))
+
+
+def test_the_configuration_has_one_section_and_one_retention_per_registered_kind() -> None:
+    from erp_backup_pipeline.settings import RetentionSettings, SourcesSettings
+
+    assert {name: field.annotation for name, field in SourcesSettings.model_fields.items()} == \
+        {kind.key: kind.settings | None for kind in KINDS.values()}
+    assert {name for name in RetentionSettings.model_fields if name != "orphan_grace_hours"} == set(KINDS)
+    assert RetentionSettings().policies() == {name: kind.policy for name, kind in KINDS.items()}

@@ -29,9 +29,87 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from erp_backup_pipeline.core.config import Model, http_url, present, secret
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import AlertError, BackupError
-from erp_backup_pipeline.settings import AlertsSettings, EmailSettings, WebhookSettings
+
+
+class WebhookSettings(Model):
+    """An HTTP endpoint that receives each alert as a JSON POST."""
+
+    url: SecretStr = Field(description="the endpoint; a secret, since webhook URLs (Slack's, ...) carry a token")
+    format: Literal["json", "slack"] = Field("json", description="json: every alert field plus 'text'; "
+                                                                 "slack: an incoming-webhook payload {'text': ...}")
+    timeout: float = Field(10.0, gt=0, description="seconds to connect and to wait for the answer")
+    name: str | None = Field(None, description="shown in errors ('webhook <name>') instead of the URL; default: its host")
+
+    def display_name(self) -> str:
+        """'webhook <name>', or 'webhook <host>': what errors show, since the URL itself is a secret."""
+        return f"webhook {self.name or urllib.parse.urlsplit(self.url.get_secret_value()).hostname or '?'}"
+
+    def secret_parts(self) -> list[str]:
+        """The URL, and the parts of it that carry the token (path and query, a password), for redaction."""
+        url = self.url.get_secret_value()
+        parts = urllib.parse.urlsplit(url)
+        tail = parts.path + (f"?{parts.query}" if parts.query else "")
+        found = [url]
+        if len(tail.strip("/")) >= 8:  # a token-bearing path (Slack: /services/T.../B.../...), not '/' or '/hook'
+            found.append(tail)
+        if parts.password:
+            found.append(parts.password)
+        return found
+
+    def secret_values(self) -> list[str]:
+        return self.secret_parts()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: SecretStr) -> SecretStr:
+        http_url(v.get_secret_value())
+        return v
+
+
+class EmailSettings(Model):
+    """An SMTP server that mails each alert to the recipients."""
+
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = Field("none", description="ssl: TLS from the start (usually port 465)")
+    username: str | None = Field(None, description="log in when set")
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = Field(None, description="CA certificates to trust for starttls/ssl; default: the system's")
+    sender: str
+    recipients: list[str] = Field(min_length=1)
+    timeout: float = Field(10.0, gt=0, description="seconds for each SMTP exchange")
+
+    def secret_password(self) -> str | None:
+        return secret(self.password, self.password_file, "alerts.email.password_file")
+
+    def secret_values(self) -> list[str]:
+        return present(self.secret_password)
+
+    @model_validator(mode="after")
+    def _login(self) -> EmailSettings:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if (self.password is not None or self.password_file is not None) and not self.username:
+            raise ValueError("a password needs username")
+        return self
+
+
+class AlertsSettings(Model):
+    """Where failed backups and failed checks are reported (besides the Dagster UI)."""
+
+    ui_url: str = Field("http://127.0.0.1:3000", description="Dagster UI base; run links are {ui_url}/runs/{run_id}")
+    log: bool = Field(True, description="write a log line per alert")
+    lookback_hours: float = Field(24.0, ge=0, description="on first start, how far back to look for failures")
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+    email: EmailSettings | None = None
+
+    _ui_url = field_validator("ui_url")(lambda v: http_url(v))
 
 LOGGER_NAME = "erp_backup_pipeline.alerts"
 SUBJECT_PREFIX = "[erp-backup]"
@@ -177,9 +255,9 @@ class WebhookChannel:
     def _scrub(self, text: str) -> str:
         """Mask the URL and its path here too, even when no one registered them as secrets."""
         parts = urllib.parse.urlsplit(self._url)
-        for secret in (self._url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query, parts.path):
-            if len(secret.strip("/")) >= 3:
-                text = text.replace(secret, "***")
+        for part in (self._url, parts.path + (f"?{parts.query}" if parts.query else ""), parts.query, parts.path):
+            if len(part.strip("/")) >= 3:
+                text = text.replace(part, "***")
         return text
 
 

@@ -26,10 +26,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import Field, model_validator
 
+from erp_backup_pipeline.core.config import Model
 from erp_backup_pipeline.errors import ConfigError, VerifyError
 
 NAMESPACE = "erp-backup-manifest"
@@ -239,3 +242,37 @@ def verify(message: bytes, signature: bytes, trusted: list[Ed25519PublicKey] | t
             raise VerifyError("signature does not match the manifest (edited after signing)") from None
         return key
     raise VerifyError("signed by a key that is not in signing.public_keys")
+
+
+class SigningSettings(Model):
+    """Manifest signatures (core.signing): the backing-up host signs with key_file; every host trusts the
+    public_keys (and key_file's own public key)."""
+
+    key_file: Path | None = Field(None, description="the backing-up host's signing key: OpenSSH ssh-ed25519, 0600 "
+                                                    "(erp-backup keygen --signing); it signs, it cannot decrypt")
+    public_keys: list[str] = Field(default_factory=list, description="ssh-ed25519 public key lines whose manifests "
+                                                                     "count; a host that only verifies or restores "
+                                                                     "needs just these")
+
+    @model_validator(mode="after")
+    def _has_a_key(self) -> SigningSettings:
+        if self.key_file is None and not self.public_keys:
+            raise ValueError("signing needs key_file (the host that backs up) or public_keys (a host that only "
+                             "verifies or restores)")
+        return self
+
+    def signer(self) -> Any:
+        from erp_backup_pipeline.core.signing import load_signer
+
+        if self.key_file is None:
+            raise ConfigError("signing.key_file is not set: this host trusts signing.public_keys but cannot sign a "
+                              "manifest, so it cannot back up")
+        return load_signer(self.key_file)
+
+    def trusted_keys(self) -> list[Any]:
+        from erp_backup_pipeline.core.signing import parse_public
+
+        keys = [parse_public(line) for line in self.public_keys]
+        if self.key_file is not None:
+            keys.append(self.signer().public)
+        return keys

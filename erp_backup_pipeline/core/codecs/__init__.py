@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
 
 from erp_backup_pipeline.core.codecs.age import AgeEncryptor
 from erp_backup_pipeline.core.codecs.base import Compressor, Encryptor
-from erp_backup_pipeline.core.codecs.gpg import GpgEncryptor
+from erp_backup_pipeline.core.codecs.gpg import GpgEncryptor, GpgSettings
 from erp_backup_pipeline.core.codecs.gzip import GzipCodec
 from erp_backup_pipeline.core.codecs.zstd import ZstdCodec
-from erp_backup_pipeline.errors import CodecError
+from erp_backup_pipeline.core.config import Model
+from erp_backup_pipeline.errors import CodecError, ConfigError
+
+
+class CompressionSettings(Model):
+    codec: Literal["zstd", "gzip"] = "zstd"
+    level: int = Field(3, ge=1, le=22)
+    threads: int = Field(2, ge=0, le=64, description="zstd worker threads; 0 = single-threaded")
+
+    @model_validator(mode="after")
+    def _gzip_level(self) -> CompressionSettings:
+        if self.codec == "gzip" and self.level > 9:
+            raise ValueError("gzip level must be 1..9")
+        return self
+
+
+class EncryptionSettings(Model):
+    codec: Literal["age", "gpg"] = "age"
+    recipients: list[str] = Field(default_factory=list, description="age public keys (age1...)")
+    recipients_file: Path | None = None
+    identity_file: Path | None = Field(None, description="age identity; needed only to verify and restore")
+    gpg: GpgSettings = Field(default_factory=GpgSettings)
+
+    def age_recipients(self) -> list[str]:
+        found = list(self.recipients)
+        if self.recipients_file is not None:
+            try:
+                lines = self.recipients_file.read_text().splitlines()
+            except OSError as exc:
+                raise ConfigError(f"encryption.recipients_file: cannot read {self.recipients_file}: {exc.strerror}") from None
+            found += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        return found
+
+    @model_validator(mode="after")
+    def _has_recipient(self) -> EncryptionSettings:
+        if self.codec == "age" and not self.recipients and self.recipients_file is None:
+            raise ValueError("age encryption needs recipients or recipients_file")
+        if self.codec == "gpg" and not self.gpg.recipients:
+            raise ValueError("gpg encryption needs gpg.recipients")
+        return self
 
 COMPRESSORS: dict[str, Callable[..., Compressor]] = {"zstd": ZstdCodec, "gzip": GzipCodec}
 ENCRYPTORS: dict[str, Callable[..., Encryptor]] = {"age": AgeEncryptor, "gpg": GpgEncryptor}

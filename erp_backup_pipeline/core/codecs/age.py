@@ -31,7 +31,7 @@ def parse_recipient(text: str) -> Any:
 
 
 def load_identities(path: Path) -> list[Any]:
-    from erp_backup_pipeline.settings import read_secret_file
+    from erp_backup_pipeline.core.config import read_secret_file
 
     text = read_secret_file(path, "encryption.identity_file")
     keys = [ln.strip() for ln in text.splitlines() if ln.strip().startswith("AGE-SECRET-KEY-")]

@@ -6,6 +6,9 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import Field
+
+from erp_backup_pipeline.core.config import Model
 from erp_backup_pipeline.core.runner import Process, find_program
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import CodecError, ToolError
@@ -75,3 +78,8 @@ class GpgEncryptor:
 
     def decrypt(self, src: IO[bytes] | Any, dst: IO[bytes] | Any) -> None:
         self._pipe(self._base() + ["--decrypt"], src, dst)
+
+
+class GpgSettings(Model):
+    recipients: list[str] = Field(default_factory=list)
+    homedir: Path | None = None

@@ -15,8 +15,9 @@ import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
+from erp_backup_pipeline.core.config import Model
 from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
 
 PARTIAL_MARK = ".partial-"
@@ -196,3 +197,10 @@ class LocalDestination:
                     path.unlink(missing_ok=True)
                     removed.append(path.relative_to(self.root).as_posix())
         return removed
+
+
+class LocalDestinationSettings(Model):
+    type: Literal["local"]
+    name: str = "local"
+    path: Path
+    required: bool = True

@@ -24,12 +24,15 @@ import hashlib
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from pydantic import Field, SecretStr
 
+from erp_backup_pipeline.core.config import Model, present, secret
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
 
@@ -400,3 +403,39 @@ class S3Destination:
                 self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
                 aborted.append(up["Key"])
         return aborted
+
+
+class ObjectLockSettings(Model):
+    """S3 Object Lock on every object the destination writes (its bucket must have Object Lock enabled).
+
+    Each artifact and its manifest are locked until their capture time plus the source's
+    ``retention.<source>.keep_within`` (the planner never deletes anything younger), at least ``min_days``."""
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    min_days: int | None = Field(None, ge=1, description="lock at least this many days after the capture")
+
+
+class S3DestinationSettings(Model):
+    type: Literal["s3"]
+    name: str = "offsite"
+    bucket: str
+    prefix: str = ""
+    endpoint_url: str | None = None
+    region: str = "eu-central-1"
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    secret_access_key_file: Path | None = None
+    multipart_threshold_mb: int = Field(16, ge=5)
+    part_size_mb: int = Field(16, ge=5)
+    max_attempts: int = Field(5, ge=1, le=20, description="tries per S3 request (standard retries: exponential "
+                                                          "backoff with jitter on 5xx, throttling and timeouts)")
+    read_timeout_seconds: int = Field(60, ge=1, description="a request that answers nothing for this long is retried")
+    required: bool = True
+    object_lock: ObjectLockSettings | None = None
+
+    def secret_key(self) -> str | None:
+        return secret(self.secret_access_key, self.secret_access_key_file,
+                      f"destinations.{self.name}.secret_access_key_file")
+
+    def secret_values(self) -> list[str]:
+        return present(self.secret_key)

@@ -11,9 +11,71 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
+from pydantic import Field, SecretStr
+
+from erp_backup_pipeline.core.config import Model, present, secret
 from erp_backup_pipeline.errors import ConfigError
+
+
+class PitrPosixRepo(Model):
+    type: Literal["posix"]
+    path: Path = Field(description="the pgBackRest repository directory (owned by os_user)")
+
+
+class PitrS3Repo(Model):
+    type: Literal["s3"]
+    bucket: str
+    endpoint: str = Field(description="host[:port] of the S3 endpoint; pgBackRest always speaks TLS")
+    region: str = "eu-central-1"
+    path: str = Field("/pgbackrest", description="prefix inside the bucket")
+    access_key_id: SecretStr | None = None
+    secret_access_key: SecretStr | None = None
+    secret_access_key_file: Path | None = None
+    uri_style: Literal["host", "path"] = "host"
+    verify_tls: bool = True
+    ca_file: Path | None = None
+
+    def secret_key(self) -> str | None:
+        return secret(self.secret_access_key, self.secret_access_key_file, "pitr.repo.secret_access_key_file")
+
+    def secret_values(self) -> list[str]:
+        return present(self.secret_key)
+
+
+PitrRepo = Annotated[Union[PitrPosixRepo, PitrS3Repo], Field(discriminator="type")]
+
+
+class PitrSettings(Model):
+    """PostgreSQL point-in-time recovery through pgBackRest: physical backups plus continuous WAL archiving.
+
+    The project writes pgBackRest's configuration from this section (``erp-backup pg setup``) and runs it
+    as ``os_user`` (the data directory's owner), with ``runuser`` when started as root."""
+
+    enabled: bool = True
+    stanza: str = Field("erp", pattern=r"^[A-Za-z0-9_-]+$")
+    pg_data: Path = Field(description="the cluster's data directory, on this host")
+    pg_port: int = Field(5432, ge=1, le=65535)
+    pg_socket_path: Path = Path("/var/run/postgresql")
+    pg_user: str = Field("postgres", description="database superuser pgBackRest connects as")
+    os_user: str = Field("postgres", description="OS user that runs pgbackrest (the data directory's owner)")
+    pg_bin_dir: Path | None = Field(None, description="pg_ctl/postgres for restored clusters; default: pg_config --bindir")
+    bin: Path | None = Field(None, description="the pgbackrest program; default: PATH")
+    work_dir: Path | None = Field(None, description="generated pgbackrest.conf, logs, locks; default: <state_dir>/pgbackrest")
+    repo: PitrRepo
+    cipher_pass: SecretStr | None = Field(None, description="repository encryption (aes-256-cbc) passphrase")
+    cipher_pass_file: Path | None = None
+    compress_level: int = Field(3, ge=1, le=19, description="zstd level")
+    process_max: int = Field(2, ge=1, le=64)
+    archive_timeout: int = Field(60, ge=1, description="seconds: the RPO bound for a quiet database")
+    retention_full_days: int = Field(7, ge=1, description="keep full backups (and the WAL they need) this many days")
+
+    def secret_cipher_pass(self) -> str | None:
+        return secret(self.cipher_pass, self.cipher_pass_file, "pitr.cipher_pass_file")
+
+    def secret_values(self) -> list[str]:
+        return present(self.secret_cipher_pass)
 
 
 @dataclass(frozen=True)

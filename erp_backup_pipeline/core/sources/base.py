@@ -27,8 +27,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO, Any, Protocol
 
+from pydantic import Field, SecretStr
+
+from erp_backup_pipeline.core.config import Model, present, secret
 from erp_backup_pipeline.errors import VerifyError
 
 
@@ -74,3 +78,33 @@ def compare_counts(what: str, expected: dict[str, int] | None, found: dict[str, 
         raise VerifyError(f"{what}: restored database differs from the manifest in {len(wrong)} table(s): "
                           + "; ".join(wrong[:3]))
     return {"tables": len(found), "rows": sum(found.values()), "compared": "rows per table"}
+
+
+ALLOW_EMPTY = "a capture without a user table (or, for a directory, without a file) passes; default: it fails the backup"
+
+
+class WithPassword(Model):
+    """A source that may need a password: inline (use ${ENV}) or from a 0600 file."""
+
+    password: SecretStr | None = None
+    password_file: Path | None = None
+
+    _section = "?"
+
+    def secret_password(self) -> str | None:
+        return secret(self.password, self.password_file, f"sources.{self._section}.password_file")
+
+    def secret_values(self) -> list[str]:
+        return present(self.secret_password)
+
+
+class DirectorySettings(Model):
+    """What a directory source must hold, and whether a configured path that is a symlink is followed."""
+
+    allow_empty: bool = Field(False, description=ALLOW_EMPTY)
+    max_shrink: float = Field(1.0, gt=0, le=1, description="fail the backup when the file count fell by this share or "
+                                                           "more against the previous verified capture; 1.0: only a "
+                                                           "fall to zero")
+    follow_symlinks: bool = Field(False, description="a configured path that is a symlink is followed (and the manifest "
+                                                     "says so); default: the backup fails naming it. Links inside the "
+                                                     "tree are always stored as links")

@@ -24,12 +24,25 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import Field
+
 from erp_backup_pipeline.core.retention import RetentionPolicy
+from erp_backup_pipeline.core.sources.base import DirectorySettings
 from erp_backup_pipeline.core.sources.files_capture import _MAGIC, _Archiver, _expand, _member_name, _TarDump
 from erp_backup_pipeline.core.sources.files_common import INDEX_NAME, _hash_member, _kind, _mismatch, _read_archive, shown
 from erp_backup_pipeline.core.sources.files_restore import diff_summary, plan_restore, restore_tree
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.errors import SourceError, VerifyError
+
+
+class ConfigFilesSettings(DirectorySettings):
+    """The ERP's configuration files: paths, directories or glob patterns (globs match dot files)."""
+
+    enabled: bool = True
+    paths: list[Path] = Field(min_length=1)
+    excludes: list[str] = Field(default_factory=lambda: ["node_modules", "dist", ".git"],
+                                description="fnmatch patterns matched against every path component")
+    root: Path | None = Field(None, description="archive member names are relative to it; default: common parent")
 
 __all__ = ["DEFAULT_EXCLUDES", "INDEX_NAME", "FilesSource"]
 
@@ -141,7 +154,7 @@ def _holds(facts: Any) -> str:
 
 
 KIND = SourceKind(
-    name="config_archive", key="config", extension=FilesSource.extension, cron="0 4 * * *",
+    name="config_archive", key="config", settings=ConfigFilesSettings, extension=FilesSource.extension, cron="0 4 * * *",
     build=lambda cfg, state_dir: FilesSource(cfg.paths, cfg.excludes, cfg.root, follow_symlinks=cfg.follow_symlinks),
     # §3: the script's find -mtime +30 ("Alle Git-Tags" there is about the code repository)
     policy=RetentionPolicy(keep_daily=30, keep_within=timedelta(days=30)),

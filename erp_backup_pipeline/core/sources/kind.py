@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from erp_backup_pipeline.core.config import Model
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.sources.base import Source
 
@@ -23,6 +24,7 @@ class SourceKind:
 
     name: str  # postgres_dump
     key: str  # its section under ``sources:`` and its short name on the command line: postgres
+    settings: type[Model]  # the model of that section
     build: Callable[[Any, Path], Source]  # (its ``sources.<key>`` settings, the state directory) -> the source
     extension: str  # the artifact's format, first of its extension chain: pgdump
     cron: str  # nightly, Europe/Berlin: the original strategy's time

@@ -23,21 +23,40 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from pydantic import Field
 
 from erp_backup_pipeline.core.attachments import Attachment
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.runner import Process, find_program, redact, run
 from erp_backup_pipeline.core.sources import postgres_globals as cluster
 from erp_backup_pipeline.core.sources import postgres_restore as onto
-from erp_backup_pipeline.core.sources.base import compare_counts
+from erp_backup_pipeline.core.sources.base import ALLOW_EMPTY, WithPassword, compare_counts
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import ConfigError, RestoreError, SourceError, ToolError, VerifyError
+
+
+class PostgresSourceSettings(WithPassword):
+    _section = "postgres"
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(5432, ge=1, le=65535)
+    user: str = "erp_user"
+    dbname: str = "erp_steinmetz"
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    bin_dir: Path | None = Field(None, description="directory holding pg_dump/pg_restore; default: PATH")
+    connect_timeout: int = Field(10, ge=1)
+    exact_row_counts: bool = Field(True, description="count every table's rows in the dump's own snapshot (restore drills "
+                                                     "compare against them); off: planner estimates only")
+    role_passwords: bool = Field(False, description="record the roles' password hashes with the globals (needs a "
+                                                    "superuser: they are in pg_authid); off: roles without passwords")
+    owner: str = "team:erp-ops"
+    allow_empty: bool = Field(False, description=ALLOW_EMPTY)
 
 _TABLE_DATA = re.compile(r"^\d+; \d+ (?P<oid>\d+) TABLE DATA ")
 _LEGACY_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
@@ -467,7 +486,8 @@ def _build(cfg: Any, state_dir: Path) -> PostgresSource:
 BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
 
 KIND = SourceKind(
-    name="postgres_dump", key="postgres", extension=PostgresSource.extension, cron="0 2 * * *", build=_build,
+    name="postgres_dump", key="postgres", settings=PostgresSourceSettings,
+    extension=PostgresSource.extension, cron="0 2 * * *", build=_build,
     # §1 "Retention: 7 Tage full"; the script's find -mtime +7 (its 30 days incremental / 90 days WAL are
     # pgBackRest's: the pitr section)
     policy=RetentionPolicy(keep_daily=7, keep_within=timedelta(days=7)),

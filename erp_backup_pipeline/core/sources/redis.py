@@ -26,15 +26,29 @@ from typing import IO, Any
 from urllib.parse import quote, urlparse
 
 import redis
+from pydantic import Field
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.runner import Process, find_program, free_port, redact
 from erp_backup_pipeline.core.safe_target import check_target, create_file, private_dir, put_in_place
+from erp_backup_pipeline.core.sources.base import WithPassword
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+
+
+class RedisSourceSettings(WithPassword):
+    _section = "redis"
+    enabled: bool = True
+    host: str = "localhost"
+    port: int = Field(6379, ge=1, le=65535)
+    username: str | None = Field(None, description="ACL user (Redis 6+); default: the default user")
+    tls: bool = False
+    ca_file: Path | None = None
+    bin_dir: Path | None = Field(None, description="directory holding redis-check-rdb/redis-server; default: PATH")
+    timeout: float = Field(30.0, gt=0)
 
 _KEYS_READ = re.compile(r"\[info\] (\d+) keys read")
 _EOF_MARK_LEN = 40
@@ -431,7 +445,8 @@ def _build(cfg: Any, state_dir: Path) -> RedisSource:
 
 
 KIND = SourceKind(
-    name="redis_snapshot", key="redis", extension=RedisSource.extension, cron="0 3 * * *", build=_build,
+    name="redis_snapshot", key="redis", settings=RedisSourceSettings,
+    extension=RedisSource.extension, cron="0 3 * * *", build=_build,
     # §2 "Retention: 7 Tage"; the script's find -mtime +7
     policy=RetentionPolicy(keep_daily=7, keep_within=timedelta(days=7)),
     engine="redis", upstream="erp_redis", upstream_description="The ERP's Redis (sessions and cache).",

@@ -14,12 +14,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import Field
+
+from erp_backup_pipeline.core.config import Model
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, private_dir, put_in_place
-from erp_backup_pipeline.core.sources.base import compare_counts
+from erp_backup_pipeline.core.sources.base import ALLOW_EMPTY, compare_counts
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+
+
+class SqliteSourceSettings(Model):
+    enabled: bool = True
+    path: Path
+    owner: str = "team:erp-ops"
+    allow_empty: bool = Field(False, description=ALLOW_EMPTY)
 
 
 def _with_sidecars(t: Path) -> list[Path]:
@@ -172,7 +182,7 @@ def _holds(facts: Any) -> str:
 
 
 KIND = SourceKind(
-    name="sqlite_backup", key="sqlite", extension=SqliteSource.extension, cron="0 2 * * *",
+    name="sqlite_backup", key="sqlite", settings=SqliteSourceSettings, extension=SqliteSource.extension, cron="0 2 * * *",
     build=lambda cfg, state_dir: SqliteSource(cfg.path),
     # §1 "Retention: 30 Tage daily, 12 Monate monthly"; the script's find -mtime +30 and a copy on the 1st of
     # each month that was never pruned (DESIGN defect 8): here 12 monthly buckets, pruned

@@ -34,15 +34,26 @@ from datetime import timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import Field
+
 from erp_backup_pipeline.core import statefile
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
+from erp_backup_pipeline.core.sources.base import DirectorySettings
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
 from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, shown
 from erp_backup_pipeline.core.sources.files_restore import _make_room, _occupied
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+
+
+class UploadsSettings(DirectorySettings):
+    """The ERP's uploaded documents, backed up incrementally (content stored once)."""
+
+    enabled: bool = True
+    path: Path
+    excludes: list[str] = Field(default_factory=list, description="fnmatch patterns matched against every path component")
 
 SNAPSHOT_NAME = ".erp-backup-snapshot.json"
 BLOB_DIR = "blobs/"
@@ -349,7 +360,7 @@ STATE_FILE = "uploads_snapshot.json"  # under state_dir: what the earlier backup
 
 
 KIND = SourceKind(
-    name="uploads_snapshot", key="uploads", extension=UploadsSource.extension, cron="0 5 * * *",
+    name="uploads_snapshot", key="uploads", settings=UploadsSettings, extension=UploadsSource.extension, cron="0 5 * * *",
     build=lambda cfg, state_dir: UploadsSource(cfg.path, state_dir / STATE_FILE, cfg.excludes,
                                                follow_symlinks=cfg.follow_symlinks),
     # §4 "Retention: 90 Tage"; the script's find -maxdepth 1 -type d -mtime +90 -exec rm -rf (DESIGN defect 4)
