@@ -15,11 +15,12 @@ from typing import Any
 
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError, ConfigError, RestoreError
 
 
 def _pitr_settings(settings: Any) -> Any:
-    if settings.pitr is None or not settings.pitr.enabled:
+    if build_site(settings).pitr is None:
         raise ConfigError("pitr is not configured: add a pitr section to the config file (docs/guide/pitr.md)")
     return settings
 

@@ -328,3 +328,33 @@ def test_both_instance_files_load_with_run_granularity_pools_and_the_run_queue_l
         if which == "production":  # a run that crashed or never started is run once more; a failed op is not
             assert instance.run_retries_enabled and instance.run_retries_max_retries == 1
             assert instance.run_retries_retry_on_asset_or_op_failure is False
+
+
+def test_a_run_keeps_the_configuration_it_started_with(tmp_path: Path, demo_sqlite, age_identity,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The config file is edited between compress and ship (another destination): the run ships where it began,
+    builds its destinations once, and the next run takes the new file."""
+    from erp_backup_pipeline.core import destinations, pipeline
+
+    config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
+    compress, built = pipeline.stage_compress, []
+    real_build = destinations.build_destinations
+
+    def compress_then_edit(*args: Any, **kwargs: Any) -> Any:
+        result = compress(*args, **kwargs)
+        data = yaml.safe_load(config.read_text())
+        data["destinations"] = [{"type": "local", "path": str(tmp_path / "elsewhere")}]
+        config.write_text(yaml.safe_dump(data))
+        return result
+
+    monkeypatch.setattr(pipeline, "stage_compress", compress_then_edit)
+    monkeypatch.setattr(destinations, "build_destinations", lambda s: built.append(1) or real_build(s))
+    monkeypatch.setattr("erp_backup_pipeline.core.site.build_destinations", destinations.build_destinations)
+    result = materialize("sqlite_backup", config)
+    assert result.success
+    assert metadata(result)["dagster/uri"].startswith(f"file://{tmp_path / 'backups'}/")
+    assert not (tmp_path / "elsewhere").exists()
+    assert len(built) == 1  # one run, one configuration, destinations built once
+    monkeypatch.setattr(pipeline, "stage_compress", compress)
+    result = materialize("sqlite_backup", config, partition="2026-11-26")
+    assert result.success and metadata(result)["dagster/uri"].startswith(f"file://{tmp_path / 'elsewhere'}/")

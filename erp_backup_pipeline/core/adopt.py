@@ -21,9 +21,10 @@ from dataclasses import replace
 from typing import Any
 
 from erp_backup_pipeline.core import catalog, chain, commit
-from erp_backup_pipeline.core.destinations import build_destinations, read_bytes
+from erp_backup_pipeline.core.destinations import read_bytes
 from erp_backup_pipeline.core.manifest import FORMAT, Manifest
 from erp_backup_pipeline.core.restore import verify_entry
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 
@@ -34,7 +35,7 @@ def legacy(settings: Any) -> list[catalog.Entry]:
     """The unsigned manifests of configured sources, one entry per capture with where it is held, oldest first.
     An entry's ``sha256`` is the manifest bytes' digest, empty when two destinations hold different bytes."""
     found = catalog.of(settings)
-    dests = {d.name: d for d in build_destinations(settings)}
+    dests = {d.name: d for d in list(build_site(settings).destinations)}
     ours = set(enabled_sources(settings))
     by_key: dict[str, catalog.Entry] = {}
     for item in found.rejected:
@@ -89,7 +90,7 @@ def adopt(settings: Any, dry_run: bool = True, log: Log = print,
             log(f"not adopted: {what}: {exc}")
             done.append((entry, "kept", f"does not verify, stays rejected: {exc}"))
             continue
-        signed, failed = commit.commit(settings, replace(m, format=FORMAT), build_destinations(settings),
+        signed, failed = commit.commit(settings, replace(m, format=FORMAT), list(build_site(settings).destinations),
                                        entry.held_by, log, replacing=True)
         detail = f"sequence {signed.sequence} on {', '.join(n for n in entry.held_by if n not in failed)}"
         if failed:

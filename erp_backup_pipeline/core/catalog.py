@@ -292,7 +292,7 @@ def of(settings: Any, source: str | None = None, partition: str | None = None, n
        destinations: Iterable[Destination] | None = None) -> Catalog:
     """The catalog of the configured destinations (or those given), authenticated with the configured keys and,
     on the host that backs up, compared with its own chain state."""
-    from erp_backup_pipeline.core.destinations import build_destinations
+    from erp_backup_pipeline.core.site import build_site
     from erp_backup_pipeline.core.sources import KINDS, enabled_sources
 
     local = {}
@@ -300,6 +300,6 @@ def of(settings: Any, source: str | None = None, partition: str | None = None, n
         state = chain.load_state(settings.state_dir, name)
         if state is not None:
             local[name] = state
-    dests = build_destinations(settings) if destinations is None else destinations
+    dests = list(build_site(settings).destinations) if destinations is None else destinations
     return read(dests, settings.prefix, Trust.of(settings, now), source, partition, local,
                 expected=enabled_sources(settings))

@@ -33,8 +33,9 @@ from dataclasses import replace
 from typing import Any
 
 from erp_backup_pipeline.core import catalog, chain, signing
-from erp_backup_pipeline.core.destinations import Destination, build_destinations, put_bytes, read_bytes
+from erp_backup_pipeline.core.destinations import Destination, put_bytes, read_bytes
 from erp_backup_pipeline.core.manifest import Manifest
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError, DestinationError
 
 Log = Callable[[str], None]
@@ -47,7 +48,7 @@ def head(settings: Any, source: str) -> chain.Ledger:
         state = rebuild(settings, source)
     if state.pending:
         pending, state.pending = state.pending, None
-        if any(_exists(d, pending["key"]) for d in build_destinations(settings)):
+        if any(_exists(d, pending["key"]) for d in list(build_site(settings).destinations)):
             state.record(int(pending["sequence"]), str(pending["sha256"]))
         chain.save_state(settings.state_dir, state)
     return state
@@ -62,7 +63,7 @@ def _exists(dest: Destination, key: str) -> bool:
 
 def rebuild(settings: Any, source: str) -> chain.Ledger:
     """The chain's head and pruned captures as the destinations' authenticated captures and ledgers show them."""
-    found = catalog.read(build_destinations(settings), settings.prefix, catalog.Trust.of(settings), source)
+    found = catalog.read(list(build_site(settings).destinations), settings.prefix, catalog.Trust.of(settings), source)
     state = chain.Ledger(source)
     for ledger in found.ledgers.get(source, {}).values():
         state.merge(ledger)
@@ -190,5 +191,5 @@ def record_pruned(settings: Any, source: str, pruned: dict[int, str], log: Log |
         state.pruned.update(pruned)
         state.forget_pruned()
         chain.save_state(settings.state_dir, state)
-        return write_ledger(settings, state, signer, build_destinations(settings), log)
+        return write_ledger(settings, state, signer, list(build_site(settings).destinations), log)
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.restore import find_entry, restore_backup
-from erp_backup_pipeline.core.sources import build_source
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.streams import Progress
 
 
@@ -28,7 +28,7 @@ def restore_drill(settings: Any, source: str, partition: str, progress: Progress
     """Drill one partition; VerifyError (or another BackupError) when it does not restore as recorded."""
     entry = find_entry(settings, source, partition)
     m = entry.manifest
-    src = build_source(settings, source)
+    src = build_site(settings).source(source)
     Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     workdir = Path(os.path.realpath(tempfile.mkdtemp(prefix="drill-", dir=settings.staging_dir)))  # ours, no link
     timing: dict[str, float] = {}

@@ -23,7 +23,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.codecs import COMPRESSORS, ENCRYPTORS
-from erp_backup_pipeline.core.destinations import Destination, S3Destination
+from erp_backup_pipeline.core.destinations import Destination
 from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, safe_part
 from erp_backup_pipeline.core.pipeline import STAMP, stamp_time
 from erp_backup_pipeline.core.runner import redact
@@ -167,9 +167,9 @@ def _hours(span: timedelta) -> str:
     return f"{hours / 24:.1f} days" if hours >= 48 else f"{max(hours, 0):.1f} h"
 
 
-def locking(dest: Destination) -> S3Destination | None:
-    """dest when it writes with object_lock (the one kind of destination that can), else None."""
-    return dest if isinstance(dest, S3Destination) and dest.object_lock_mode is not None else None
+def locking(dest: Destination) -> Destination | None:
+    """dest when it writes with object_lock, else None."""
+    return dest if dest.object_lock_mode is not None else None
 
 
 def lock_of(dest: Destination, key: str) -> str | None:

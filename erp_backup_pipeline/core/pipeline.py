@@ -48,11 +48,10 @@ from typing import Any
 
 from erp_backup_pipeline import __version__
 from erp_backup_pipeline.core import attachments, commit, emptiness, signing
-from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
-from erp_backup_pipeline.core.destinations import Destination, S3Destination, build_destinations
+from erp_backup_pipeline.core.destinations import Destination
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
-from erp_backup_pipeline.core.sources import build_source
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.streams import (
     CHUNK,
     HashingReader,
@@ -179,10 +178,11 @@ def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None
     """Check the source, the tools, the recipients and the destinations; record source facts."""
     with _cleanup_on_failure(capture):
         settings.signing.signer()  # a missing or unreadable signing key fails before any work too
-        enc = encryptor_from_settings(settings.encryption)  # a bad recipient fails before any work
+        site = build_site(settings)
+        enc = site.encryptor()  # a bad recipient fails before any work
         if hasattr(enc, "check_keys"):
             enc.check_keys()
-        for dest in build_destinations(settings):
+        for dest in site.destinations:
             if dest.required:
                 dest.check()
             with contextlib.suppress(BackupError):  # an optional destination may be down today
@@ -191,7 +191,7 @@ def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None
         for stale in _stale_workdirs(Path(capture.workdir)):
             shutil.rmtree(stale, ignore_errors=True)
             _log(progress, f"{capture.source}: removed scratch dir {stale.name}, left by an interrupted backup")
-        source = build_source(settings, capture.source)
+        source = site.source(capture.source)
         t0 = time.monotonic()
         facts = source.prepare(Path(capture.workdir))
         _log(progress, f"{capture.source}: source ready ({facts.get('engine')}) in {time.monotonic() - t0:.1f} s")
@@ -246,16 +246,17 @@ class _FanOut:
 def _destinations(settings: Any, capture: Capture) -> list[Destination]:
     """The destinations; those with object_lock lock what they write for this capture until its captured_at
     plus the source's keep_within, at least min_days after it (not at all when that is not in the future)."""
-    found = build_destinations(settings)
+    site = build_site(settings)
+    found = list(site.destinations)
     locks = {d.name: d.object_lock for d in settings.destinations if getattr(d, "object_lock", None) is not None}
     if not locks:
         return found
-    policy = settings.retention.policies().get(capture.source)
+    policy = site.policies.get(capture.source)
     within = policy.keep_within if policy is not None else timedelta(0)
     captured = datetime.fromisoformat(capture.captured_at)
     for i, dest in enumerate(found):
         lock = locks.get(dest.name)
-        if lock is not None and isinstance(dest, S3Destination):
+        if lock is not None:
             found[i] = dest.with_retain_until(captured + max(within, timedelta(days=lock.min_days or 0)))
     return found
 
@@ -274,7 +275,7 @@ def _open_writers(settings: Any, capture: Capture, key: str) -> _FanOut:
 
 
 def _abort_pending(settings: Any, capture: Capture) -> None:
-    for dest in build_destinations(settings):
+    for dest in build_site(settings).destinations:
         state = capture.pending.get(dest.name)
         if state is not None:
             with contextlib.suppress(BackupError):
@@ -284,10 +285,8 @@ def _abort_pending(settings: Any, capture: Capture) -> None:
 def stage_compress(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
     """One pass: dump | compress | (verify, encrypt | every destination). Uploads stay invisible."""
     with _cleanup_on_failure(capture):
-        source = build_source(settings, capture.source)
-        codec = compressor(settings.compression.codec, level=settings.compression.level,
-                           threads=settings.compression.threads)
-        enc = encryptor_from_settings(settings.encryption)
+        site = build_site(settings)
+        source, codec, enc = site.source(capture.source), site.compressor(), site.encryptor()
         key = (f"{artifact_dir(settings.prefix, capture.source, capture.partition)}/"
                f"{capture.stamp}.{source.extension}.{codec.extension}.{enc.extension}")
         fan = _open_writers(settings, capture, key)
@@ -409,7 +408,7 @@ def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None
             try:
                 attachments.ship(dest, capture.attachments)  # before the artifact: nothing named is ever missing
                 results[dest.name] = {"ok": True, "uri": dest.resume_writer(capture.artifact["key"], state).commit()}
-                lock = dest.lock_args() if isinstance(dest, S3Destination) else {}
+                lock = dest.lock_args()
                 if lock:  # the manifest records how long this copy cannot be deleted
                     results[dest.name]["object_lock"] = {
                         "mode": lock["ObjectLockMode"],
@@ -463,7 +462,7 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             raise DestinationError(f"{capture.source} {capture.partition}: not backed up on every required "
                                    f"destination ({errors})")
         _log(progress, f"{capture.source} {capture.partition}: manifest written, backup complete")
-        committed = getattr(build_source(settings, capture.source), "on_committed", None)
+        committed = getattr(build_site(settings).source(capture.source), "on_committed", None)
         if committed is not None:
             try:
                 committed(Path(capture.workdir), manifest)

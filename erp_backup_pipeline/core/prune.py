@@ -37,7 +37,7 @@ from typing import Any
 
 from erp_backup_pipeline.core import catalog, commit, keep_locks
 from erp_backup_pipeline.core.catalog import Entry
-from erp_backup_pipeline.core.destinations import Destination, build_destinations
+from erp_backup_pipeline.core.destinations import Destination
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.orphans import (
     UPLOADS_SOURCE,
@@ -53,6 +53,7 @@ from erp_backup_pipeline.core.orphans import (
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.sources.uploads import STATE_FILE as UPLOADS_STATE  # under state_dir (save_state)
 from erp_backup_pipeline.errors import BackupError
 
@@ -111,7 +112,7 @@ def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log:
 
     Raises PruneRefused (nothing deleted) when a destination cannot be read."""
     now = now or datetime.now(UTC)
-    destinations = build_destinations(settings)
+    destinations = list(build_site(settings).destinations)
     policies = settings.retention.policies()
     state_file = Path(settings.state_dir) / UPLOADS_STATE
     first, first_orphans = _plan(settings, destinations, policies, now, state_file)

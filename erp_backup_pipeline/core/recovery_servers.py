@@ -25,6 +25,7 @@ import redis
 
 from erp_backup_pipeline.core.runner import find_program, redact
 from erp_backup_pipeline.core.safe_target import create_file
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.sources.redis import keys_loaded
 from erp_backup_pipeline.errors import BackupError, RestoreError
 
@@ -46,7 +47,7 @@ def parse_captured_at(value: str) -> datetime:
 
 
 def pitr_enabled(settings: Any) -> bool:
-    return settings.pitr is not None and settings.pitr.enabled
+    return build_site(settings).pitr is not None
 
 
 def archived_range(settings: Any) -> tuple[datetime, datetime]:

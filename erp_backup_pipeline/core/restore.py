@@ -19,11 +19,11 @@ from typing import IO, Any
 
 from erp_backup_pipeline.core import attachments, catalog
 from erp_backup_pipeline.core.catalog import Entry, latest
-from erp_backup_pipeline.core.codecs import compressor, encryptor_from_settings
-from erp_backup_pipeline.core.destinations import build_destinations, get
+from erp_backup_pipeline.core.codecs import compressor
+from erp_backup_pipeline.core.destinations import get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
-from erp_backup_pipeline.core.sources import build_source
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
 
@@ -51,7 +51,7 @@ def fetched(settings: Any, entry: Entry) -> Iterator[Path]:
     try:
         path = tmpdir / Path(m.artifact_key).name
         errors = []
-        for dest in build_destinations(settings):
+        for dest in list(build_site(settings).destinations):
             if dest.name not in entry.held_by:
                 continue
             try:
@@ -73,7 +73,7 @@ def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | A
     """decrypt -> decompress, as the manifest's chain says; hashing the plaintext as it goes."""
     enc_stage = manifest.stage("encrypt")
     comp_stage = manifest.stage("compress")
-    encryptor = encryptor_from_settings(settings.encryption)
+    encryptor = build_site(settings).encryptor()
     if encryptor.name != enc_stage["codec"]:
         raise BackupError(f"artifact is encrypted with {enc_stage['codec']}, config says {encryptor.name}")
     decrypted = PipeProducer(lambda w: encryptor.decrypt(encrypted, w), "decrypt")
@@ -86,11 +86,11 @@ def read_attachments(settings: Any, entry: Entry) -> dict[str, bytes]:
     m = entry.manifest
     if not m.attachments:
         return {}
-    encryptor = encryptor_from_settings(settings.encryption)
+    encryptor = build_site(settings).encryptor()
     if encryptor.name != m.stage("encrypt")["codec"]:
         raise BackupError(f"artifact is encrypted with {m.stage('encrypt')['codec']}, config says {encryptor.name}")
     codec = compressor(m.stage("compress")["codec"])
-    dests = build_destinations(settings)
+    dests = list(build_site(settings).destinations)
     return {rec["name"]: attachments.read(dests, entry.held_by, rec, encryptor.decrypt, codec.decompress)
             for rec in m.attachments}
 
@@ -136,7 +136,7 @@ def verify_entry(settings: Any, entry: Entry, progress: Progress | None = None,
     """``verify_backup`` of one catalog entry (also one that is not authenticated yet: ``catalog adopt``)."""
     m = entry.manifest
     source, partition = m.source, m.partition
-    src = build_source(settings, source)
+    src = build_site(settings).source(source)
     t0 = time.monotonic()
     depends = _depended_on(settings, m)
     extra: dict[str, Any] = {}
@@ -171,7 +171,7 @@ def restore_plan(settings: Any, source: str, partition: str, target: str, force:
              "download and check sha256, then " + " | ".join(
                  f"{e['codec']} decrypt" if e["stage"] == "encrypt" else f"{e['codec']} decompress"
                  for e in reversed(m.chain) if e["stage"] in ("encrypt", "compress"))]
-    return steps + build_source(settings, source).restore_plan(target, force, m.facts, **(options or {}))
+    return steps + build_site(settings).source(source).restore_plan(target, force, m.facts, **(options or {}))
 
 
 def _shown_target(target: str) -> str:
@@ -184,7 +184,7 @@ def restore_backup(settings: Any, source: str, partition: str, target: str, forc
     restore options (PostgreSQL: ``no_owner``, ``server``)."""
     entry = find_entry(settings, source, partition)
     m = entry.manifest
-    src = build_source(settings, source)
+    src = build_site(settings).source(source)
     t0 = time.monotonic()
     depends = _depended_on(settings, m)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.sources import KINDS, enabled_sources, postgres
 
 # each kind's own lines: ``SourceKind.restore_lines``, in whole-ERP restore order
@@ -60,7 +61,7 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
     policies = settings.retention.policies()
     for s in sources:
         out.append(f"| `{s}` | {KINDS[s].what} | {KINDS[s].clock_time()} | {policies[s].describe()} |")
-    if settings.pitr is not None and settings.pitr.enabled:
+    if build_site(settings).pitr is not None:
         out.append(f"| `postgres_full` / `postgres_incremental` | PostgreSQL physical backups + continuous WAL "
                    f"(pgBackRest, stanza `{settings.pitr.stanza}`) | 02:00 full, hourly incremental | full backups "
                    f"{settings.pitr.retention_full_days} days with their WAL |")
@@ -97,7 +98,7 @@ def render(settings: Any, config_path: str = "erp-backup.yaml", now: datetime | 
     for s in sources:
         out += [f"### {KINDS[s].what} (`{s}`)", "", "```sh", *LINES[s], "```", ""]
         out += list(KINDS[s].restore_notes)
-    if settings.pitr is not None and settings.pitr.enabled:
+    if build_site(settings).pitr is not None:
         from erp_backup_pipeline.core.pitr.config import layout
 
         conf = layout(settings).config

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
@@ -37,7 +38,7 @@ def _configured(config_path: str | None) -> tuple[set[str], bool]:
     drill; all of them and True when the file cannot be read at load time."""
     try:
         settings = load_settings(config_path)
-        pitr = {"postgres_full"} if settings.pitr is not None and settings.pitr.enabled else set()
+        pitr = {"postgres_full"} if build_site(settings).pitr is not None else set()
         return set(enabled_sources(settings)) | pitr, settings.checks.restore_drill
     except BackupError:
         return {*BACKUP_ASSETS, "postgres_full"}, True

@@ -18,6 +18,7 @@ import dagster as dg
 from erp_backup_pipeline.core import catalog, drill
 from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions, pool_for
@@ -91,7 +92,7 @@ def build_verify_schedule(job: Any) -> dg.ScheduleDefinition:
             requests += [dg.RunRequest(run_key=f"{VERIFY_JOB}:{asset}:{p}:{week}", asset_check_keys=[drill_key(asset)],
                                        tags={PARTITION_TAG: p, "erp_backup/source": asset, "erp_backup/drill": "weekly"})
                          for p in chosen]
-        if settings.pitr is not None and settings.pitr.enabled:  # the whole pgBackRest repository, latest state
+        if build_site(settings).pitr is not None:  # the whole pgBackRest repository, latest state
             requests.append(dg.RunRequest(run_key=f"{VERIFY_JOB}:postgres_full:{week}",
                                           asset_check_keys=[drill_key("postgres_full")],
                                           tags={"erp_backup/source": "postgres_pitr", "erp_backup/drill": "weekly"}))

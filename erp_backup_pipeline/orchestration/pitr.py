@@ -18,6 +18,7 @@ import dagster as dg
 
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions, partitioned_check, pool_for
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
@@ -87,7 +88,7 @@ def build_pitr_asset(name: str) -> dg.AssetsDefinition:
     def pitr_backup(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
         try:
             settings = backup_settings.load()
-            if settings.pitr is None or not settings.pitr.enabled:
+            if build_site(settings).pitr is None:
                 raise BackupError("pitr is not configured (the pitr section of the config file)")
             engine = PgBackRest(settings)
             record = engine.backup(kind)
@@ -138,7 +139,7 @@ def build_pitr_schedule(name: str, job: Any) -> dg.ScheduleDefinition:
             settings = backup_settings.load()
         except BackupError as exc:
             return dg.SkipReason(f"configuration error: {redact(str(exc))}")
-        if settings.pitr is None or not settings.pitr.enabled:
+        if build_site(settings).pitr is None:
             return dg.SkipReason(f"{name}: pitr is not configured (the pitr section of the config file)")
         tick = context.scheduled_execution_time
         if name == "postgres_full":

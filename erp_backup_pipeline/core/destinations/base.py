@@ -18,6 +18,11 @@ Every method documents what it guarantees; one contract test suite runs against 
   a reader sees the old object or the new one, never a mixture or nothing. Artifacts never use it.
 - ``sweep_partials(older_than)`` removes what writers that never committed nor aborted (a killed
   process) left behind, once it is older than any live backup could be; returns the keys.
+- Object Lock, a capability: ``object_lock_mode`` (None: this destination never locks);
+  ``with_retain_until(until)`` the same destination writing every object locked until then (itself when it
+  never locks); ``lock_args()`` how the objects it writes now are locked (empty: not at all); ``lock(key)``
+  what keeps ``key`` from deletion ('locked until …', 'under legal hold') or None; ``extend_lock(key, until)``
+  never shortens a lock, True when it was (dry run: would be) extended.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import IO, Any, Protocol
 
 from erp_backup_pipeline.core.streams import CHUNK
@@ -50,6 +55,7 @@ class ArtifactWriter(Protocol):
 class Destination(Protocol):
     name: str
     required: bool
+    object_lock_mode: str | None
 
     def open_writer(self, key: str) -> ArtifactWriter: ...
 
@@ -71,6 +77,14 @@ class Destination(Protocol):
         """Fail early (DestinationError, one line) when the destination cannot be used."""
 
     def sweep_partials(self, older_than: timedelta = ...) -> builtins.list[str]: ...
+
+    def with_retain_until(self, until: datetime) -> Destination: ...
+
+    def lock_args(self) -> dict[str, Any]: ...
+
+    def lock(self, key: str) -> str | None: ...
+
+    def extend_lock(self, key: str, until: datetime, dry_run: bool = False) -> bool: ...
 
 
 def put_bytes(dest: Destination, key: str, data: bytes) -> str:

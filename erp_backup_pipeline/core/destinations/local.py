@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -99,10 +99,24 @@ class LocalWriter:
 
 
 class LocalDestination:
+    object_lock_mode: str | None = None  # a directory cannot hold Object Lock: nothing it writes is locked
+
     def __init__(self, path: Path, name: str = "local", required: bool = True) -> None:
         self.root = Path(path).absolute()
         self.name = name
         self.required = required
+
+    def with_retain_until(self, until: datetime) -> LocalDestination:
+        return self
+
+    def lock_args(self) -> dict[str, Any]:
+        return {}
+
+    def lock(self, key: str) -> str | None:
+        return None
+
+    def extend_lock(self, key: str, until: datetime, dry_run: bool = False) -> bool:
+        return False
 
     def path_for(self, key: str) -> Path:
         parts = [p for p in key.split("/") if p]

@@ -24,6 +24,7 @@ from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, Manifest
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.core.runner import free_port
+from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.core.streams import Progress
 from erp_backup_pipeline.errors import ConfigError, RestoreError
 
@@ -38,7 +39,7 @@ def backfill_dump(settings: Any, day: str, progress: Progress | None = None, now
                   target: datetime | None = None) -> Manifest:
     """``postgres_dump`` for ``day`` from a scratch cluster recovered to the end of that day (or to ``target``,
     an explicit point in time)."""
-    if settings.pitr is None or not settings.pitr.enabled:
+    if build_site(settings).pitr is None:
         raise ConfigError("a point-in-time backfill needs the pitr section (pgBackRest) in the config file")
     if settings.sources.postgres is None:
         raise ConfigError("a point-in-time backfill dumps the postgres source: configure sources.postgres")
@@ -67,7 +68,7 @@ def drill(settings: Any) -> dict[str, Any]:
     """The restore drill of the pgBackRest repository: restore the latest state into a scratch cluster under
     ``work_dir``, start it, wait for promotion, list its databases, stop and remove it. ``restore_seconds``
     (download, decrypt, decompress, WAL replay, promotion) is the measured RTO of point-in-time recovery."""
-    if settings.pitr is None or not settings.pitr.enabled:
+    if build_site(settings).pitr is None:
         raise ConfigError("pitr is not configured (the pitr section of the config file)")
     work = config.layout(settings).work_dir
     base = Path(tempfile.mkdtemp(prefix="drill-", dir=work))
