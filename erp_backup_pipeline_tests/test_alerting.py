@@ -36,12 +36,12 @@ def broken_webhook() -> Iterator[receivers.WebhookReceiver]:
 
 
 def instance_for_test(tmp_path: Path) -> Any:
-    """A persistent instance with the event log storage of deploy/local/dagster.yaml (what `make run` uses)."""
+    """A persistent instance with the event log storage of the top-level dagster.yaml (what `make run` uses)."""
     import yaml
 
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
-    shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "deploy" / "local" / "dagster.yaml").read_text())
+    shipped = yaml.safe_load((Path(__file__).resolve().parent.parent / "dagster.yaml").read_text())
     storage = {**shipped["event_log_storage"], "config": {"base_dir": str(home)}}
     return dg.instance_for_test(temp_dir=str(home), overrides={"event_log_storage": storage})
 

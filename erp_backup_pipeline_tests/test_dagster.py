@@ -306,7 +306,8 @@ def test_both_instance_files_load_with_run_granularity_pools_and_the_run_queue_l
         which: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dagster._core.instance.config import PoolGranularity
 
-    source = Path(__file__).resolve().parent.parent / "deploy" / which / "dagster.yaml"
+    root = Path(__file__).resolve().parent.parent
+    source = root / "dagster.yaml" if which == "local" else root / "deploy" / which / "dagster.yaml"
     config = _instance_config(source)
     if which == "production":
         # the same file, storage swapped for local files: what is checked here is everything else

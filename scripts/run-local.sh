@@ -13,7 +13,7 @@ init_args=(--var var)
 if [ -n "${PGDATABASE:-}" ]; then init_args+=(--postgres); fi
 "$bin/erp-backup" init "${init_args[@]}"
 mkdir -p "$DAGSTER_HOME"
-cp deploy/local/dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
 "$bin/python" -m erp_backup_pipeline.orchestration.pools >/dev/null   # one run per source, from the first run on
 
 today=$(TZ=Europe/Berlin date +%F)
