@@ -35,7 +35,7 @@ from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.restore import fetched, plaintext_reader, restore_backup
 from erp_backup_pipeline.core.runner import free_port
 from erp_backup_pipeline.core.safe_target import check_target, restore_os_error
-from erp_backup_pipeline.core.sources import KINDS, build_source, enabled_sources
+from erp_backup_pipeline.core.sources import build_source, enabled_sources, restore_order
 from erp_backup_pipeline.core.sources.base import compare_counts
 from erp_backup_pipeline.core.sources.sqlite import check_file
 from erp_backup_pipeline.core.streams import CHUNK, Progress
@@ -173,7 +173,7 @@ def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None 
         raise RestoreError(f"recovery directory {root} is not empty; recover into a new directory")
     plan = RecoveryPlan(date=date, root=root, missing=list(bset.missing), entries=dict(bset.entries),
                         pg_target=bset.pg_target)
-    for source in [name for name in KINDS if name in bset.entries]:  # KINDS is whole-ERP restore order
+    for source in restore_order(bset.entries):
         entry = bset.entries[source]
         if source == "postgres_dump" and bset.pg_target is not None:
             continue  # the point in time replaces the day's dump

@@ -1,8 +1,9 @@
 """The source registry: every kind of ERP store (``KINDS``), and building an enabled one from the settings.
 
-Each kind's facts live in its own module (``SourceKind``, ``core.sources.kind``); ``KINDS`` lists them in
-the order a whole-ERP restore takes them: the database first, then the documents its rows name, the
-configuration, Redis last. Every per-kind table elsewhere is derived from it.
+Each kind's facts live in its own module (``SourceKind``, ``core.sources.kind``); ``KINDS`` registers them, and
+every per-kind table elsewhere is derived from it. ``restore_order`` sorts stores the way a whole-ERP restore
+takes them (``SourceKind.rank``): the database first, then the configuration, the documents the database's rows
+name, Redis last; the runbook and ``recover`` both follow it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from erp_backup_pipeline.core.sources.base import DumpStream, Source
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.errors import ConfigError
 
-KINDS: dict[str, SourceKind] = {k.name: k for k in (postgres.KIND, sqlite.KIND, uploads.KIND, files.KIND, redis.KIND)}
+KINDS: dict[str, SourceKind] = {k.name: k for k in (sqlite.KIND, postgres.KIND, redis.KIND, files.KIND, uploads.KIND)}
 # the command line's short names: restore postgres, backup sqlite
 BY_KEY: dict[str, SourceKind] = {k.key: k for k in KINDS.values()}
 
@@ -34,6 +35,11 @@ def section(settings: Any, name: str) -> Any:
     return cfg if cfg is not None and cfg.enabled else None
 
 
+def restore_order(names: Any) -> list[str]:
+    """The stores among ``names`` in the order a whole-ERP restore takes them."""
+    return sorted((n for n in names if n in KINDS), key=lambda n: KINDS[n].rank)
+
+
 def enabled_sources(settings: Any) -> list[str]:
     return [name for name in KINDS if section(settings, name) is not None]
 
@@ -47,4 +53,4 @@ def build_source(settings: Any, name: str) -> Source:
 
 
 __all__ = ["BY_KEY", "KINDS", "DumpStream", "Source", "SourceKind", "build_source", "enabled_sources", "kind_of",
-           "section"]
+           "restore_order", "section"]

@@ -154,7 +154,7 @@ def _holds(facts: Any) -> str:
 
 
 KIND = SourceKind(
-    name="config_archive", key="config", settings=ConfigFilesSettings, extension=FilesSource.extension, cron="0 4 * * *",
+    name="config_archive", key="config", rank=2, settings=ConfigFilesSettings, extension=FilesSource.extension, cron="0 4 * * *",
     build=lambda cfg, state_dir: FilesSource(cfg.paths, cfg.excludes, cfg.root, follow_symlinks=cfg.follow_symlinks),
     # §3: the script's find -mtime +30 ("Alle Git-Tags" there is about the code repository)
     policy=RetentionPolicy(keep_daily=30, keep_within=timedelta(days=30)),

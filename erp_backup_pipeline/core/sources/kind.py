@@ -28,6 +28,7 @@ class SourceKind:
     build: Callable[[Any, Path], Source]  # (its ``sources.<key>`` settings, the state directory) -> the source
     extension: str  # the artifact's format, first of its extension chain: pgdump
     cron: str  # nightly, Europe/Berlin: the original strategy's time
+    rank: int  # its place in a whole-ERP restore (``core.sources.restore_order``), lowest first
     policy: RetentionPolicy  # default retention, from the original strategy
     engine: str  # the Dagster kind tag and the source asset's engine: postgres
     upstream: str  # the external asset this backup reads: erp_postgres_database

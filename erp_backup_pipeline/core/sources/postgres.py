@@ -486,7 +486,7 @@ def _build(cfg: Any, state_dir: Path) -> PostgresSource:
 BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
 
 KIND = SourceKind(
-    name="postgres_dump", key="postgres", settings=PostgresSourceSettings,
+    name="postgres_dump", key="postgres", rank=0, settings=PostgresSourceSettings,
     extension=PostgresSource.extension, cron="0 2 * * *", build=_build,
     # §1 "Retention: 7 Tage full"; the script's find -mtime +7 (its 30 days incremental / 90 days WAL are
     # pgBackRest's: the pitr section)

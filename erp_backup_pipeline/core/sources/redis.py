@@ -445,7 +445,7 @@ def _build(cfg: Any, state_dir: Path) -> RedisSource:
 
 
 KIND = SourceKind(
-    name="redis_snapshot", key="redis", settings=RedisSourceSettings,
+    name="redis_snapshot", key="redis", rank=4, settings=RedisSourceSettings,
     extension=RedisSource.extension, cron="0 3 * * *", build=_build,
     # §2 "Retention: 7 Tage"; the script's find -mtime +7
     policy=RetentionPolicy(keep_daily=7, keep_within=timedelta(days=7)),

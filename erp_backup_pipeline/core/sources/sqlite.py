@@ -182,7 +182,7 @@ def _holds(facts: Any) -> str:
 
 
 KIND = SourceKind(
-    name="sqlite_backup", key="sqlite", settings=SqliteSourceSettings, extension=SqliteSource.extension, cron="0 2 * * *",
+    name="sqlite_backup", key="sqlite", rank=1, settings=SqliteSourceSettings, extension=SqliteSource.extension, cron="0 2 * * *",
     build=lambda cfg, state_dir: SqliteSource(cfg.path),
     # §1 "Retention: 30 Tage daily, 12 Monate monthly"; the script's find -mtime +30 and a copy on the 1st of
     # each month that was never pruned (DESIGN defect 8): here 12 monthly buckets, pruned

@@ -360,7 +360,7 @@ STATE_FILE = "uploads_snapshot.json"  # under state_dir: what the earlier backup
 
 
 KIND = SourceKind(
-    name="uploads_snapshot", key="uploads", settings=UploadsSettings, extension=UploadsSource.extension, cron="0 5 * * *",
+    name="uploads_snapshot", key="uploads", rank=3, settings=UploadsSettings, extension=UploadsSource.extension, cron="0 5 * * *",
     build=lambda cfg, state_dir: UploadsSource(cfg.path, state_dir / STATE_FILE, cfg.excludes,
                                                follow_symlinks=cfg.follow_symlinks),
     # §4 "Retention: 90 Tage"; the script's find -maxdepth 1 -type d -mtime +90 -exec rm -rf (DESIGN defect 4)
