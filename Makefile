@@ -30,7 +30,7 @@ lint: install-test
 	$(BIN)/mypy
 
 test: install-test system-deps lint
-	$(BIN)/dagster definitions validate -m $(MODULE)
+	home=$$(mktemp -d) && DAGSTER_HOME=$$home $(BIN)/dagster definitions validate -m $(MODULE); rc=$$?; rm -rf "$$home"; exit $$rc
 	$(BIN)/python -m pytest
 
 bench: install-test system-deps
