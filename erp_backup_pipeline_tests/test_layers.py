@@ -47,3 +47,11 @@ def test_every_module_has_a_docstring() -> None:
     root = Path(core.__file__).parent.parent
     missing = [str(p) for p in root.rglob("*.py") if not p.read_text().lstrip().startswith(('"""', "'''"))]
     assert missing == []
+
+
+def test_the_benchmark_and_the_devkit_import_nothing_from_the_tests() -> None:
+    root = Path(core.__file__).parent.parent.parent
+    pattern = re.compile(r"^\s*(?:from|import)\s+erp_backup_pipeline_tests\b", re.M)
+    files = sorted([*(root / "bench").rglob("*.py"), *(root / "erp_backup_pipeline_devkit").rglob("*.py")])
+    assert len(files) >= 10
+    assert [str(p.relative_to(root)) for p in files if pattern.search(p.read_text())] == []
