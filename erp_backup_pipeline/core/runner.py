@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from erp_backup_pipeline.errors import ToolError
+from erp_backup_pipeline.errors import ToolError, ToolTimeout
 
 _SECRETS: set[str] = set()
 
@@ -127,7 +127,7 @@ def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, input_byte
     except FileNotFoundError:
         raise ToolError(f"{name} not found; install it (see docs/guide/deployment.md, Requirements)") from None
     except subprocess.TimeoutExpired:
-        raise ToolError(f"{name} timed out after {timeout:.0f} s") from None
+        raise ToolTimeout(f"{name} timed out after {timeout:.0f} s") from None
     if done.returncode != 0:
         raise ToolError(f"{name} failed (exit {done.returncode}): {_last_line(done.stderr.decode('utf-8', 'replace'))}")
     return done

@@ -5,7 +5,6 @@ Ops: dump -> compress -> verify -> encrypt -> ship -> manifest, each one call in
 the materialization with numeric metadata, the artifact's URI and sha256.
 """
 
-import re
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +16,7 @@ from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.sources import KINDS, SourceKind
 from erp_backup_pipeline.core.streams import progress_text
-from erp_backup_pipeline.errors import BackupError, ConfigError, DestinationError, ToolError, VerifyError
+from erp_backup_pipeline.errors import BackupError, VerifyError
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 GROUP = "erp_backups"
@@ -31,16 +30,14 @@ daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=
 # 5 s, 15 s and 35 s (with jitter). Only what a pause can cure is retried (``retryable``): never a configuration
 # error, a failed verification, wrong credentials or a missing file.
 SOURCE_RETRY = dg.RetryPolicy(max_retries=3, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-_TRANSIENT = re.compile(r"cannot connect|connection (closed|refused|reset|lost)|terminating connection|timed out|"
-                        r"server closed|could not connect|SlowDown|ServiceUnavailable|InternalError", re.I)
-_PERMANENT = re.compile(r"authentication|password|not found|does not exist|permission denied|no such", re.I)
 
 
 def retryable(exc: BackupError) -> bool:
-    """Worth another try after a pause: the source or a destination was away for a moment."""
-    if isinstance(exc, (ConfigError, VerifyError)) or _PERMANENT.search(str(exc)):
-        return False
-    return isinstance(exc, (DestinationError, ToolError)) or bool(_TRANSIENT.search(str(exc)))
+    """Worth another try after a pause: the source or a destination was away for a moment. The code that raised
+    knows (``BackupError.transient``: SourceUnavailable, DestinationUnavailable, a tool that timed out)."""
+    return exc.transient
+
+
 POOL_PREFIX = "erp_backup/"
 
 

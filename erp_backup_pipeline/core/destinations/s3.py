@@ -29,12 +29,20 @@ from typing import IO, Any, Literal
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import ConnectionError as BotoConnectionError
 from pydantic import Field, SecretStr
 
 from erp_backup_pipeline.core.config import Model, present, secret
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
-from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError
+from erp_backup_pipeline.errors import ArtifactNotFound, DestinationError, DestinationUnavailable
 
 
 @functools.lru_cache(maxsize=16)
@@ -67,6 +75,9 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+# answers that mean "not now": throttling and timeouts (with any 5xx, DestinationUnavailable: retried)
+_BUSY = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "ServiceUnavailable",
+                   "InternalError", "503", "500"})
 # what a refused credential means, for the operator reading the one line (HEAD answers carry no code, only
 # "403"; AccessDenied stays bare: a missing permission and an Object Lock both answer it)
 _DENIED = {"InvalidAccessKeyId": ": the endpoint does not know the access key id",
@@ -288,11 +299,16 @@ class S3Destination:
                 why = _DENIED.get(code, "")
                 raise DestinationError(f"destination {self.name}: access denied ({code}{why}) on {what} "
                                        f"{self.uri(key)}") from None
-            raise DestinationError(f"destination {self.name}: S3 {what} {self.uri(key)} failed: {code or exc}") from None
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            kind = DestinationUnavailable if status >= 500 or code in _BUSY else DestinationError
+            raise kind(f"destination {self.name}: S3 {what} {self.uri(key)} failed: {code or exc}") from None
         except NoCredentialsError:
             raise DestinationError(f"destination {self.name}: no S3 credentials configured") from None
         except EndpointConnectionError:
-            raise DestinationError(f"destination {self.name}: cannot reach S3 endpoint {self.endpoint_url or 'AWS'}") from None
+            raise DestinationUnavailable(f"destination {self.name}: cannot reach S3 endpoint "
+                                         f"{self.endpoint_url or 'AWS'}") from None
+        except (BotoConnectionError, ReadTimeoutError, ConnectTimeoutError) as exc:
+            raise DestinationUnavailable(f"destination {self.name}: S3 {what} failed: {exc}") from None
         except BotoCoreError as exc:
             raise DestinationError(f"destination {self.name}: S3 {what} failed: {exc}") from None
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.pitr.config import layout
 from erp_backup_pipeline.core.runner import find_program, redact
-from erp_backup_pipeline.errors import ToolError, VerifyError
+from erp_backup_pipeline.errors import ToolError, ToolTimeout, VerifyError
 
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(?:-[0-9a-f]{40})?(?:\.[a-z0-9]+)?$")
 SEGMENTS_PER_LOG = 0x100  # 16 MiB WAL segments (PostgreSQL's default wal_segment_size)
@@ -53,7 +53,7 @@ class PgBackRest:
         try:
             done = subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise ToolError(f"pgbackrest {command} timed out after {timeout:.0f} s") from None
+            raise ToolTimeout(f"pgbackrest {command} timed out after {timeout:.0f} s") from None
         if done.returncode != 0:
             raise ToolError(f"pgbackrest {command} failed (exit {done.returncode}): "
                             f"{redact(_error_line(done.stderr + done.stdout))}")

@@ -38,7 +38,7 @@ from erp_backup_pipeline.core.sources import postgres_restore as onto
 from erp_backup_pipeline.core.sources.base import ALLOW_EMPTY, WithPassword, compare_counts
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import ConfigError, RestoreError, SourceError, ToolError, VerifyError
+from erp_backup_pipeline.errors import ConfigError, RestoreError, SourceError, SourceUnavailable, ToolError, VerifyError
 
 
 class PostgresSourceSettings(WithPassword):
@@ -58,6 +58,23 @@ class PostgresSourceSettings(WithPassword):
     owner: str = "team:erp-ops"
     allow_empty: bool = Field(False, description=ALLOW_EMPTY)
 
+
+
+# What libpq, pg_dump and the server say when the server is down, restarting or not ready yet: a pause can
+# cure these (SourceUnavailable, retried); anything else (a password, a database that does not exist) cannot.
+_NOT_READY = ("the database system is starting up", "the database system is shutting down",
+              "the database system is in recovery mode", "the database system is not yet accepting connections",
+              "terminating connection due to administrator command", "server closed the connection unexpectedly",
+              "connection refused", "could not connect to server", "no connection to the server", "timeout expired",
+              "connection timed out", "could not receive data from server")
+
+
+def _failure(where: str, what: str, text: str) -> SourceError:
+    """``where: what: text`` as SourceUnavailable when the server was away for a moment, else SourceError."""
+    kind = SourceUnavailable if any(p in text.lower() for p in _NOT_READY) else SourceError
+    return kind(f"{where}: {what}: {text}")
+
+
 _TABLE_DATA = re.compile(r"^\d+; \d+ (?P<oid>\d+) TABLE DATA ")
 _LEGACY_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
 ATTACHMENT_FORMATS = {"globals": "sql", "database": "json"}
@@ -74,8 +91,9 @@ class _PgDumpStream:
     dumps (``pg_export_snapshot`` + ``pg_dump --snapshot``), in a thread while it runs; the exporting
     transaction stays open until ``finish``."""
 
-    def __init__(self, proc: Process, snapshot_conn: psycopg.Connection[Any] | None = None) -> None:
+    def __init__(self, proc: Process, where: str, snapshot_conn: psycopg.Connection[Any] | None = None) -> None:
         self._proc = proc
+        self._where = where
         self._conn = snapshot_conn
         self._counts: dict[str, Any] = {}
         self._error: BaseException | None = None
@@ -98,10 +116,12 @@ class _PgDumpStream:
         self._proc.stdout.close()
         try:
             self._proc.wait()
+        except ToolError as exc:
+            raise _failure(self._where, "pg_dump failed", str(exc)) from None
         finally:
             self._close()
         if self._error is not None:
-            raise SourceError(f"postgres: counting rows in the dump's snapshot failed: {_pg_reason(self._error)}")
+            raise _failure(self._where, "counting rows in the dump's snapshot failed", _pg_reason(self._error))
         return self._counts if self._thread is not None else None
 
     def _close(self) -> None:
@@ -187,7 +207,7 @@ class PostgresSource:
                                    connect_timeout=self.connect_timeout, autocommit=autocommit,
                                    application_name="erp-backup")
         except psycopg.Error as exc:
-            raise SourceError(f"{self.where}: cannot connect: {_pg_reason(exc)}") from None
+            raise _failure(self.where, "cannot connect", _pg_reason(exc)) from None
 
     def prepare(self, workdir: Path) -> dict[str, Any]:
         pg_dump = find_program("pg_dump", self.bin_dir)
@@ -214,7 +234,7 @@ class PostgresSource:
     def open_dump(self, workdir: Path, facts: dict[str, Any]) -> _PgDumpStream:
         argv = [find_program("pg_dump", self.bin_dir), "--format=custom", "--compress=0"] + self._conn_args()
         if not self.exact_row_counts:
-            return _PgDumpStream(Process(argv, env=self.env(), stdout=-1))
+            return _PgDumpStream(Process(argv, env=self.env(), stdout=-1), self.where)
         conn = self.connect(autocommit=True)
         try:
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -223,7 +243,7 @@ class PostgresSource:
         except BaseException:
             conn.close()
             raise
-        return _PgDumpStream(proc, conn)
+        return _PgDumpStream(proc, self.where, conn)
 
     def attachments(self, workdir: Path, facts: dict[str, Any]) -> list[Attachment]:
         """Right after the dump: ``globals`` (pg_dumpall --globals-only, verbatim) and ``database`` (the structured

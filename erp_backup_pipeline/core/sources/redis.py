@@ -36,7 +36,7 @@ from erp_backup_pipeline.core.safe_target import check_target, create_file, priv
 from erp_backup_pipeline.core.sources.base import WithPassword
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
-from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+from erp_backup_pipeline.errors import RestoreError, SourceError, SourceUnavailable, VerifyError
 
 
 class RedisSourceSettings(WithPassword):
@@ -101,7 +101,7 @@ class _SyncStream:
         if self._remaining is not None:
             data = self._file.read(min(n, self._remaining)) if self._remaining else b""
             if not data and self._remaining:
-                raise SourceError(f"{self._where}: connection closed with {self._remaining} bytes of the snapshot missing")
+                raise SourceUnavailable(f"{self._where}: connection closed with {self._remaining} bytes of the snapshot missing")
             self._remaining -= len(data)
             self._done = self._remaining == 0
             return data
@@ -109,7 +109,7 @@ class _SyncStream:
         assert self._eof_mark is not None
         chunk = self._file.read1(n) if hasattr(self._file, "read1") else self._file.read(n)
         if not chunk:
-            raise SourceError(f"{self._where}: connection closed before the end of the snapshot")
+            raise SourceUnavailable(f"{self._where}: connection closed before the end of the snapshot")
         buf = self._tail + chunk
         if buf.endswith(self._eof_mark):
             self._done = True
@@ -165,6 +165,10 @@ class RedisSource:
         try:
             r = self.client()
             info = r.info()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:  # down, or loading its data
+            if isinstance(exc, redis.AuthenticationError):
+                raise SourceError(f"{self.where}: cannot connect: {_reason(exc)}") from None
+            raise SourceUnavailable(f"{self.where}: cannot connect: {_reason(exc)}") from None
         except redis.RedisError as exc:
             raise SourceError(f"{self.where}: cannot connect: {_reason(exc)}") from None
         keyspace = {k: int(v["keys"]) for k, v in info.items() if re.fullmatch(r"db\d+", k) and isinstance(v, dict)}
@@ -178,7 +182,7 @@ class RedisSource:
                 ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
                 sock = ctx.wrap_socket(sock, server_hostname=self.host)
         except OSError as exc:
-            raise SourceError(f"{self.where}: cannot connect: {exc.strerror or exc}") from None
+            raise SourceUnavailable(f"{self.where}: cannot connect: {exc.strerror or exc}") from None
         return sock
 
     def _command(self, sock: socket.socket, *args: str) -> bytes:
@@ -189,7 +193,7 @@ class RedisSource:
         while not line.endswith(b"\r\n"):
             chunk = sock.recv(1)
             if not chunk:
-                raise SourceError(f"{self.where}: connection closed during the handshake")
+                raise SourceUnavailable(f"{self.where}: connection closed during the handshake")
             line += chunk
         return line.strip()
 
