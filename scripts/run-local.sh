@@ -55,7 +55,9 @@ INFO
 echo
 echo "Dagster UI on http://127.0.0.1:3000 (schedules running; Ctrl-C stops it)"
 # Started in the background, a shell hands dagster dev ignored SIGINT/SIGTERM; restore the defaults so
-# Ctrl-C and `kill PID` stop it.
+# Ctrl-C and `kill PID` stop it. It runs in $DAGSTER_HOME: started beside the top-level dagster.yaml (the file
+# copied there) it would warn that that one is not used.
+cd "$DAGSTER_HOME"
 exec "$bin/python" -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL)
 os.execv(sys.argv[1], sys.argv[1:])' "$bin/dagster" dev -h 127.0.0.1 -p 3000 -m "$module"
