@@ -70,8 +70,21 @@ def test_a_backfill_launched_through_graphql_is_run_by_the_daemon_into_s3_with_h
     topo.start_daemon()
     runs = topology.wait_for_backfill_runs(topo, backfill, 3, BACKFILL_TIMEOUT)
     assert [r["status"] for r in runs] == ["SUCCESS"] * 3, runs
-    assert sorted(r["tags"]["dagster/asset_partition_range_start"] for r in runs) == missed
+    assert sorted(r["tags"]["dagster/partition"] for r in runs) == missed  # one run per date, tagged with it
     assert not [r for r in runs if "erp_backup/source" in r["tags"]], runs
+
+    # every check of every backfilled date is recorded under that date and passed: what the asset's check list,
+    # its graph node and the check's partition view show (GraphQL, as the UI asks); nothing skipped, nothing
+    # recorded under no partition
+    by_run = {r["runId"]: r["tags"]["dagster/partition"] for r in runs}
+    for check in ("integrity", "size_anomaly", "restore_drill"):
+        data = topo.graphql("""query($key: AssetKeyInput!, $check: String!) {
+            assetCheckExecutions(assetKey: $key, checkName: $check, limit: 50) { runId status partition } }""",
+                            {"key": {"path": [ASSET]}, "check": check})
+        executions = [e for e in data["assetCheckExecutions"] if e["runId"] in by_run]
+        assert sorted((e["partition"], e["status"]) for e in executions) == [(d, "SUCCEEDED") for d in missed], \
+            (check, executions)
+        assert all(e["partition"] == by_run[e["runId"]] for e in executions), (check, executions)
 
     # two backups of the same source never ran at once: every op of sqlite_backup is in the pool
     # erp_backup/sqlite_backup, limited to 1 in the instance (topology.initialize_pools, the deployment step), and
@@ -94,7 +107,7 @@ def test_a_backfill_launched_through_graphql_is_run_by_the_daemon_into_s3_with_h
     # run history and the event log are in PostgreSQL, none of it in DAGSTER_HOME
     rows = database.query("SELECT run_id, status FROM runs WHERE backfill_id = %s", (backfill,))
     assert sorted(rows) == sorted((r["runId"], "SUCCESS") for r in runs)
-    tagged = database.query("SELECT value FROM run_tags WHERE key = 'dagster/asset_partition_range_start' "
+    tagged = database.query("SELECT value FROM run_tags WHERE key = 'dagster/partition' "
                             "AND run_id = ANY(%s)", ([r["runId"] for r in runs],))
     assert sorted(v for (v,) in tagged) == missed
     materialized = database.query("SELECT DISTINCT partition FROM event_logs WHERE dagster_event_type = "

@@ -216,7 +216,6 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
     @dg.graph_asset(
         name=name,
         partitions_def=daily_partitions,
-        backfill_policy=dg.BackfillPolicy.multi_run(1),
         check_specs=checks,
         ins={"source": dg.AssetIn(info.upstream, dagster_type=dg.Nothing)},
         group_name=GROUP,

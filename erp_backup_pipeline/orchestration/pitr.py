@@ -82,7 +82,7 @@ def build_pitr_asset(name: str) -> dg.AssetsDefinition:
 
     @dg.asset(name=name, partitions_def=partitions, check_specs=specs, deps=[UPSTREAM], group_name=GROUP,
               kinds={"postgres"}, owners=["team:erp-ops"], tags={"erp_backup/source": "postgres"},
-              backfill_policy=dg.BackfillPolicy.multi_run(1), pool=PITR_POOL,
+              pool=PITR_POOL,
               description=f"pgBackRest {kind} backup of the PostgreSQL cluster (WAL archived continuously), for "
                           "point-in-time recovery: erp-backup restore postgres --target-time ...")
     def pitr_backup(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:

@@ -76,9 +76,7 @@ def _runs_by_id(topo: topology.Topology, run_ids: list[str]) -> list[dict[str, A
 
 
 def _partition(run: dict[str, Any]) -> str:
-    tags = run["tags"]
-    assert tags["dagster/asset_partition_range_start"] == tags["dagster/asset_partition_range_end"], tags
-    return str(tags["dagster/asset_partition_range_start"])
+    return str(run["tags"]["dagster/partition"])  # one run per date, tagged with it
 
 
 def test_the_daemon_killed_mid_submission_and_stopped_mid_run_backs_up_every_date_exactly_once(stack: Stack) -> None:
