@@ -143,6 +143,17 @@ def test_init_creates_private_demo(tmp_path: Path) -> None:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600
 
 
+def test_the_demo_configs_alert_links_follow_make_runs_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from erp_backup_pipeline.settings import load_settings
+
+    var = tmp_path / "var"
+    cli("init", "--var", str(var))
+    monkeypatch.delenv("PORT", raising=False)
+    assert load_settings(var / "erp-backup.yaml").alerts.ui_url == "http://127.0.0.1:3000"
+    monkeypatch.setenv("PORT", "3111")
+    assert load_settings(var / "erp-backup.yaml").alerts.ui_url == "http://127.0.0.1:3111"
+
+
 def test_init_postgres_config_from_pg_variables(tmp_path: Path, pg_server, erp_db) -> None:
     """`make run` with PG* exported: the generated config backs up PostgreSQL too."""
     from erp_backup_pipeline_tests.conftest import ERP_PASSWORD

@@ -9,6 +9,7 @@ the chart's documented key set (copied below), and the sample config with the pr
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -480,6 +481,28 @@ def test_the_pools_the_operator_limits_after_a_helm_install_are_the_code_locatio
     out = subprocess.run([sys.executable, "-m", "erp_backup_pipeline.orchestration.pools", "--list"],
                          capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == pools() and "erp_backup/postgres_dump" in pools()
+
+
+def test_the_pool_step_of_make_run_limits_every_pool_in_one_process(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """make run's step: every pool of the code location gets a limit of one run, in the instance of $DAGSTER_HOME
+    (the shipped top-level dagster.yaml), one process for all of them, one line saying what it did."""
+    import dagster as dg
+
+    from erp_backup_pipeline.orchestration.pools import pools
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    out = subprocess.run([sys.executable, "-m", "erp_backup_pipeline.orchestration.pools"], capture_output=True,
+                         text=True, check=True, timeout=120, env=env)
+    assert out.stdout.strip().startswith(f"concurrency pools: {len(pools())}, each 1 run at a time")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        storage = instance.event_log_storage
+        assert {k: storage.get_concurrency_info(k).slot_count for k in storage.get_concurrency_keys()} == \
+            dict.fromkeys(pools(), 1)
 
 
 def test_helm_values_set_only_keys_the_chart_documents() -> None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `make run`: demo ERP + key + config under ./var, one backup of today's partition of every
-# enabled asset through Dagster (so it shows in the UI's run history), then the UI on 127.0.0.1:3000.
+# enabled asset through Dagster (so it shows in the UI's run history), then the UI on 127.0.0.1:$PORT (3000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 bin=$root/.venv/bin
 export DAGSTER_HOME=$root/var/dagster_home
+export PORT=${PORT:-3000}   # the UI, and the run links in alerts (var/erp-backup.yaml reads it)
 export ERP_BACKUP_CONFIG=$root/var/erp-backup.yaml
 module=erp_backup_pipeline.orchestration.definitions
 
@@ -14,7 +15,7 @@ if [ -n "${PGDATABASE:-}" ]; then init_args+=(--postgres); fi
 "$bin/erp-backup" init "${init_args[@]}"
 mkdir -p "$DAGSTER_HOME"
 cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
-"$bin/python" -m erp_backup_pipeline.orchestration.pools >/dev/null   # one run per source, from the first run on
+"$bin/python" -m erp_backup_pipeline.orchestration.pools   # one run per source, from the first run on
 
 today=$(TZ=Europe/Berlin date +%F)
 names=$("$bin/python" -c 'import sys
@@ -53,11 +54,11 @@ Catalog:
 INFO
 "$bin/erp-backup" list
 echo
-echo "Dagster UI on http://127.0.0.1:3000 (schedules running; Ctrl-C stops it)"
+echo "Dagster UI on http://127.0.0.1:$PORT (schedules running; Ctrl-C stops it)"
 # Started in the background, a shell hands dagster dev ignored SIGINT/SIGTERM; restore the defaults so
 # Ctrl-C and `kill PID` stop it. It runs in $DAGSTER_HOME: started beside the top-level dagster.yaml (the file
 # copied there) it would warn that that one is not used.
 cd "$DAGSTER_HOME"
 exec "$bin/python" -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL)
-os.execv(sys.argv[1], sys.argv[1:])' "$bin/dagster" dev -h 127.0.0.1 -p 3000 -m "$module"
+os.execv(sys.argv[1], sys.argv[1:])' "$bin/dagster" dev -h 127.0.0.1 -p "$PORT" -m "$module"

@@ -21,6 +21,8 @@ encryption:
   identity_file: {var}/keys/backup.key     # only verify/restore need it
 signing:
   key_file: {var}/keys/signing.key         # signs every manifest; hosts that only restore need its public key
+alerts:
+  ui_url: http://127.0.0.1:${{PORT:-3000}}   # run links in alerts: the UI of make run (PORT=...)
 destinations:
   - {{type: local, name: local, path: {var}/backups}}
 sources:

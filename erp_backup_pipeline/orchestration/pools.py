@@ -8,9 +8,7 @@ instance would start the first batch together: run ``python -m erp_backup_pipeli
 once per new instance (``make run`` does), with the instance's ``DAGSTER_HOME`` (and ``DAGSTER_PG_*``).
 """
 
-import subprocess
 import sys
-from pathlib import Path
 
 import dagster as dg
 
@@ -30,11 +28,16 @@ def main() -> int:
     if sys.argv[1:] == ["--list"]:
         print("\n".join(pools()))
         return 0
-    dagster = Path(sys.executable).with_name("dagster")
-    for pool in pools():
-        subprocess.run([str(dagster), "instance", "concurrency", "set", pool, "1"], check=True,
-                       stdout=subprocess.DEVNULL)
-        print(f"concurrency pool {pool}: 1 run at a time")
+    names = pools()
+    with dg.DagsterInstance.get() as instance:  # what `dagster instance concurrency set NAME 1` does, once per pool
+        storage = instance.event_log_storage
+        if not storage.supports_global_concurrency_limits:
+            print(f"erp-backup: error: the instance's event log ({type(storage).__name__}) cannot hold concurrency "
+                  "limits: use the shipped dagster.yaml", file=sys.stderr)
+            return 1
+        for pool in names:
+            storage.set_concurrency_slots(pool, 1)
+    print(f"concurrency pools: {len(names)}, each 1 run at a time ({', '.join(names)})")
     return 0
 
 
