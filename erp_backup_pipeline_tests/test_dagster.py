@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,12 @@ def test_materialize_sqlite_to_local_and_s3(tmp_path: Path, demo_sqlite, age_ide
     for key in ("compression_ratio", "dump_seconds", "compress_seconds", "verify_seconds", "encrypt_seconds"):
         assert isinstance(md[key], float)
     assert md["rows/invoices"] == 200 and md["compression_ratio"] > 1.5
+    # the operator's page: one name per figure, sizes a person reads, the time it took, how to restore this capture
+    assert not {"dump_bytes", "compress_bytes", "encrypt_bytes"} & set(md)
+    assert re.fullmatch(r"[\d.]+ (B|KiB|MiB) stored \([\d.]+ (B|KiB|MiB) raw, [\d.]+ (B|KiB|MiB) compressed\)", md["size"])
+    assert 0 < md["backup_seconds"] < 120
+    assert "erp-backup restore sqlite --partition 2026-11-25 --to TARGET --dry-run" in md["restore"]
+    assert "docs/runbook.md" in md["restore"] and (Path(__file__).parent.parent / "docs" / "runbook.md").exists()
     uri = md["dagster/uri"]
     local = Path(uri.removeprefix("file://"))
     assert hashlib.sha256(local.read_bytes()).hexdigest() == md["sha256"]

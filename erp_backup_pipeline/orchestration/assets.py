@@ -7,6 +7,7 @@ the materialization with numeric metadata, the artifact's URI and sha256.
 
 import warnings
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
@@ -15,7 +16,7 @@ from erp_backup_pipeline.core import anomaly, catalog, chain, pipeline
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.sources import KINDS, SourceKind
-from erp_backup_pipeline.core.streams import progress_text
+from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import BackupError, VerifyError
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
@@ -79,10 +80,9 @@ def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_
 
 
 def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
+    """Each stage's seconds (its bytes are raw_bytes, compressed_bytes, encrypted_bytes: one name per figure)."""
     md: dict[str, Any] = {}
     for entry in capture.chain:
-        if "bytes" in entry:
-            md[f"{entry['stage']}_bytes"] = dg.MetadataValue.int(int(entry["bytes"]))
         if "seconds" in entry:
             md[f"{entry['stage']}_seconds"] = dg.MetadataValue.float(float(entry["seconds"]))
     return md
@@ -102,6 +102,25 @@ def _fact_metadata(facts: dict[str, Any]) -> dict[str, Any]:
     if isinstance(facts.get("roles"), list):  # PostgreSQL: the roles recorded with the globals
         md["roles"] = dg.MetadataValue.int(len(facts["roles"]))
     return md
+
+
+RUNBOOK = "docs/runbook.md"
+
+
+def _operator_metadata(kind: SourceKind, m: Any) -> dict[str, Any]:
+    """What an operator reads on the partition's page: the sizes in human units, how long the backup took, and the
+    command that restores this very capture (with the runbook for everything around it)."""
+    started = datetime.fromisoformat(m.captured_at)
+    return {
+        "size": dg.MetadataValue.text(f"{human_bytes(m.artifact_bytes)} stored ({human_bytes(m.stage('dump')['bytes'])} "
+                                      f"raw, {human_bytes(m.stage('compress')['bytes'])} compressed)"),
+        "backup_seconds": dg.MetadataValue.float(round((datetime.now(UTC) - started).total_seconds(), 3)),
+        "restore": dg.MetadataValue.md(
+            f"```sh\nerp-backup restore {kind.key} --partition {m.partition} --to TARGET --dry-run\n```\n"
+            "Without `--dry-run` it restores into TARGET, which must be new (an existing one is refused). "
+            f"Everything else (the whole ERP, a point in time, without the pipeline): `{RUNBOOK}`, or "
+            "`erp-backup runbook` for this installation's own procedure."),
+    }
 
 
 def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> dg.AssetCheckResult:
@@ -202,6 +221,7 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
             **_stage_metadata(capture),
         }
         md.update(_fact_metadata(m.facts))
+        md.update(_operator_metadata(info, m))
         # signing, the chain and checking signatures (make bench sets it against the whole run)
         md["signing_seconds"] = dg.MetadataValue.float(round(capture.signing_seconds, 4))
         yield dg.Output(None, "result", metadata=md)
