@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import stat
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
@@ -49,16 +50,16 @@ def secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
     return None
 
 
-def present(*readers: object) -> list[str]:
-    """The values of secret readers (no-argument callables) that are set and readable, for ``secret_values``."""
+def present(*readers: Callable[[], str | None]) -> list[str]:
+    """The values of secret readers that are set and readable, for ``secret_values``."""
     found: list[str] = []
     for read in readers:
         try:
-            value = read() if callable(read) else None
+            value = read()
         except ConfigError:
             value = None
         if value:
-            found.append(str(value))
+            found.append(value)
     return found
 
 

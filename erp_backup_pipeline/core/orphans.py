@@ -36,7 +36,6 @@ UPLOADS_SOURCE = uploads_kind.KIND.name
 Log = Callable[[str], None]
 
 
-
 class ListingFailed(BackupError):
     """A destination could not be listed, so what has no manifest there is unknown."""
 
@@ -85,7 +84,6 @@ def _artifact_names(settings: Any) -> dict[str, tuple[str, re.Pattern[str]]]:
 
     def formats(name: str) -> str:
         return "|".join(re.escape(f) for f in KINDS[name].formats())  # the artifact's and its attachments'
-
 
     # and a manifest's signature, written just before the manifest: alone, a run stopped between the two
     return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.(?:(?:{formats(name)}){chain}|"

@@ -1,8 +1,8 @@
 """``Site``: one configuration, built once into what the core works with.
 
-``build_site(settings)`` gives the destinations (clients made once), the enabled sources, the retention
-policies and whether point-in-time recovery is set up; asking again with the same configuration object gives
-the same Site, so a backup builds its destinations once instead of at every stage. Sources, codecs and
+``build_site(settings)`` gives the destinations (clients made once), the retention policies and whether
+point-in-time recovery is set up; asking again with the same configuration object gives the same Site, so a
+backup builds its destinations once instead of at every stage. Sources, codecs and
 encryptors are made per use (they keep per-capture state); ``source()``, ``compressor()`` and ``encryptor()``
 make them from the same configuration. The Dagster resource holds one configuration object per run, so every
 op of a run sees the same Site even when the file changes under it.
@@ -18,7 +18,7 @@ from typing import Any
 from erp_backup_pipeline.core.codecs import Compressor, Encryptor, compressor, encryptor_from_settings
 from erp_backup_pipeline.core.destinations import Destination, build_destinations
 from erp_backup_pipeline.core.retention import RetentionPolicy
-from erp_backup_pipeline.core.sources import Source, build_source, enabled_sources
+from erp_backup_pipeline.core.sources import Source, build_source
 
 
 class Site:
@@ -30,11 +30,6 @@ class Site:
     @cached_property
     def destinations(self) -> list[Destination]:
         return build_destinations(self.settings)
-
-    @cached_property
-    def enabled(self) -> list[str]:
-        """The configured sources, in whole-ERP restore order."""
-        return enabled_sources(self.settings)
 
     @cached_property
     def policies(self) -> dict[str, RetentionPolicy]:

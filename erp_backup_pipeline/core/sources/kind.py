@@ -1,7 +1,7 @@
 """``SourceKind``: everything the pipeline knows about one kind of ERP store, in one frozen record.
 
 Each source module defines its kind next to its code (``sqlite.KIND``, ``postgres.KIND``…); the registry
-``core.sources.KINDS`` lists them in whole-ERP restore order, and every per-kind table (cron times, default
+``core.sources.KINDS`` registers them (``restore_order`` sorts them by ``rank``), and every per-kind table (cron times, default
 retention, artifact formats, runbook lines, asset texts, metric labels, command-line names) is read from it.
 A new kind is one module plus one line in that registry.
 """

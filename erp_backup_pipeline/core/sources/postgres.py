@@ -59,7 +59,6 @@ class PostgresSourceSettings(WithPassword):
     allow_empty: bool = Field(False, description=ALLOW_EMPTY)
 
 
-
 # What libpq, pg_dump and the server say when the server is down, restarting or not ready yet: a pause can
 # cure these (SourceUnavailable, retried); anything else (a password, a database that does not exist) cannot.
 _NOT_READY = ("the database system is starting up", "the database system is shutting down",

@@ -165,12 +165,11 @@ class RedisSource:
         try:
             r = self.client()
             info = r.info()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:  # down, or loading its data
-            if isinstance(exc, redis.AuthenticationError):
-                raise SourceError(f"{self.where}: cannot connect: {_reason(exc)}") from None
-            raise SourceUnavailable(f"{self.where}: cannot connect: {_reason(exc)}") from None
         except redis.RedisError as exc:
-            raise SourceError(f"{self.where}: cannot connect: {_reason(exc)}") from None
+            # down, or still loading its data, is a pause away; a refused password (a ConnectionError too) is not
+            away = isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and \
+                not isinstance(exc, redis.AuthenticationError)
+            raise (SourceUnavailable if away else SourceError)(f"{self.where}: cannot connect: {_reason(exc)}") from None
         keyspace = {k: int(v["keys"]) for k, v in info.items() if re.fullmatch(r"db\d+", k) and isinstance(v, dict)}
         return {"engine": f"Redis {info.get('redis_version', '?')}", "keyspace": keyspace,
                 "keys": sum(keyspace.values()), "aof_enabled": bool(info.get("aof_enabled"))}
