@@ -29,21 +29,23 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
-from erp_backup_pipeline.core.sources import BY_KEY, enabled_sources, kind_of
+from erp_backup_pipeline.core.site import Site, build_site
+from erp_backup_pipeline.core.sources import BY_KEY, KINDS, kind_of, postgres
 from erp_backup_pipeline.core.sources.redis import target_with_password
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError, UsageError
-from erp_backup_pipeline.settings import Settings, load_settings, read_secret_file
+from erp_backup_pipeline.settings import load_settings, read_secret_file
 
 
 def _source_name(text: str) -> str:
     return kind_of(text).name
 
 
-def _settings(args: argparse.Namespace) -> Settings:
+def _site(args: argparse.Namespace) -> Site:
+    """The configuration of ``--config``, built; its secrets are redacted from every line printed from now on."""
     settings = load_settings(args.config)
     register_secrets(settings.secrets())
-    return settings
+    return build_site(settings)
 
 
 def _progress(stage: str, done: int, total: int | None, seconds: float) -> None:
@@ -112,17 +114,17 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    settings = _settings(args)
-    names = enabled_sources(settings) if args.source == "all" else [_source_name(args.source)]
+    site = _site(args)
+    names = site.enabled() if args.source == "all" else [_source_name(args.source)]
     partition = args.partition or datetime.now(ZoneInfo(PARTITION_TIMEZONE)).date().isoformat()
-    if args.from_archive and (names != ["postgres_dump"] or not args.partition):
-        raise ConfigError("--from-archive backs up postgres_dump for a past --partition from the WAL archive")
+    if args.from_archive and (names != [postgres.KIND.name] or not args.partition):
+        raise ConfigError(f"--from-archive backs up {postgres.KIND.name} for a past --partition from the WAL archive")
     failed = 0
     for name in names:
         try:
             with progress_reporter() as report:
-                m = (cli_pitr.backfill(settings, partition, report) if args.from_archive
-                     else run_backup(settings, name, partition, report))
+                m = (cli_pitr.backfill(site, partition, report) if args.from_archive
+                     else run_backup(site, name, partition, report))
             print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
                   f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}")
         except BackupError as exc:
@@ -132,10 +134,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    site = _site(args)
     if args.sets:
-        return cli_recover.print_sets(settings)
-    found = catalog.of(settings, _source_name(args.source) if args.source else None)
+        return cli_recover.print_sets(site)
+    found = catalog.of(site, _source_name(args.source) if args.source else None)
     errors = found.errors
     rows = [e.as_row() for e in found.entries]
     if args.json:
@@ -161,10 +163,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    site = _site(args)
     with progress_reporter() as report:
         read_data = 0 if args.read_data else args.read_data_sample
-        result = verify_backup(settings, _source_name(args.source), args.partition, report, read_data)
+        result = verify_backup(site, _source_name(args.source), args.partition, report, read_data)
     print(json.dumps(result, indent=2) if args.json else
           f"OK {result['source']} {result['partition']} captured {result['captured_at']}: "
           f"checksums match, decrypts, decompresses, {result['method']} passes ({result['seconds']} s)")
@@ -174,9 +176,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 DRILL_FIELDS = {"source", "partition", "captured_at", "ok", "restore_seconds", "seconds", "compared"}
 
 
-def _newest_partition(settings: Settings, source: str) -> str:
+def _newest_partition(site: Site, source: str) -> str:
     """The newest partition of the source in the catalog whose backup passed verification (the one a restore takes)."""
-    entries = catalog.of(settings, source).entries
+    entries = catalog.of(site, source).entries
     partitions = [e.manifest.partition for e in entries if e.manifest.verify.get("ok")]
     if not partitions:
         raise ArtifactNotFound(f"no backup of {source} in the catalog")
@@ -184,12 +186,12 @@ def _newest_partition(settings: Settings, source: str) -> str:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    site = _site(args)
     source = _source_name(args.source)
-    partition = args.partition or _newest_partition(settings, source)
+    partition = args.partition or _newest_partition(site, source)
     try:
         with progress_reporter() as report:
-            result = restore_drill(settings, source, partition, report)
+            result = restore_drill(site, source, partition, report)
     except BackupError as exc:
         print(f"erp-backup: error: drill {source} {partition}: {redact(str(exc))}", file=sys.stderr)
         return 1
@@ -201,11 +203,11 @@ def cmd_drill(args: argparse.Namespace) -> int:
 
 
 def cmd_restore(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    site = _site(args)
     if cli_pitr.is_pitr(args):
         if args.kind != "postgres":
             raise ConfigError("--target-time, --target-lsn and --latest are for postgres only")
-        return cli_pitr.cmd_restore_pitr(settings, args)
+        return cli_pitr.cmd_restore_pitr(site, args)
     if not args.partition:
         raise ConfigError("--partition is required (or, for postgres, --target-time/--target-lsn/--latest)")
     source = _source_name(args.kind)
@@ -215,7 +217,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         target = target_with_password(target, _restore_password(args))
     elif args.password_file:
         raise ConfigError("--password-file is for a Redis restore target (redis://...)")
-    steps = restore_plan(settings, source, args.partition, target, args.force, options)
+    steps = restore_plan(site, source, args.partition, target, args.force, options)
     print("restore plan:")
     for i, step in enumerate(steps, 1):
         print(f"  {i}. {step}")
@@ -223,7 +225,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
         print("dry run: nothing changed")
         return 0
     with progress_reporter() as report:
-        result = restore_backup(settings, source, args.partition, target, args.force, report, options)
+        result = restore_backup(site, source, args.partition, target, args.force, report, options)
     kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
     print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
           f"in {result['seconds']} s{kept}")
@@ -260,13 +262,13 @@ def _restore_password(args: argparse.Namespace) -> str | None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    site = _site(args)
     out = sys.stderr if args.json else sys.stdout  # the deletion lines; --json keeps stdout for the JSON
 
     def log(line: str) -> None:
         print(redact(line), file=out, flush=True)
 
-    result = prune(settings, dry_run=args.dry_run, log=log)
+    result = prune(site, dry_run=args.dry_run, log=log)
     rows = result.as_rows()
     counts = {"deleted": result.count("deleted"), "kept": result.count("keep"), "failed": result.count("failed")}
     if args.json:
@@ -304,8 +306,8 @@ def cmd_prune(args: argparse.Namespace) -> int:
 def cmd_catalog_adopt(args: argparse.Namespace) -> int:
     from erp_backup_pipeline.core.adopt import adopt
 
-    settings = _settings(args)
-    done = adopt(settings, dry_run=args.dry_run, log=lambda line: print(redact(line), flush=True),
+    site = _site(args)
+    done = adopt(site, dry_run=args.dry_run, log=lambda line: print(redact(line), flush=True),
                  include_partial=args.include_partial)
     for entry, action, detail in done:
         m = entry.manifest
@@ -347,10 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("backup", help="back up a source (or all) for a partition, without Dagster")
-    s.add_argument("source", help="sqlite_backup, postgres_dump, sqlite, postgres or all")
+    s.add_argument("source", help=", ".join([*KINDS, *BY_KEY]) + " or all")
     s.add_argument("--partition", type=partition_arg, help="YYYY-MM-DD (default: today, Europe/Berlin)")
     s.add_argument("--from-archive", action="store_true",
-                   help="postgres_dump of a past date as it was at the end of that day (pgBackRest, pitr section)")
+                   help="the PostgreSQL dump of a past date as it was at the end of that day (pgBackRest, pitr "
+                        "section)")
     s.set_defaults(func=cmd_backup)
 
     s = sub.add_parser("list", help="the catalog, from the manifests")
@@ -395,12 +398,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--host", default="127.0.0.1")
     m.set_defaults(func=cmd_metrics)
 
-    cli_recover.add_parser(sub, _settings)
+    cli_recover.add_parser(sub, _site)
 
     s = sub.add_parser("pg", help="PostgreSQL point-in-time recovery (pgBackRest)")
     pg = s.add_subparsers(dest="pg_command", required=True)
     g = pg.add_parser("setup", help="write pgBackRest's config, print postgresql.conf lines, stanza-create and check")
-    g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_settings(a)))
+    g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_site(a)))
 
     s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
     s.add_argument("kind", choices=sorted(BY_KEY))

@@ -15,29 +15,28 @@ from typing import Any
 
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.errors import BackupError, ConfigError, RestoreError
 
 
-def _pitr_settings(settings: Any) -> Any:
-    if build_site(settings).pitr is None:
+def _require_pitr(site: Site) -> None:
+    if site.pitr is None:
         raise ConfigError("pitr is not configured: add a pitr section to the config file (docs/guide/pitr.md)")
-    return settings
 
 
-def cmd_pg_setup(settings: Any) -> int:
-    _pitr_settings(settings)
-    path = config.write(settings)
-    print(f"wrote {path} (0600, owner {settings.pitr.os_user})")
+def cmd_pg_setup(site: Site) -> int:
+    _require_pitr(site)
+    path = config.write(site)
+    print(f"wrote {path} (0600, owner {site.pgbackrest.os_user})")
     print("postgresql.conf needs (then restart PostgreSQL):")
-    for line in config.postgresql_lines(settings):
+    for line in config.postgresql_lines(site):
         print(f"  {line}")
     print("for a standby or a recovery by hand (pgbackrest restore writes it by itself):")
-    print(f"  {config.restore_command(settings)}")
-    engine = PgBackRest(settings)
+    print(f"  {config.restore_command(site)}")
+    engine = PgBackRest(site)
     try:
         engine.stanza_create()
-        print(f"stanza {settings.pitr.stanza}: created (or already there)")
+        print(f"stanza {site.pgbackrest.stanza}: created (or already there)")
         engine.check()
     except BackupError as exc:
         raise BackupError(f"pg setup: {exc} (is postgresql.conf set as above and PostgreSQL restarted?)") from None
@@ -52,20 +51,20 @@ def parse_target_time(text: str) -> datetime:
         raise RestoreError(f"--target-time {text!r} is not a time such as '2026-11-25 10:30:00+01:00'") from None
 
 
-def cmd_restore_pitr(settings: Any, args: argparse.Namespace) -> int:
-    _pitr_settings(settings)
+def cmd_restore_pitr(site: Site, args: argparse.Namespace) -> int:
+    _require_pitr(site)
     target_time = parse_target_time(args.target_time) if args.target_time else None
-    plan = recover.plan_restore(settings, Path(args.to), target_time=target_time, target_lsn=args.target_lsn)
+    plan = recover.plan_restore(site, Path(args.to), target_time=target_time, target_lsn=args.target_lsn)
     print("restore plan:")
     for i, step in enumerate(plan.steps, 1):
         print(f"  {i}. {step}")
     if args.dry_run:
         print("dry run: nothing changed")
         return 0
-    result = recover.restore(settings, plan, port=args.port, start=not args.no_start)
+    result = recover.restore(site, plan, port=args.port, start=not args.no_start)
     if args.no_start:
         print(f"restored {plan.label} into {result['datadir']} in {result['restore_seconds']} s; start it with:\n"
-              f"  {result['start']}  (as {settings.pitr.os_user})")
+              f"  {result['start']}  (as {site.pgbackrest.os_user})")
     else:
         print(f"restored {plan.label} into {result['datadir']} and started it on port {args.port} (socket dir "
               f"{result['datadir']}): recovery reached the target, promoted onto timeline {result['timeline']} "
@@ -73,11 +72,11 @@ def cmd_restore_pitr(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def backfill(settings: Any, day: str, progress: Any = None) -> Any:
-    """``erp-backup backup postgres_dump --partition D --from-archive``."""
+def backfill(site: Site, day: str, progress: Any = None) -> Any:
+    """``erp-backup backup postgres --partition D --from-archive``."""
     from erp_backup_pipeline.core.pitr.backfill import backfill_dump
 
-    return backfill_dump(settings, day, progress)
+    return backfill_dump(site, day, progress)
 
 
 def add_restore_arguments(s: argparse.ArgumentParser) -> None:

@@ -13,11 +13,12 @@ from typing import Any
 
 from erp_backup_pipeline.cli_args import partition_arg
 from erp_backup_pipeline.core.recovery import backup_sets, plan_recovery, recover
+from erp_backup_pipeline.core.site import Site
 
 
-def print_sets(settings: Any) -> int:
+def print_sets(site: Site) -> int:
     errors: list[str] = []
-    sets = backup_sets(settings, errors=errors)
+    sets = backup_sets(site, errors=errors)
     print(f"{'date':<11} {'complete':<9} stores")
     for bset in sets:
         stores = ", ".join(sorted(bset.entries))
@@ -32,8 +33,8 @@ def print_sets(settings: Any) -> int:
     return 0
 
 
-def cmd_recover(settings: Any, args: argparse.Namespace) -> int:
-    plan = plan_recovery(settings, args.date, Path(args.to))
+def cmd_recover(site: Site, args: argparse.Namespace) -> int:
+    plan = plan_recovery(site, args.date, Path(args.to))
     print(f"recovery plan for {plan.date} into {plan.root}:")
     for i, step in enumerate(plan.steps, 1):
         print(f"  {i}. {step.what}")
@@ -44,7 +45,7 @@ def cmd_recover(settings: Any, args: argparse.Namespace) -> int:
     if args.dry_run:
         print("dry run: nothing changed")
         return 0
-    report = recover(settings, plan, log=print)
+    report = recover(site, plan, log=print)
     print(f"{'check':<44} {'ok':<4} detail")
     for check in report["checks"]:
         print(f"{check['check']:<44} {'yes' if check['ok'] else 'NO':<4} {check['detail']}")
@@ -60,11 +61,11 @@ def cmd_recover(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_runbook(settings: Any, args: argparse.Namespace) -> int:
+def cmd_runbook(site: Site, args: argparse.Namespace) -> int:
     from erp_backup_pipeline.core.runbook import render
     from erp_backup_pipeline.settings import config_path
 
-    text = render(settings, str(config_path(args.config)))
+    text = render(site, str(config_path(args.config)))
     if args.output:
         Path(args.output).write_text(text + "\n")
         print(f"runbook written to {args.output}")
@@ -73,10 +74,10 @@ def cmd_runbook(settings: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: Any, settings_of: Any) -> None:
+def add_parser(sub: Any, site_of: Any) -> None:
     r = sub.add_parser("runbook", help="the backup and restore procedure, generated from the configuration")
     r.add_argument("--output", "-o", help="write it to this file (default: print it)")
-    r.set_defaults(func=lambda a: cmd_runbook(settings_of(a), a))
+    r.set_defaults(func=lambda a: cmd_runbook(site_of(a), a))
 
     s = sub.add_parser("recover", help="restore every store of one date into a new directory and check them together")
     s.add_argument("--date", required=True, type=lambda text: partition_arg(text, "--date"),
@@ -84,4 +85,4 @@ def add_parser(sub: Any, settings_of: Any) -> None:
     s.add_argument("--to", required=True, help="a new directory (the PostgreSQL dump goes to a new database; a "
                                                "point-in-time PostgreSQL to DIR/postgres)")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    s.set_defaults(func=lambda a: cmd_recover(settings_of(a), a))
+    s.set_defaults(func=lambda a: cmd_recover(site_of(a), a))

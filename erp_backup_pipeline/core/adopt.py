@@ -18,25 +18,24 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from erp_backup_pipeline.core import catalog, chain, commit
 from erp_backup_pipeline.core.destinations import read_bytes
 from erp_backup_pipeline.core.manifest import FORMAT, Manifest
 from erp_backup_pipeline.core.restore import verify_entry
-from erp_backup_pipeline.core.site import build_site
-from erp_backup_pipeline.core.sources import enabled_sources
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.errors import BackupError
 
 Log = Callable[[str], None]
 
 
-def legacy(settings: Any) -> list[catalog.Entry]:
+@takes_site
+def legacy(site: Site) -> list[catalog.Entry]:
     """The unsigned manifests of configured sources, one entry per capture with where it is held, oldest first.
     An entry's ``sha256`` is the manifest bytes' digest, empty when two destinations hold different bytes."""
-    found = catalog.of(settings)
-    dests = {d.name: d for d in list(build_site(settings).destinations)}
-    ours = set(enabled_sources(settings))
+    found = catalog.of(site)
+    dests = {d.name: d for d in list(site.destinations)}
+    ours = set(site.enabled())
     by_key: dict[str, catalog.Entry] = {}
     for item in found.rejected:
         if item.reason != catalog.LEGACY or item.destination not in dests:
@@ -56,9 +55,9 @@ def legacy(settings: Any) -> list[catalog.Entry]:
     return sorted(by_key.values(), key=lambda e: (e.manifest.source, e.manifest.captured_at))
 
 
-def _not_everywhere(settings: Any, entry: catalog.Entry) -> str | None:
+def _not_everywhere(site: Site, entry: catalog.Entry) -> str | None:
     """Why a writer at one destination could have planted this capture, or None."""
-    names = [d.name for d in settings.destinations]
+    names = [d.name for d in site.destinations]
     if not entry.sha256:
         return "the destinations hold different manifests at its key"
     missing = [n for n in names if n not in entry.held_by]
@@ -68,15 +67,16 @@ def _not_everywhere(settings: Any, entry: catalog.Entry) -> str | None:
     return None
 
 
-def adopt(settings: Any, dry_run: bool = True, log: Log = print,
+@takes_site
+def adopt(site: Site, dry_run: bool = True, log: Log = print,
           include_partial: bool = False) -> list[tuple[catalog.Entry, str, str]]:
     """(entry, action, detail) per legacy capture: adopt (dry run), adopted, or kept (not on every destination, or
     it did not verify)."""
     done = []
-    for entry in legacy(settings):
+    for entry in legacy(site):
         m = entry.manifest
         what = f"{m.source} {m.partition} captured {m.captured_at}"
-        partial = _not_everywhere(settings, entry)
+        partial = _not_everywhere(site, entry)
         if partial and (not include_partial or not entry.sha256):
             log(f"not adopted: {what}: {partial}")
             done.append((entry, "kept", f"stays rejected: {partial}"))
@@ -85,12 +85,12 @@ def adopt(settings: Any, dry_run: bool = True, log: Log = print,
             done.append((entry, "adopt", f"would be verified end to end and signed ({', '.join(entry.held_by)})"))
             continue
         try:
-            verify_entry(settings, entry, read_data=0)
+            verify_entry(site, entry, read_data=0)
         except BackupError as exc:
             log(f"not adopted: {what}: {exc}")
             done.append((entry, "kept", f"does not verify, stays rejected: {exc}"))
             continue
-        signed, failed = commit.commit(settings, replace(m, format=FORMAT), list(build_site(settings).destinations),
+        signed, failed = commit.commit(site, replace(m, format=FORMAT), list(site.destinations),
                                        entry.held_by, log, replacing=True)
         detail = f"sequence {signed.sequence} on {', '.join(n for n in entry.held_by if n not in failed)}"
         if failed:

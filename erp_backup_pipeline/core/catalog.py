@@ -39,6 +39,7 @@ from erp_backup_pipeline.core.manifest import (
     parse_partition,
     safe_part,
 )
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
 
 MAX_MANIFEST_BYTES = 1 << 20
@@ -100,8 +101,8 @@ class Trust:
     now: datetime
 
     @classmethod
-    def of(cls, settings: Any, now: datetime | None = None) -> Trust:
-        return cls(tuple(settings.signing.trusted_keys()), now or datetime.now(UTC))
+    def of(cls, site: Site, now: datetime | None = None) -> Trust:
+        return cls(tuple(site.signing.trusted_keys()), now or datetime.now(UTC))
 
 
 def _place_problem(m: Manifest, key: str, prefix: str) -> str | None:
@@ -288,18 +289,18 @@ def latest(entries: list[Entry], source: str, partition: str) -> Entry:
     return (complete or matching)[-1]
 
 
-def of(settings: Any, source: str | None = None, partition: str | None = None, now: datetime | None = None,
+@takes_site
+def of(site: Site, source: str | None = None, partition: str | None = None, now: datetime | None = None,
        destinations: Iterable[Destination] | None = None) -> Catalog:
     """The catalog of the configured destinations (or those given), authenticated with the configured keys and,
     on the host that backs up, compared with its own chain state."""
-    from erp_backup_pipeline.core.site import build_site
-    from erp_backup_pipeline.core.sources import KINDS, enabled_sources
+    from erp_backup_pipeline.core.sources import KINDS
 
     local = {}
     for name in ([source] if source else list(KINDS)):
-        state = chain.load_state(settings.state_dir, name)
+        state = chain.load_state(site.state_dir, name)
         if state is not None:
             local[name] = state
-    dests = list(build_site(settings).destinations) if destinations is None else destinations
-    return read(dests, settings.prefix, Trust.of(settings, now), source, partition, local,
-                expected=enabled_sources(settings))
+    dests = list(site.destinations) if destinations is None else destinations
+    return read(dests, site.prefix, Trust.of(site, now), source, partition, local,
+                expected=site.enabled())

@@ -1,6 +1,6 @@
 """The commit point of a capture: its manifest, signed into its source's chain, written beside its artifact.
 
-``commit(settings, manifest, destinations, holders)`` is the last thing a backup does. Under the source's
+``commit(site, manifest, destinations, holders)`` is the last thing a backup does. Under the source's
 chain lock (``chain.locked``):
 
 1. the head of the chain: this host's state (``<state_dir>/chain``), or, when it has none, rebuilt from what
@@ -30,27 +30,27 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import replace
-from typing import Any
 
 from erp_backup_pipeline.core import catalog, chain, signing
 from erp_backup_pipeline.core.destinations import Destination, put_bytes, read_bytes
 from erp_backup_pipeline.core.manifest import Manifest
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.errors import BackupError, DestinationError
 
 Log = Callable[[str], None]
 
 
-def head(settings: Any, source: str) -> chain.Ledger:
+@takes_site
+def head(site: Site, source: str) -> chain.Ledger:
     """This host's record of the source's chain, settled and rebuilt as needed (call under ``chain.locked``)."""
-    state = chain.load_state(settings.state_dir, source)
+    state = chain.load_state(site.state_dir, source)
     if state is None:
-        state = rebuild(settings, source)
+        state = rebuild(site, source)
     if state.pending:
         pending, state.pending = state.pending, None
-        if any(_exists(d, pending["key"]) for d in list(build_site(settings).destinations)):
+        if any(_exists(d, pending["key"]) for d in list(site.destinations)):
             state.record(int(pending["sequence"]), str(pending["sha256"]))
-        chain.save_state(settings.state_dir, state)
+        chain.save_state(site.state_dir, state)
     return state
 
 
@@ -61,9 +61,10 @@ def _exists(dest: Destination, key: str) -> bool:
         return False
 
 
-def rebuild(settings: Any, source: str) -> chain.Ledger:
+@takes_site
+def rebuild(site: Site, source: str) -> chain.Ledger:
     """The chain's head and pruned captures as the destinations' authenticated captures and ledgers show them."""
-    found = catalog.read(list(build_site(settings).destinations), settings.prefix, catalog.Trust.of(settings), source)
+    found = catalog.read(list(site.destinations), site.prefix, site.trust(), source)
     state = chain.Ledger(source)
     for ledger in found.ledgers.get(source, {}).values():
         state.merge(ledger)
@@ -73,16 +74,16 @@ def rebuild(settings: Any, source: str) -> chain.Ledger:
     return state
 
 
-def _already_there(settings: Any, manifest: Manifest, destinations: list[Destination]) -> tuple[bytes | None, set[str]]:
+def _already_there(site: Site, manifest: Manifest, destinations: list[Destination]) -> tuple[bytes | None, set[str]]:
     """The signed bytes of this capture's manifest when a destination holds them already (a stage run again), and
     the destinations that hold a manifest at its key."""
     have = {dest.name for dest in destinations if _exists(dest, manifest.key)}
-    trust = catalog.Trust.of(settings)
+    trust = site.trust()
     for dest in destinations:
         if dest.name not in have:
             continue
         found = catalog.authenticate(dest, manifest.key, _exists(dest, manifest.key + signing.SIGNATURE_SUFFIX),
-                                     settings.prefix, trust)
+                                     site.prefix, trust)
         if isinstance(found, catalog.Rejected):
             raise DestinationError(f"{dest.uri(manifest.key)} exists and is not this capture's signed manifest "
                                    f"({found.reason}); nothing was written over it")
@@ -95,35 +96,36 @@ def _os_reason(exc: OSError) -> str:
 
 
 @contextlib.contextmanager
-def _uncommitted(settings: Any, manifest: Manifest) -> Iterator[None]:
+def _uncommitted(site: Site, manifest: Manifest) -> Iterator[None]:
     """A state directory that cannot take the chain's record before the manifest is written: one line, nothing
     committed (only state-dir operations raise OSError in ``commit``; after the write they are warnings)."""
     try:
         yield
     except OSError as exc:
         raise BackupError(f"{manifest.source} {manifest.partition}: nothing was committed: this host's chain state "
-                          f"in {settings.state_dir} could not be written ({_os_reason(exc)}); a capture is signed only "
+                          f"in {site.state_dir} could not be written ({_os_reason(exc)}); a capture is signed only "
                           "once it is recorded there: free space there (or make it writable) and run the backup "
                           "again") from None
 
 
-def commit(settings: Any, manifest: Manifest, destinations: list[Destination], holders: Iterable[str],
+@takes_site
+def commit(site: Site, manifest: Manifest, destinations: list[Destination], holders: Iterable[str],
            log: Log | None = None, replacing: bool = False) -> tuple[Manifest, dict[str, str]]:
     """Sign and write the manifest on every destination in ``holders``; the manifest as written, and an error line
     per destination that did not take it. ``replacing``: an unsigned manifest stands at the key and is replaced
     in place (``catalog adopt``, after verifying the capture)."""
     with signing.COST.timed():
-        return _commit(settings, manifest, destinations, holders, log, replacing)
+        return _commit(site, manifest, destinations, holders, log, replacing)
 
 
-def _commit(settings: Any, manifest: Manifest, destinations: list[Destination], holders: Iterable[str],
+def _commit(site: Site, manifest: Manifest, destinations: list[Destination], holders: Iterable[str],
             log: Log | None, replacing: bool) -> tuple[Manifest, dict[str, str]]:
-    signer = settings.signing.signer()
+    signer = site.signer()
     chosen = [d for d in destinations if d.name in set(holders)]
     errors: dict[str, str] = {}
-    with _uncommitted(settings, manifest), chain.locked(settings.state_dir, manifest.source):
-        state = head(settings, manifest.source)
-        data, have = (None, set()) if replacing else _already_there(settings, manifest, chosen)
+    with _uncommitted(site, manifest), chain.locked(site.state_dir, manifest.source):
+        state = head(site, manifest.source)
+        data, have = (None, set()) if replacing else _already_there(site, manifest, chosen)
         if data is not None:
             manifest = Manifest.from_json(data)
         else:
@@ -131,7 +133,7 @@ def _commit(settings: Any, manifest: Manifest, destinations: list[Destination], 
             data = manifest.to_json()
         sha = chain.digest(data)
         state.pending = {"sequence": manifest.sequence, "sha256": sha, "key": manifest.key}
-        chain.save_state(settings.state_dir, state)
+        chain.save_state(site.state_dir, state)
         signature = signer.sign(data)
         written = []
         for dest in chosen:
@@ -154,22 +156,23 @@ def _commit(settings: Any, manifest: Manifest, destinations: list[Destination], 
         if written:
             state.record(manifest.sequence, sha)
         try:
-            chain.save_state(settings.state_dir, state)
+            chain.save_state(site.state_dir, state)
         except OSError as exc:  # the manifest may be written: the pending record on disk settles it next time
             if log is not None:
-                log(f"the chain state of {manifest.source} in {settings.state_dir} could not be updated "
+                log(f"the chain state of {manifest.source} in {site.state_dir} could not be updated "
                     f"({_os_reason(exc)}); it keeps sequence {manifest.sequence} as pending, the next backup or "
                     "prune settles it")
         if written:  # only where the capture went: a destination that took nothing gets nothing
-            write_ledger(settings, state, signer, [d for d in chosen if d.name in written], log)
+            write_ledger(site, state, signer, [d for d in chosen if d.name in written], log)
     return manifest, errors
 
 
-def write_ledger(settings: Any, state: chain.Ledger, signer: signing.Signer, destinations: Iterable[Destination],
+@takes_site
+def write_ledger(site: Site, state: chain.Ledger, signer: signing.Signer, destinations: Iterable[Destination],
                  log: Log | None = None) -> dict[str, str]:
     """The ledger on each of the destinations; an error line per destination that did not take it."""
     data = chain.sign_ledger(replace(state, pending=None), signer)
-    key = chain.ledger_key(settings.prefix, state.source)
+    key = chain.ledger_key(site.prefix, state.source)
     failed = {}
     for dest in destinations:
         try:
@@ -182,14 +185,15 @@ def write_ledger(settings: Any, state: chain.Ledger, signer: signing.Signer, des
     return failed
 
 
-def record_pruned(settings: Any, source: str, pruned: dict[int, str], log: Log | None = None) -> dict[str, str]:
+@takes_site
+def record_pruned(site: Site, source: str, pruned: dict[int, str], log: Log | None = None) -> dict[str, str]:
     """Before prune deletes these captures (sequence -> manifest sha256): into the state and every ledger. Returns
     the destinations whose ledger could not be written (nothing may be deleted there)."""
-    signer = settings.signing.signer()
-    with chain.locked(settings.state_dir, source):
-        state = head(settings, source)
+    signer = site.signer()
+    with chain.locked(site.state_dir, source):
+        state = head(site, source)
         state.pruned.update(pruned)
         state.forget_pruned()
-        chain.save_state(settings.state_dir, state)
-        return write_ledger(settings, state, signer, list(build_site(settings).destinations), log)
+        chain.save_state(site.state_dir, state)
+        return write_ledger(site, state, signer, list(site.destinations), log)
 

@@ -20,22 +20,23 @@ from typing import Any
 
 from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.restore import find_entry, restore_backup
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.streams import Progress
 
 
-def restore_drill(settings: Any, source: str, partition: str, progress: Progress | None = None) -> dict[str, Any]:
+@takes_site
+def restore_drill(site: Site, source: str, partition: str, progress: Progress | None = None) -> dict[str, Any]:
     """Drill one partition; VerifyError (or another BackupError) when it does not restore as recorded."""
-    entry = find_entry(settings, source, partition)
+    entry = find_entry(site, source, partition)
     m = entry.manifest
-    src = build_site(settings).source(source)
-    Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    workdir = Path(os.path.realpath(tempfile.mkdtemp(prefix="drill-", dir=settings.staging_dir)))  # ours, no link
+    src = site.source(source)
+    site.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    workdir = Path(os.path.realpath(tempfile.mkdtemp(prefix="drill-", dir=site.staging_dir)))  # ours, no link
     timing: dict[str, float] = {}
 
     def restore(target: str, **options: Any) -> dict[str, Any]:
         t = time.monotonic()
-        result = restore_backup(settings, source, partition, target, progress=progress, options=options or None)
+        result = restore_backup(site, source, partition, target, progress=progress, options=options or None)
         timing["restore"] = time.monotonic() - t
         return result
 

@@ -1,6 +1,6 @@
 """Honest sources: a source that suddenly holds nothing is a failed backup, not a small one (THREATS.md).
 
-``problem(settings, source, facts)`` judges a capture once it is verified; the pipeline turns its answer into
+``problem(site, source, facts)`` judges a capture once it is verified; the pipeline turns its answer into
 a failed verification, so the blocking ``integrity`` check is where it is decided: a failed backup is a failed
 run and an alert, and no earlier backup is touched.
 
@@ -20,20 +20,22 @@ from typing import Any
 
 from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.core.manifest import Manifest
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.sources import KINDS
 
 
-def _previous(settings: Any, source: str) -> Manifest | None:
+def _previous(site: Site, source: str) -> Manifest | None:
     """The source's newest verified capture in the catalog (None when there is none or it cannot be read)."""
-    entries = catalog.of(settings, source).entries  # authenticated only: a forged count never excuses a shrink
+    entries = catalog.of(site, source).entries  # authenticated only: a forged count never excuses a shrink
     verified = [e.manifest for e in entries if e.manifest.verify.get("ok")]
     return max(verified, key=lambda m: m.captured_at) if verified else None
 
 
-def problem(settings: Any, source: str, facts: dict[str, Any]) -> str | None:
+@takes_site
+def problem(site: Site, source: str, facts: dict[str, Any]) -> str | None:
     """Why this capture is no backup of what the source should hold, or None."""
     kind = KINDS[source]
-    cfg = getattr(settings.sources, kind.key)
+    cfg = site.section(source)
     if kind.emptiness == "tables":
         tables = facts.get("row_counts", facts.get("row_estimates"))
         if isinstance(tables, dict) and not tables and not cfg.allow_empty:
@@ -47,7 +49,7 @@ def problem(settings: Any, source: str, facts: dict[str, Any]) -> str | None:
         return None
     if files > 0 and cfg.max_shrink >= 1:
         return None
-    before = _previous(settings, source)
+    before = _previous(site, source)
     held = before.facts.get("files") if before is not None else None
     earlier = "there is no earlier verified capture to compare with"
     if before is not None and isinstance(held, int):

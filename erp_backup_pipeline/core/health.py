@@ -11,11 +11,10 @@ created, as a backup would).
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any
 
 from erp_backup_pipeline.core.destinations import Destination
 from erp_backup_pipeline.core.runner import redact
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.errors import BackupError
 
 TIMEOUT_SECONDS = 30.0
@@ -31,9 +30,10 @@ def _ask(dest: Destination) -> str | None:
     return None
 
 
-def destination_problems(settings: Any, timeout: float = TIMEOUT_SECONDS) -> dict[str, str | None]:
+@takes_site
+def destination_problems(site: Site, timeout: float = TIMEOUT_SECONDS) -> dict[str, str | None]:
     """Destination name -> one line saying why it cannot be used, or None; in the configured order."""
-    destinations = list(build_site(settings).destinations)
+    destinations = list(site.destinations)
     pool = ThreadPoolExecutor(max_workers=max(1, len(destinations)), thread_name_prefix="destination-health")
     try:
         futures = {dest.name: pool.submit(_ask, dest) for dest in destinations}

@@ -28,7 +28,8 @@ from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, safe_part
 from erp_backup_pipeline.core.pipeline import STAMP, stamp_time
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
-from erp_backup_pipeline.core.sources import KINDS, enabled_sources
+from erp_backup_pipeline.core.site import Site, takes_site
+from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.core.sources import uploads as uploads_kind
 from erp_backup_pipeline.errors import BackupError
 
@@ -75,7 +76,7 @@ def state_references(state_file: Path) -> tuple[set[str], str | None]:
         return set(), "not an uploads state"
 
 
-def _artifact_names(settings: Any) -> dict[str, tuple[str, re.Pattern[str]]]:
+def _artifact_names(site: Site) -> dict[str, tuple[str, re.Pattern[str]]]:
     """Per source directory of a configured source: the source, and the exact name of its artifacts."""
     def alternatives(factories: Any) -> str:
         return "|".join(re.escape(str(f.extension)) for f in factories.values())
@@ -88,7 +89,7 @@ def _artifact_names(settings: Any) -> dict[str, tuple[str, re.Pattern[str]]]:
     # and a manifest's signature, written just before the manifest: alone, a run stopped between the two
     return {safe_part(name): (name, re.compile(rf"(?P<stamp>{STAMP.pattern})\.(?:(?:{formats(name)}){chain}|"
                                                rf"{re.escape((MANIFEST_SUFFIX + SIGNATURE_SUFFIX).lstrip('.'))})"))
-            for name in enabled_sources(settings)}
+            for name in site.enabled()}
 
 
 def _parse_orphan(dest: str, key: str, prefix: str, names: dict[str, tuple[str, re.Pattern[str]]]) -> Orphan | None:
@@ -104,23 +105,24 @@ def _parse_orphan(dest: str, key: str, prefix: str, names: dict[str, tuple[str, 
     return Orphan(dest, key, source, parts[1], captured) if captured is not None else None
 
 
-def find_orphans(settings: Any, destinations: list[Destination], entries: list[Entry], now: datetime,
+@takes_site
+def find_orphans(site: Site, destinations: list[Destination], entries: list[Entry], now: datetime,
              state_file: Path) -> list[tuple[Orphan, str, str]]:
     """Every artifact without its manifest on its destination, with keep (why) or delete."""
-    grace = timedelta(hours=settings.retention.orphan_grace_hours)
-    names = _artifact_names(settings)
+    grace = site.orphan_grace
+    names = _artifact_names(site)
     described = {key: e for e in entries for key in e.manifest.object_keys}
     needed = {dep: e for e in entries for dep in e.manifest.facts.get("depends_on") or []}
     found: list[tuple[Orphan, str, str]] = []
     state: tuple[set[str], str | None] | None = None
     for dest in destinations:
         try:
-            listed = list(dest.list(settings.prefix + "/"))
+            listed = list(dest.list(site.prefix + "/"))
         except BackupError as exc:
             raise ListingFailed(f"{dest.name} could not be listed ({exc})") from None
         present = set(listed)
         for key in listed:
-            orphan = _parse_orphan(dest.name, key, settings.prefix, names)
+            orphan = _parse_orphan(dest.name, key, site.prefix, names)
             if orphan is None or orphan.manifest_key in present:
                 continue
             what = f"artifact without a manifest on {dest.name}"

@@ -51,7 +51,7 @@ from erp_backup_pipeline.core import attachments, commit, emptiness, signing
 from erp_backup_pipeline.core.destinations import Destination
 from erp_backup_pipeline.core.destinations.local import SWEEP_AGE
 from erp_backup_pipeline.core.manifest import Manifest, artifact_dir, safe_part
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.streams import (
     CHUNK,
     HashingReader,
@@ -100,13 +100,13 @@ def _log(progress: Progress | None, text: str) -> None:
 
 
 @contextlib.contextmanager
-def _cleanup_on_failure(capture: Capture, settings: Any = None) -> Iterator[None]:
+def _cleanup_on_failure(capture: Capture, site: Site | None = None) -> Iterator[None]:
     """On failure: abort uploads that are waiting for commit and remove the staging dir."""
     try:
         yield
     except BaseException as exc:
-        if settings is not None and capture.pending:
-            _abort_pending(settings, capture)
+        if site is not None and capture.pending:
+            _abort_pending(site, capture)
         shutil.rmtree(capture.workdir, ignore_errors=True)
         if isinstance(exc, OSError):  # a full or read-only staging disk, say: one line, not a traceback
             raise BackupError(f"{capture.source} {capture.partition}: {_os_reason(exc)}") from None
@@ -144,12 +144,13 @@ def stamp_time(stamp: str) -> datetime | None:
         return None
 
 
-def new_capture(settings: Any, source: str, partition: str, now: datetime | None = None, mode: str = "live") -> Capture:
+@takes_site
+def new_capture(site: Site, source: str, partition: str, now: datetime | None = None, mode: str = "live") -> Capture:
     now = now or datetime.now(UTC)
-    parent = Path(settings.staging_dir) / safe_part(source)
+    parent = site.staging_dir / safe_part(source)
     try:
-        Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(settings.staging_dir, 0o700)
+        site.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(site.staging_dir, 0o700)
         parent.mkdir(exist_ok=True, mode=0o700)  # not parents=True: it makes parents with the umask's mode
         os.chmod(parent, 0o700)
     except OSError as exc:
@@ -174,11 +175,11 @@ def _stale_workdirs(workdir: Path, older_than: timedelta = SWEEP_AGE) -> list[Pa
     return [d for d in workdir.parent.iterdir() if d != workdir and d.is_dir() and d.stat().st_mtime <= cutoff]
 
 
-def stage_dump(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+@takes_site
+def stage_dump(site: Site, capture: Capture, progress: Progress | None = None) -> Capture:
     """Check the source, the tools, the recipients and the destinations; record source facts."""
     with _cleanup_on_failure(capture):
-        settings.signing.signer()  # a missing or unreadable signing key fails before any work too
-        site = build_site(settings)
+        site.signer()  # a missing or unreadable signing key fails before any work too
         enc = site.encryptor()  # a bad recipient fails before any work
         if hasattr(enc, "check_keys"):
             enc.check_keys()
@@ -243,28 +244,25 @@ class _FanOut:
             w.abort()
 
 
-def _destinations(settings: Any, capture: Capture) -> list[Destination]:
+def _destinations(site: Site, capture: Capture) -> list[Destination]:
     """The destinations; those with object_lock lock what they write for this capture until its captured_at
     plus the source's keep_within, at least min_days after it (not at all when that is not in the future)."""
-    site = build_site(settings)
     found = list(site.destinations)
-    locks = {d.name: d.object_lock for d in settings.destinations if getattr(d, "object_lock", None) is not None}
-    if not locks:
+    if all(d.object_lock_mode is None for d in found):
         return found
     policy = site.policies.get(capture.source)
     within = policy.keep_within if policy is not None else timedelta(0)
     captured = datetime.fromisoformat(capture.captured_at)
     for i, dest in enumerate(found):
-        lock = locks.get(dest.name)
-        if lock is not None:
-            found[i] = dest.with_retain_until(captured + max(within, timedelta(days=lock.min_days or 0)))
+        if dest.object_lock_mode is not None:
+            found[i] = dest.with_retain_until(captured + max(within, timedelta(days=dest.object_lock_min_days)))
     return found
 
 
-def _open_writers(settings: Any, capture: Capture, key: str) -> _FanOut:
+def _open_writers(site: Site, capture: Capture, key: str) -> _FanOut:
     results: dict[str, dict[str, Any]] = {}
     writers: dict[str, Any] = {}
-    for dest in _destinations(settings, capture):
+    for dest in _destinations(site, capture):
         try:
             writers[dest.name] = dest.open_writer(key)
         except BackupError as exc:
@@ -274,22 +272,22 @@ def _open_writers(settings: Any, capture: Capture, key: str) -> _FanOut:
     return _FanOut(writers, results)
 
 
-def _abort_pending(settings: Any, capture: Capture) -> None:
-    for dest in build_site(settings).destinations:
+def _abort_pending(site: Site, capture: Capture) -> None:
+    for dest in site.destinations:
         state = capture.pending.get(dest.name)
         if state is not None:
             with contextlib.suppress(BackupError):
                 dest.resume_writer(capture.artifact["key"], state).abort()
 
 
-def stage_compress(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+@takes_site
+def stage_compress(site: Site, capture: Capture, progress: Progress | None = None) -> Capture:
     """One pass: dump | compress | (verify, encrypt | every destination). Uploads stay invisible."""
     with _cleanup_on_failure(capture):
-        site = build_site(settings)
         source, codec, enc = site.source(capture.source), site.compressor(), site.encryptor()
-        key = (f"{artifact_dir(settings.prefix, capture.source, capture.partition)}/"
+        key = (f"{artifact_dir(site.prefix, capture.source, capture.partition)}/"
                f"{capture.stamp}.{source.extension}.{codec.extension}.{enc.extension}")
-        fan = _open_writers(settings, capture, key)
+        fan = _open_writers(site, capture, key)
         verified = StageStats()
         verifier = PipeConsumer(_verifier(source, codec, Path(capture.workdir), capture.facts, verified), "verify")
         encryptor = PipeConsumer(lambda compressed: enc.encrypt(compressed, fan), "encrypt")
@@ -310,7 +308,7 @@ def stage_compress(settings: Any, capture: Capture, progress: Progress | None = 
             fan.abort()
             raise
         verify = _verify_result(verifier, verified, raw.stats)
-        if verify["ok"] and (empty := emptiness.problem(settings, capture.source, {**capture.facts, **learnt})):
+        if verify["ok"] and (empty := emptiness.problem(site, capture.source, {**capture.facts, **learnt})):
             verify = {"ok": False, "error": empty}  # the blocking integrity check fails: a failed run, an alert
         if raw.stats.bytes == 0:
             fan.abort()
@@ -376,18 +374,20 @@ def _verify_result(verifier: PipeConsumer, verified: StageStats, dump: StageStat
     return {"ok": True, **details, "raw_sha256_match": True, "seconds": round(verifier.seconds, 3)}
 
 
-def stage_verify(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+@takes_site
+def stage_verify(site: Site, capture: Capture, progress: Progress | None = None) -> Capture:
     """Publish the verification of the compressed bytes; a failure aborts every upload."""
-    with _cleanup_on_failure(capture, settings):
+    with _cleanup_on_failure(capture, site):
         if not capture.verify.get("ok"):
             raise VerifyError(f"{capture.source}: {capture.verify.get('error', 'verification did not run')}")
         _log(progress, f"{capture.source}: verified ({capture.verify.get('method')}) in {capture.verify['seconds']:.1f} s")
         return capture
 
 
-def stage_encrypt(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+@takes_site
+def stage_encrypt(site: Site, capture: Capture, progress: Progress | None = None) -> Capture:
     """Publish what was encrypted, to whom (fingerprints), and where the ciphertext waits."""
-    with _cleanup_on_failure(capture, settings):
+    with _cleanup_on_failure(capture, site):
         entry = capture.stage("encrypt")
         if entry["bytes"] <= capture.stage("compress")["bytes"]:
             raise BackupError(f"{capture.source}: ciphertext is not larger than its plaintext; encryption did not run")
@@ -396,12 +396,13 @@ def stage_encrypt(settings: Any, capture: Capture, progress: Progress | None = N
         return capture
 
 
-def stage_ship(settings: Any, capture: Capture, progress: Progress | None = None) -> Capture:
+@takes_site
+def stage_ship(site: Site, capture: Capture, progress: Progress | None = None) -> Capture:
     """Commit the verified, encrypted artifact on every destination that holds it."""
-    with _cleanup_on_failure(capture, settings):
+    with _cleanup_on_failure(capture, site):
         results = dict(capture.destinations)
         t0 = time.monotonic()
-        for dest in _destinations(settings, capture):
+        for dest in _destinations(site, capture):
             state = capture.pending.get(dest.name)
             if state is None:
                 continue
@@ -436,11 +437,11 @@ def tool_versions() -> dict[str, str]:
     return found
 
 
-def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = None) -> Manifest:
+@takes_site
+def stage_manifest(site: Site, capture: Capture, progress: Progress | None = None) -> Manifest:
     """Write the manifest beside the artifact on every destination that holds it (the commit point)."""
     try:
-        required = {d.name for d in settings.destinations if d.required}
-        missing = sorted(n for n in required if not capture.destinations.get(n, {}).get("ok"))
+        missing = sorted(n for n in site.required if not capture.destinations.get(n, {}).get("ok"))
         manifest = Manifest(
             source=capture.source, kind=capture.kind, partition=capture.partition, captured_at=capture.captured_at,
             finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -451,25 +452,25 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
             attachments=attachments.manifest_records(capture.attachments),
         )
         holders = [n for n, r in capture.destinations.items() if r.get("ok")]
-        manifest, failed = commit.commit(settings, manifest, _destinations(settings, capture), holders,
+        manifest, failed = commit.commit(site, manifest, _destinations(site, capture), holders,
                                          lambda line: _log(progress, f"warning: {line}"))
         for name, error in failed.items():
             capture.destinations[name] = {"ok": False, "error": error}
-            if name not in missing and name in required:
+            if name not in missing and name in site.required:
                 missing.append(name)
         if missing:
             errors = "; ".join(f"{n}: {capture.destinations.get(n, {}).get('error', 'not written')}" for n in missing)
             raise DestinationError(f"{capture.source} {capture.partition}: not backed up on every required "
                                    f"destination ({errors})")
         _log(progress, f"{capture.source} {capture.partition}: manifest written, backup complete")
-        committed = getattr(build_site(settings).source(capture.source), "on_committed", None)
+        committed = getattr(site.source(capture.source), "on_committed", None)
         if committed is not None:
             try:
                 committed(Path(capture.workdir), manifest)
             except (OSError, BackupError) as exc:  # the backup is committed: say what the next one will do instead
                 reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
                 _log(progress, f"warning: {capture.source} {capture.partition}: the backup is complete, but what it "
-                               f"shipped could not be remembered in {settings.state_dir} ({reason}); the next backup "
+                               f"shipped could not be remembered in {site.state_dir} ({reason}); the next backup "
                                "starts from the older state and reads again what changed since")
         return manifest
     finally:
@@ -479,10 +480,11 @@ def stage_manifest(settings: Any, capture: Capture, progress: Progress | None = 
 STAGES = (stage_dump, stage_compress, stage_verify, stage_encrypt, stage_ship)
 
 
-def run_backup(settings: Any, source: str, partition: str, progress: Progress | None = None,
+@takes_site
+def run_backup(site: Site, source: str, partition: str, progress: Progress | None = None,
                mode: str = "live") -> Manifest:
     """All stages in order, as the Dagster graph runs them."""
-    capture = new_capture(settings, source, partition, mode=mode)
+    capture = new_capture(site, source, partition, mode=mode)
     for stage in STAGES:
-        capture = stage(settings, capture, progress)
-    return stage_manifest(settings, capture, progress)
+        capture = stage(site, capture, progress)
+    return stage_manifest(site, capture, progress)

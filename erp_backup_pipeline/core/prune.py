@@ -33,7 +33,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from erp_backup_pipeline.core import catalog, commit, keep_locks
 from erp_backup_pipeline.core.catalog import Entry
@@ -53,7 +52,7 @@ from erp_backup_pipeline.core.orphans import (
 from erp_backup_pipeline.core.retention import Plan, RetentionPolicy, plan
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.sources.uploads import STATE_FILE as UPLOADS_STATE  # under state_dir (save_state)
 from erp_backup_pipeline.errors import BackupError
 
@@ -107,21 +106,22 @@ def _row(entry: Entry, action: str, reason: str) -> dict[str, str]:
             "reason": reason}
 
 
-def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log: Log = print) -> PruneResult:
+@takes_site
+def prune(site: Site, now: datetime | None = None, dry_run: bool = True, log: Log = print) -> PruneResult:
     """Plan retention over every destination's catalog and, unless ``dry_run``, delete what the plan deletes.
 
     Raises PruneRefused (nothing deleted) when a destination cannot be read."""
     now = now or datetime.now(UTC)
-    destinations = list(build_site(settings).destinations)
-    policies = settings.retention.policies()
-    state_file = Path(settings.state_dir) / UPLOADS_STATE
-    first, first_orphans = _plan(settings, destinations, policies, now, state_file)
+    destinations = list(site.destinations)
+    policies = site.policies
+    state_file = site.state_dir / UPLOADS_STATE
+    first, first_orphans = _plan(site, destinations, policies, now, state_file)
     by_name = {d.name: d for d in destinations}
     if dry_run:
         return PruneResult(first, True, kept=list(first.keep), orphans=first_orphans,
                            locks=keep_locks.extend(first.lock_until, by_name, True, log))
     # right before deleting: what is there now
-    fresh, fresh_orphans = _plan(settings, destinations, policies, now, state_file)
+    fresh, fresh_orphans = _plan(site, destinations, policies, now, state_file)
     reviewed = {e.manifest.key for e, _ in first.delete}
     result = PruneResult(fresh, False, kept=list(fresh.keep))
     todo = []
@@ -131,14 +131,14 @@ def prune(settings: Any, now: datetime | None = None, dry_run: bool = True, log:
         else:
             result.kept.append((entry, f"deletable only in the catalog read again before deleting: left for the "
                                        f"next prune (otherwise: {reason})"))
-    todo = _recorded(settings, todo, result, log)
+    todo = _recorded(site, todo, result, log)
     _delete(todo, by_name, result, log)
     result.orphans += sweep(first_orphans, fresh_orphans, by_name, log)
     result.locks = keep_locks.extend(fresh.lock_until, by_name, False, log)
     return result
 
 
-def _recorded(settings: Any, todo: list[tuple[Entry, str]], result: PruneResult, log: Log) -> list[tuple[Entry, str]]:
+def _recorded(site: Site, todo: list[tuple[Entry, str]], result: PruneResult, log: Log) -> list[tuple[Entry, str]]:
     """Each source's captures about to go, recorded as pruned in its chain ledger on every destination first; a source
     whose ledger a destination did not take deletes nothing this time (its absence would read as a deletion)."""
     by_source: dict[str, list[tuple[Entry, str]]] = {}
@@ -146,7 +146,7 @@ def _recorded(settings: Any, todo: list[tuple[Entry, str]], result: PruneResult,
         by_source.setdefault(entry.manifest.source, []).append((entry, reason))
     kept: list[tuple[Entry, str]] = []
     for source, items in sorted(by_source.items()):
-        failed = commit.record_pruned(settings, source, {e.manifest.sequence: e.sha256 for e, _ in items}, log)
+        failed = commit.record_pruned(site, source, {e.manifest.sequence: e.sha256 for e, _ in items}, log)
         if failed:
             problem = "; ".join(f"{n}: {err}" for n, err in sorted(failed.items()))
             result.failed += [(e, f"{r}; not deleted: the chain ledger could not be written ({problem})")
@@ -156,9 +156,9 @@ def _recorded(settings: Any, todo: list[tuple[Entry, str]], result: PruneResult,
     return kept
 
 
-def _plan(settings: Any, destinations: list[Destination], policies: dict[str, RetentionPolicy], now: datetime,
+def _plan(site: Site, destinations: list[Destination], policies: dict[str, RetentionPolicy], now: datetime,
           state_file: Path) -> tuple[Plan, list[tuple[Orphan, str, str]]]:
-    found = catalog.of(settings, now=now, destinations=destinations)
+    found = catalog.of(site, now=now, destinations=destinations)
     if found.errors:
         raise PruneRefused(f"refusing to prune: {len(found.errors)} destination(s) could not be read, so the plan "
                            f"would miss their backups ({'; '.join(found.errors)})")
@@ -169,7 +169,7 @@ def _plan(settings: Any, destinations: list[Destination], policies: dict[str, Re
     entries = found.entries
     planned = _guard_locks(_guard_uploads_state(plan(entries, policies, now), state_file), destinations)
     try:
-        return planned, find_orphans(settings, destinations, entries, now, state_file)
+        return planned, find_orphans(site, destinations, entries, now, state_file)
     except ListingFailed as exc:
         raise PruneRefused(f"refusing to prune: {exc}") from None
 

@@ -4,7 +4,7 @@ A backup set is a date's newest verified capture of every configured source (com
 source has one). With point-in-time recovery configured (``pitr``), the set's PostgreSQL is the
 archived cluster at the set's recovery target: the uploads capture time (documents are written before
 the rows that reference them), else the earliest capture of the other stores; a target outside the
-archived range says why and falls back to the date's ``postgres_dump``. ``plan_recovery`` names what
+archived range says why and falls back to the date's PostgreSQL dump. ``plan_recovery`` names what
 goes where under DIR and refuses what would overwrite anything: the SQLite file (``DIR/sqlite/<name>``),
 a new PostgreSQL database ``erp_recovered_<date>`` on the configured server (or the point-in-time
 cluster in ``DIR/postgres`` on a free loopback port), Redis's ``dump.rdb`` with a redis-server started on
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -35,13 +34,14 @@ from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.restore import fetched, plaintext_reader, restore_backup
 from erp_backup_pipeline.core.runner import free_port
 from erp_backup_pipeline.core.safe_target import check_target, restore_os_error
-from erp_backup_pipeline.core.sources import build_source, enabled_sources, restore_order
+from erp_backup_pipeline.core.site import Site, takes_site
+from erp_backup_pipeline.core.sources import KINDS, restore_order
 from erp_backup_pipeline.core.sources.base import compare_counts
-from erp_backup_pipeline.core.sources.sqlite import check_file
 from erp_backup_pipeline.core.streams import CHUNK, Progress
 from erp_backup_pipeline.errors import BackupError, RestoreError, VerifyError
 
-PITR = "postgres_pitr"  # the step of a set whose PostgreSQL comes from the WAL archive
+PITR = servers.PITR  # the step of a set whose PostgreSQL comes from the WAL archive
+PG, REDIS, CONFIG, UPLOADS = servers.PG, servers.REDIS, servers.CONFIG, servers.UPLOADS
 
 
 @dataclass
@@ -57,13 +57,14 @@ class BackupSet:
         return not self.missing
 
 
-def backup_sets(settings: Any, errors: list[str] | None = None,
+@takes_site
+def backup_sets(site: Site, errors: list[str] | None = None,
                 found: catalog.Catalog | None = None) -> list[BackupSet]:
     """One set per date that has any verified, authenticated backup, oldest first (of ``found``, or the catalog
     read now)."""
-    sources = enabled_sources(settings)
+    sources = site.enabled()
     by_date: dict[str, dict[str, Entry]] = {}
-    found = found or catalog.of(settings)
+    found = found or catalog.of(site)
     if errors is not None:
         errors += found.errors + [f"rejected: {line}" for line in found.evidence]
     for entry in found.entries:
@@ -71,24 +72,25 @@ def backup_sets(settings: Any, errors: list[str] | None = None,
         if m.source in sources and m.verify.get("ok") and m.complete:
             by_date.setdefault(m.partition, {})[m.source] = entry  # entries come oldest first: the newest wins
     sets = [BackupSet(d, found, [s for s in sources if s not in found]) for d, found in sorted(by_date.items())]
-    if servers.pitr_enabled(settings) and sets:
+    if servers.pitr_enabled(site) and sets:
         window, problem = None, None
         try:
-            window = servers.archived_range(settings)
+            window = servers.archived_range(site)
         except BackupError as exc:
             problem = f"pgBackRest: {exc}"
         for bset in sets:
             bset.pg_target, bset.pitr_note = servers.pitr_target(bset.entries, window, problem)
             if bset.pg_target is not None:
-                bset.missing = [s for s in bset.missing if s != "postgres_dump"]
-            elif "postgres_dump" not in bset.entries and "postgres_dump" not in bset.missing:
+                bset.missing = [s for s in bset.missing if s != PG]
+            elif PG not in bset.entries and PG not in bset.missing:
                 bset.missing.append("postgres point-in-time")
     return sets
 
 
-def find_set(settings: Any, date: str) -> BackupSet:
-    found = catalog.of(settings)
-    for bset in backup_sets(settings, found=found):
+@takes_site
+def find_set(site: Site, date: str) -> BackupSet:
+    found = catalog.of(site)
+    for bset in backup_sets(site, found=found):
         if bset.date == date:
             return bset
     there = [r for r in found.rejected if r.key.rsplit("/", 2)[-2:-1] == [date]]
@@ -119,40 +121,15 @@ class RecoveryPlan:
     notes: list[str] = field(default_factory=list)
 
 
-def _pg_database_free(settings: Any, name: str, facts: dict[str, Any]) -> None:
-    """The recovered database's name is free and the server can take the dump (version, extensions, roles)."""
-    src = build_source(settings, "postgres_dump")
-    pg = settings.sources.postgres
-    with src.connect(dbname="postgres") as conn:  # type: ignore[attr-defined]
-        taken = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
-        pre = src.preflight(conn, facts, "roles" in facts)  # type: ignore[attr-defined]
-    if taken:
-        raise RestoreError(f"database {name} already exists on {pg.host}:{pg.port}: a recovery never overwrites one; "
-                           "drop or rename it first, or recover with another database name")
-    if pre.problems:
-        raise RestoreError("postgres_dump: " + "; ".join(pre.problems[:3]) + "; nothing was changed")
+def _target(site: Site, source: str, root: Path, date: str, pg_database: str | None) -> tuple[str, str]:
+    return KINDS[source].recovery_target(site.section(source), root, date, pg_database)
 
 
-def _target(settings: Any, source: str, root: Path, date: str, pg_database: str | None) -> tuple[str, str]:
-    if source == "sqlite_backup":
-        name = Path(settings.sources.sqlite.path).name
-        return str(root / "sqlite" / name), f"SQLite file {root / 'sqlite' / name}"
-    if source == "postgres_dump":
-        db = pg_database or f"erp_recovered_{date.replace('-', '')}"
-        pg = settings.sources.postgres
-        return db, f"new PostgreSQL database {db} on {pg.host}:{pg.port}"
-    if source == "redis_snapshot":
-        return str(root / "redis"), f"{root / 'redis' / 'dump.rdb'}, a redis-server started on it"
-    if source == "config_archive":
-        return str(root / "config"), f"configuration tree {root / 'config'}"
-    return str(root / "uploads"), f"uploads tree {root / 'uploads'}"
-
-
-def _check_reachable(settings: Any, root: Path) -> None:
+def _check_reachable(site: Site, root: Path) -> None:
     """pgBackRest restores as pitr.os_user: it must reach DIR (refused now, not after the other stores)."""
     from erp_backup_pipeline.core.pitr.recover import as_user
 
-    user = settings.pitr.os_user
+    user = site.pgbackrest.os_user
     if os.geteuid() != 0 or user == "root":
         return
     existing = next(p for p in (root, *root.parents) if p.exists())
@@ -163,9 +140,10 @@ def _check_reachable(settings: Any, root: Path) -> None:
                            "into a directory whose parents it can search") from None
 
 
-def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None = None) -> RecoveryPlan:
+@takes_site
+def plan_recovery(site: Site, date: str, root: Path, pg_database: str | None = None) -> RecoveryPlan:
     """What goes where; RestoreError before anything changes when a target is taken or unreachable."""
-    bset = find_set(settings, date)
+    bset = find_set(site, date)
     root = check_target(root, force=False, inside=True)
     if os.path.lexists(root) and not os.path.isdir(root):
         raise RestoreError(f"recovery directory {root} is a file, not a directory; recover into a new directory")
@@ -175,45 +153,47 @@ def plan_recovery(settings: Any, date: str, root: Path, pg_database: str | None 
                         pg_target=bset.pg_target)
     for source in restore_order(bset.entries):
         entry = bset.entries[source]
-        if source == "postgres_dump" and bset.pg_target is not None:
+        if source == PG and bset.pg_target is not None:
             continue  # the point in time replaces the day's dump
-        target, what = _target(settings, source, root, date, pg_database)
-        if source == "postgres_dump":
-            _pg_database_free(settings, target, entry.manifest.facts)
+        target, what = _target(site, source, root, date, pg_database)
+        check = getattr(site.source(source), "check_recovery_target", None)
+        if check is not None:  # a new database: free, and the server can take it
+            check(target, entry.manifest.facts)
         step = Step(source, target, f"{source} captured {entry.manifest.captured_at} -> {what}")
-        if source == "redis_snapshot":
+        if source == REDIS:
             step.port = free_port()
             step.what += f" (127.0.0.1:{step.port})"
         plan.steps.append(step)
     if bset.pg_target is not None:
         from erp_backup_pipeline.core.pitr import recover as pitr_recover
 
-        _check_reachable(settings, root)
+        _check_reachable(site, root)
         datadir = root / "postgres"
         step = Step(PITR, str(datadir), "", port=free_port(),
-                    pitr_plan=pitr_recover.plan_restore(settings, datadir, target_time=bset.pg_target))
+                    pitr_plan=pitr_recover.plan_restore(site, datadir, target_time=bset.pg_target))
         step.what = (f"PostgreSQL point-in-time to {bset.pg_target.isoformat()} (backup set {step.pitr_plan.label}) "
                      f"-> new data directory {datadir} (port {step.port})")
         plan.steps.insert(0, step)
     elif bset.pitr_note:
         plan.notes.append(f"no point-in-time PostgreSQL for {date}: {bset.pitr_note}"
-                          + ("; the day's postgres_dump instead" if "postgres_dump" in bset.entries else ""))
+                          + (f"; the day's {PG} instead" if PG in bset.entries else ""))
     return plan
 
 
-def _restore_step(settings: Any, plan: RecoveryPlan, step: Step, progress: Progress | None) -> dict[str, Any]:
+def _restore_step(site: Site, plan: RecoveryPlan, step: Step, progress: Progress | None) -> dict[str, Any]:
     if step.source == PITR:
         step.started = True  # stopping goes by postmaster.pid: a no-op when the cluster never came up
-        return servers.start_pitr(settings, step.pitr_plan, step.port or free_port())
-    result = restore_backup(settings, step.source, plan.date, step.target, progress=progress)
-    if step.source == "redis_snapshot":
+        return servers.start_pitr(site, step.pitr_plan, step.port or free_port())
+    result = restore_backup(site, step.source, plan.date, step.target, progress=progress)
+    if step.source == REDIS:
         port = step.port or free_port()
         step.started = True  # the pid file tells whether it is up; stopping a server that never came is a no-op
-        result["pid"] = servers.start_redis(settings, Path(step.target), port)
+        result["pid"] = servers.start_redis(site, Path(step.target), port)
     return result
 
 
-def recover(settings: Any, plan: RecoveryPlan, progress: Progress | None = None,
+@takes_site
+def recover(site: Site, plan: RecoveryPlan, progress: Progress | None = None,
             log: Any = print) -> dict[str, Any]:
     """Restore every store of the plan, start its servers, then check them together. VerifyError when a check
     fails; on any failure the servers started so far are stopped again (the restored files stay)."""
@@ -229,56 +209,46 @@ def recover(settings: Any, plan: RecoveryPlan, progress: Progress | None = None,
         for step in plan.steps:
             t = time.monotonic()
             log(f"restoring {step.what}")
-            results[step.source] = _restore_step(settings, plan, step, progress)
+            results[step.source] = _restore_step(site, plan, step, progress)
             timings[step.source] = round(time.monotonic() - t, 2)
             log(f"  done in {timings[step.source]} s")
         total = round(time.monotonic() - t0, 2)
         t = time.monotonic()
-        checks = consistency_checks(settings, plan)
+        checks = consistency_checks(site, plan)
         check_seconds = round(time.monotonic() - t, 2)
         failed = [c for c in checks if not c["ok"]]
         if failed:
             raise VerifyError(f"recovery of {plan.date}: {len(failed)} consistency check(s) failed: "
                               + "; ".join(f"{c['check']}: {c['detail']}" for c in failed[:3]))
     except BaseException:
-        servers.stop_servers(settings, plan.steps)
+        servers.stop_servers(site, plan.steps)
         raise
-    use, stop = servers.pointers(settings, plan.steps)
+    use, stop = servers.pointers(site, plan.steps)
     return {"date": plan.date, "root": str(plan.root), "seconds": timings, "total_seconds": total,
             "check_seconds": check_seconds, "checks": checks, "missing": plan.missing, "results": results,
             "use": use, "stop": stop}
 
 
-def _rows(settings: Any, step: Step) -> dict[str, int]:
-    if step.source == "sqlite_backup":
-        return check_file(Path(step.target))[1]
-    from erp_backup_pipeline.core.sources.postgres import count_rows
-
-    src = build_source(settings, "postgres_dump")
-    with src.connect(dbname=step.target) as conn:  # type: ignore[attr-defined]
-        return count_rows(conn)
+def _rows(site: Site, step: Step) -> dict[str, int]:
+    return site.source(step.source).restored_rows(step.target)  # type: ignore[attr-defined, no-any-return]
 
 
-def _referenced(settings: Any, ref: Any, step: Step) -> list[str]:
-    if ref.source == "sqlite_backup":
-        with sqlite3.connect(f"file:{step.target}?mode=ro", uri=True) as conn:
-            return [r[0] for r in conn.execute(ref.query) if r[0]]
+def _referenced(site: Site, ref: Any, step: Step) -> list[str]:
     if step.source == PITR:
         assert step.port is not None
-        return [r[0] for r in servers.pitr_query(settings, Path(step.target), step.port, ref.query,
-                                                  servers.pitr_dbname(settings)) if r and r[0]]
-    src = build_source(settings, "postgres_dump")
-    with src.connect(dbname=step.target) as conn:  # type: ignore[attr-defined]
-        return [r[0] for r in conn.execute(ref.query).fetchall() if r[0]]
+        return [r[0] for r in servers.pitr_query(site, Path(step.target), step.port, ref.query,
+                                                  servers.pitr_dbname(site)) if r and r[0]]
+    return site.source(ref.source).restored_query(step.target, ref.query)  # type: ignore[attr-defined, no-any-return]
 
 
-def recorded_uploads(settings: Any, entry: Entry) -> dict[str, str]:
+@takes_site
+def recorded_uploads(site: Site, entry: Entry) -> dict[str, str]:
     """name -> sha256 of every file in the uploads snapshot, as the artifact recorded it (its last member;
     paths never reach the manifest). Reads the date's artifact once more: checksum, decrypt, decompress."""
     from erp_backup_pipeline.core.sources.uploads import SNAPSHOT_NAME
 
-    with fetched(settings, entry) as path, open(path, "rb") as fh:
-        reader: Any = plaintext_reader(settings, entry.manifest, fh, stage="check")
+    with fetched(site, entry) as path, open(path, "rb") as fh:
+        reader: Any = plaintext_reader(site, entry.manifest, fh, stage="check")
         snapshot = None
         try:
             with tarfile.open(fileobj=reader, mode="r|") as tar:
@@ -302,20 +272,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _documents(settings: Any, plan: RecoveryPlan, steps: dict[str, Step]) -> list[dict[str, Any]]:
+def _documents(site: Site, plan: RecoveryPlan, steps: dict[str, Step]) -> list[dict[str, Any]]:
     checks = []
-    uploads = steps.get("uploads_snapshot")
+    uploads = steps.get(UPLOADS)
     recorded: dict[str, str] | None = None
-    for ref in settings.recovery.document_references:
+    for ref in site.document_references:
         name = f"documents referenced by {ref.source}"
-        step = steps.get(ref.source) or (steps.get(PITR) if ref.source == "postgres_dump" else None)
+        step = steps.get(ref.source) or (steps.get(PITR) if ref.source == PG else None)
         if step is None or uploads is None:
             checks.append({"check": name, "ok": False,
-                           "detail": f"the set has no {ref.source if step is None else 'uploads_snapshot'} backup"})
+                           "detail": f"the set has no {ref.source if step is None else UPLOADS} backup"})
             continue
-        paths = _referenced(settings, ref, step)
+        paths = _referenced(site, ref, step)
         if recorded is None:
-            recorded = recorded_uploads(settings, plan.entries["uploads_snapshot"])
+            recorded = recorded_uploads(site, plan.entries[UPLOADS])
         root = Path(uploads.target)
         absent, differ = [], []
         for p in paths:
@@ -334,33 +304,34 @@ def _documents(settings: Any, plan: RecoveryPlan, steps: dict[str, Step]) -> lis
     return checks
 
 
-def consistency_checks(settings: Any, plan: RecoveryPlan) -> list[dict[str, Any]]:
+@takes_site
+def consistency_checks(site: Site, plan: RecoveryPlan) -> list[dict[str, Any]]:
     steps = {s.source: s for s in plan.steps}
-    entries = plan.entries or find_set(settings, plan.date).entries
+    entries = plan.entries or find_set(site, plan.date).entries
     plan.entries = entries
     checks: list[dict[str, Any]] = []
-    for source in ("sqlite_backup", "postgres_dump"):
-        if source in steps:
+    for source in steps:
+        if source in KINDS and KINDS[source].emptiness == "tables":  # a database: its rows per table
             expected = entries[source].manifest.facts.get("row_counts")
             try:
-                compare_counts(source, expected, _rows(settings, steps[source]))
+                compare_counts(source, expected, _rows(site, steps[source]))
                 checks.append({"check": f"{source} rows per table", "ok": True, "detail": "equal to the manifest"})
             except VerifyError as exc:
                 checks.append({"check": f"{source} rows per table", "ok": False, "detail": str(exc)})
     if PITR in steps:
         assert plan.pg_target is not None
-        checks.append(servers.pitr_check(settings, steps[PITR], plan.pg_target, entries.get("postgres_dump")))
-    if "redis_snapshot" in steps:
-        expected_keys = entries["redis_snapshot"].manifest.verify.get("keys")
-        checks.append(servers.redis_check(settings, steps["redis_snapshot"], expected_keys))
-    if "config_archive" in steps:
-        index = entries["config_archive"].manifest.facts.get("index") or []
-        root = Path(steps["config_archive"].target)
+        checks.append(servers.pitr_check(site, steps[PITR], plan.pg_target, entries.get(PG)))
+    if REDIS in steps:
+        expected_keys = entries[REDIS].manifest.verify.get("keys")
+        checks.append(servers.redis_check(site, steps[REDIS], expected_keys))
+    if CONFIG in steps:
+        index = entries[CONFIG].manifest.facts.get("index") or []
+        root = Path(steps[CONFIG].target)
         files = [e["name"] for e in index if e.get("type", "file") == "file"]
         absent = [n for n in files if not os.path.isfile(root / n)]
         checks.append({"check": "configuration files present", "ok": not absent,
                        "detail": f"{len(files)} files" if not absent else f"{len(absent)} missing, first {absent[0]}"})
-    checks += _documents(settings, plan, steps)
+    checks += _documents(site, plan, steps)
     if plan.missing:
         checks.append({"check": "every configured store in the set", "ok": False,
                        "detail": f"no backup of {', '.join(plan.missing)} on {plan.date}"})

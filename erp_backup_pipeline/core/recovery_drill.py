@@ -23,7 +23,7 @@ from psycopg import sql
 from erp_backup_pipeline.core.recovery import BackupSet, backup_sets, plan_recovery, recover
 from erp_backup_pipeline.core.recovery_servers import stop_servers
 from erp_backup_pipeline.core.runner import redact
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.sources import postgres
 from erp_backup_pipeline.errors import BackupError, RestoreError
 
@@ -39,20 +39,20 @@ class DrillResult:
     failure: str | None = None  # the one line when the recovery itself failed
 
 
-def _drop_scratch_database(settings: Any, name: str) -> None:
-    src = build_site(settings).source(postgres.KIND.name)
+def _drop_scratch_database(site: Site, name: str) -> None:
+    src = site.source(postgres.KIND.name)
     with src.connect(dbname="postgres", autocommit=True) as conn:  # type: ignore[attr-defined]
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def _scratch(settings: Any, bset: BackupSet) -> Path:
+def _scratch(site: Site, bset: BackupSet) -> Path:
     """Under the staging dir; under pgBackRest's work dir when the set restores PostgreSQL to a point in time
     (pgBackRest runs as pitr.os_user, who must reach the data directory)."""
-    parent = Path(settings.staging_dir)
+    parent = site.staging_dir
     if bset.pg_target is not None:
         from erp_backup_pipeline.core.pitr import config as pitr_config
 
-        parent = pitr_config.layout(settings).work_dir
+        parent = pitr_config.layout(site).work_dir
     parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     scratch = Path(os.path.realpath(tempfile.mkdtemp(prefix="recovery-drill-", dir=parent)))  # ours: no link on the way
     if bset.pg_target is not None:
@@ -60,22 +60,23 @@ def _scratch(settings: Any, bset: BackupSet) -> Path:
     return scratch
 
 
-def run_drill(settings: Any, log: Log = lambda _: None, warn: Log = lambda _: None) -> DrillResult:
+@takes_site
+def run_drill(site: Site, log: Log = lambda _: None, warn: Log = lambda _: None) -> DrillResult:
     """Recover the newest complete set into scratch, check it, clean up; RestoreError when there is no set."""
-    complete = [s for s in backup_sets(settings) if s.complete]
+    complete = [s for s in backup_sets(site) if s.complete]
     if not complete:
         raise RestoreError("no complete backup set yet: every configured store needs a verified backup of one date")
     bset = complete[-1]
-    scratch = _scratch(settings, bset)
+    scratch = _scratch(site, bset)
     database = f"erp_recovered_{bset.date.replace('-', '')}_drill"
     dump = postgres.KIND.name in bset.entries and bset.pg_target is None
     plan = None
     try:
         if dump:
-            _drop_scratch_database(settings, database)  # left by a drill that was killed
-        plan = plan_recovery(settings, bset.date, scratch / "erp", pg_database=database)
+            _drop_scratch_database(site, database)  # left by a drill that was killed
+        plan = plan_recovery(site, bset.date, scratch / "erp", pg_database=database)
         try:
-            report = recover(settings, plan, log=log)
+            report = recover(site, plan, log=log)
             return DrillResult(bset.date, report["checks"], report["seconds"], report["total_seconds"])
         except BackupError as exc:
             failure = redact(str(exc))
@@ -83,12 +84,12 @@ def run_drill(settings: Any, log: Log = lambda _: None, warn: Log = lambda _: No
     finally:  # each clean-up step runs whatever the one before did
         try:
             if plan is not None:
-                for problem in stop_servers(settings, plan.steps):  # recover stops them itself on failure
+                for problem in stop_servers(site, plan.steps):  # recover stops them itself on failure
                     warn(f"could not stop a server the drill started: {problem}")
         finally:
             try:
                 if dump:
-                    _drop_scratch_database(settings, database)
+                    _drop_scratch_database(site, database)
             except BackupError as exc:
                 warn(f"could not drop the scratch database: {redact(str(exc))}")
             finally:

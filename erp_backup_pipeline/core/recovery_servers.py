@@ -25,9 +25,15 @@ import redis
 
 from erp_backup_pipeline.core.runner import find_program, redact
 from erp_backup_pipeline.core.safe_target import create_file
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
+from erp_backup_pipeline.core.sources import files, postgres, sqlite, uploads
+from erp_backup_pipeline.core.sources import redis as redis_kind
 from erp_backup_pipeline.core.sources.redis import keys_loaded
 from erp_backup_pipeline.errors import BackupError, RestoreError
+
+PITR = "postgres_pitr"  # a recovery step whose PostgreSQL comes from the WAL archive
+SQLITE, PG, REDIS = sqlite.KIND.name, postgres.KIND.name, redis_kind.KIND.name
+CONFIG, UPLOADS = files.KIND.name, uploads.KIND.name
 
 _TABLE_COUNTS = (
     "SELECT quote_ident(n.nspname) || '.' || quote_ident(c.relname), (xpath('/row/c/text()', query_to_xml("
@@ -46,21 +52,21 @@ def parse_captured_at(value: str) -> datetime:
 # --- PostgreSQL point in time
 
 
-def pitr_enabled(settings: Any) -> bool:
-    return build_site(settings).pitr is not None
+def pitr_enabled(site: Site) -> bool:
+    return site.pitr is not None
 
 
-def archived_range(settings: Any) -> tuple[datetime, datetime]:
+def archived_range(site: Site) -> tuple[datetime, datetime]:
     """(end of the oldest backup, arrival of the newest archived WAL segment): the times a restore can reach."""
     from erp_backup_pipeline.core.pitr.engine import PgBackRest, position
 
-    engine = PgBackRest(settings)
+    engine = PgBackRest(site)
     backups = engine.backups()
     if not backups:
-        raise RestoreError(f"stanza {settings.pitr.stanza} has no backup yet")
+        raise RestoreError(f"stanza {site.pgbackrest.stanza} has no backup yet")
     archived = engine.wal_archived_at()
     if not archived:
-        raise RestoreError(f"stanza {settings.pitr.stanza} has no archived WAL")
+        raise RestoreError(f"stanza {site.pgbackrest.stanza} has no archived WAL")
     newest = max(archived, key=lambda name: (position(name), name))
     return (datetime.fromtimestamp(backups[0]["timestamp"]["stop"], UTC),
             datetime.fromtimestamp(archived[newest], UTC))
@@ -71,10 +77,10 @@ def pitr_target(entries: dict[str, Any], window: tuple[datetime, datetime] | Non
     """The set's recovery target and, when there is none, why. Documents are written before the rows that
     reference them, so the uploads capture time is the latest moment whose rows all find their document;
     without an uploads capture, the earliest capture of the other stores."""
-    if "uploads_snapshot" in entries:
-        target = parse_captured_at(entries["uploads_snapshot"].manifest.captured_at)
+    if UPLOADS in entries:
+        target = parse_captured_at(entries[UPLOADS].manifest.captured_at)
     else:
-        others = [parse_captured_at(e.manifest.captured_at) for s, e in entries.items() if s != "postgres_dump"]
+        others = [parse_captured_at(e.manifest.captured_at) for s, e in entries.items() if s != PG]
         if not others:
             return None, "no other store was captured that day to match a point in time to"
         target = min(others)
@@ -90,16 +96,17 @@ def pitr_target(entries: dict[str, Any], window: tuple[datetime, datetime] | Non
     return target, None
 
 
-def pitr_dbname(settings: Any) -> str:
-    pg = settings.sources.postgres
+def pitr_dbname(site: Site) -> str:
+    pg = site.section(PG)
     return pg.dbname if pg is not None else "postgres"
 
 
-def pitr_query(settings: Any, datadir: Path, port: int, query: str, dbname: str) -> list[list[str]]:
+@takes_site
+def pitr_query(site: Site, datadir: Path, port: int, query: str, dbname: str) -> list[list[str]]:
     """Rows of one query on the restored cluster, through its socket directory as ``pitr.os_user``."""
     from erp_backup_pipeline.core.pitr.recover import as_user, pg_bindir
 
-    pitr = settings.pitr
+    pitr = site.pgbackrest
     psql = str(Path(pitr.pg_bin_dir or pg_bindir()) / "psql")
     out = as_user(pitr.os_user, [psql, "-X", "-A", "-t", "-0", "-F", "\x1f", "-v", "ON_ERROR_STOP=1",
                                   "-h", str(datadir), "-p", str(port), "-U", pitr.pg_user, "-d", dbname,
@@ -107,23 +114,23 @@ def pitr_query(settings: Any, datadir: Path, port: int, query: str, dbname: str)
     return [rec.split("\x1f") for rec in out.split("\0") if rec.strip("\n")]
 
 
-def pitr_counts(settings: Any, datadir: Path, port: int) -> dict[str, int]:
-    rows = pitr_query(settings, datadir, port, _TABLE_COUNTS, pitr_dbname(settings))
+def pitr_counts(site: Site, datadir: Path, port: int) -> dict[str, int]:
+    rows = pitr_query(site, datadir, port, _TABLE_COUNTS, pitr_dbname(site))
     return {r[0].strip("\n"): int(r[1]) for r in rows}
 
 
-def start_pitr(settings: Any, pitr_plan: Any, port: int) -> dict[str, Any]:
+def start_pitr(site: Site, pitr_plan: Any, port: int) -> dict[str, Any]:
     """Restore the point-in-time plan into its data directory and start it on loopback ``port``."""
     from erp_backup_pipeline.core.pitr import recover as pitr_recover
 
-    return pitr_recover.restore(settings, pitr_plan, port, start=True, listen="127.0.0.1")
+    return pitr_recover.restore(site, pitr_plan, port, start=True, listen="127.0.0.1")
 
 
-def stop_pitr(settings: Any, datadir: Path) -> None:
+def stop_pitr(site: Site, datadir: Path) -> None:
     from erp_backup_pipeline.core.pitr import recover as pitr_recover
 
     if (datadir / "postmaster.pid").exists():
-        pitr_recover.stop(settings, datadir)
+        pitr_recover.stop(site, datadir)
 
 
 # --- Redis
@@ -133,9 +140,9 @@ def redis_files(directory: Path) -> tuple[Path, Path]:
     return directory / "redis.pid", directory / "redis.log"
 
 
-def start_redis(settings: Any, directory: Path, port: int, timeout: float = 600) -> int:
+def start_redis(site: Site, directory: Path, port: int, timeout: float = 600) -> int:
     """redis-server on ``directory/dump.rdb``, daemonized on 127.0.0.1:``port``; returns its PID once loaded."""
-    rd = settings.sources.redis
+    rd = site.section(REDIS)
     binary = find_program("redis-server", rd.bin_dir if rd is not None else None)
     pidfile, logfile = redis_files(directory)
     # the original's password (and ACL user), in a 0600 file, never on the command line: the ERP's sessions
@@ -153,7 +160,7 @@ def start_redis(settings: Any, directory: Path, port: int, timeout: float = 600)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if done.returncode != 0:
         raise RestoreError(f"redis-server did not start: {redact((done.stderr or done.stdout).strip()[-200:])}")
-    client = redis_client(settings, port)
+    client = redis_client(site, port)
     deadline = time.monotonic() + timeout
     pid: int | None = None
     try:
@@ -198,16 +205,16 @@ def _redis_quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def redis_client(settings: Any, port: int) -> redis.Redis:
+def redis_client(site: Site, port: int) -> redis.Redis:
     """A client of the recovered server, with the original's credential."""
-    rd = settings.sources.redis
+    rd = site.section(REDIS)
     password = rd.secret_password() if rd is not None else None
     return redis.Redis(host="127.0.0.1", port=port, socket_timeout=60, password=password or None,
                        username=(rd.username if rd is not None and password else None))
 
 
-def redis_keyspace(settings: Any, port: int) -> dict[str, int]:
-    client = redis_client(settings, port)
+def redis_keyspace(site: Site, port: int) -> dict[str, int]:
+    client = redis_client(site, port)
     try:
         return {name: int(info["keys"]) for name, info in client.info("keyspace").items() if isinstance(info, dict)}
     finally:
@@ -222,13 +229,13 @@ def _last_line(path: Path) -> str:
     return redact(lines[-1].strip()) if lines else "no log"
 
 
-def redis_check(settings: Any, step: Any, expected: int | None) -> dict[str, Any]:
+def redis_check(site: Site, step: Any, expected: int | None) -> dict[str, Any]:
     """The started server's keys (loaded + expired while loading) against the keys the snapshot held."""
     name = "redis keys loaded by the started server"
     loaded = redis_loaded(Path(step.target))
     if step.port is None or loaded is None:
         return {"check": name, "ok": False, "detail": "the started redis-server did not report what it loaded"}
-    held = sum(redis_keyspace(settings, step.port).values())
+    held = sum(redis_keyspace(site, step.port).values())
     n_loaded, n_expired = loaded
     if n_loaded != held or (expected is not None and n_loaded + n_expired != expected):
         return {"check": name, "ok": False, "detail": f"{n_loaded} loaded (+{n_expired} expired since), the server "
@@ -237,9 +244,9 @@ def redis_check(settings: Any, step: Any, expected: int | None) -> dict[str, Any
                                                  "snapshot's"}
 
 
-def pitr_check(settings: Any, step: Any, target: datetime, dump: Any) -> dict[str, Any]:
+def pitr_check(site: Site, step: Any, target: datetime, dump: Any) -> dict[str, Any]:
     """The point-in-time cluster answers at the target; every table of the day's dump (if any) is there."""
-    counts = pitr_counts(settings, Path(step.target), step.port)
+    counts = pitr_counts(site, Path(step.target), step.port)
     detail = f"{len(counts)} table(s), {sum(counts.values())} rows at {target.isoformat()}"
     facts = dump.manifest.facts if dump is not None else {}
     lacking = sorted(set(facts.get("row_counts") or facts.get("row_estimates") or {}) - set(counts))
@@ -275,19 +282,20 @@ def stop_pid(pid: int, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def stop_servers(settings: Any, steps: list[Any]) -> list[str]:
+@takes_site
+def stop_servers(site: Site, steps: list[Any]) -> list[str]:
     """Stop every server a recovery started (by the PID in its pid file); the problems, if any, as lines."""
     problems = []
     for step in steps:
         if not step.started:
             continue
         try:
-            if step.source == "redis_snapshot":
+            if step.source == REDIS:
                 pid = read_pid(redis_files(Path(step.target))[0])
                 if pid is not None:
                     stop_pid(pid)
-            elif step.source == "postgres_pitr":
-                stop_pitr(settings, Path(step.target))
+            elif step.source == PITR:
+                stop_pitr(site, Path(step.target))
             step.started = False
         except Exception as exc:  # keep stopping the others
             problems.append(f"{step.source}: {redact(str(exc)) if isinstance(exc, BackupError) else type(exc).__name__}")
@@ -297,29 +305,29 @@ def stop_servers(settings: Any, steps: list[Any]) -> list[str]:
 # --- where the ERP finds each store
 
 
-def pointers(settings: Any, steps: list[Any]) -> tuple[list[str], list[str]]:
+def pointers(site: Site, steps: list[Any]) -> tuple[list[str], list[str]]:
     """(how to point the ERP at each store, how to stop the servers the recovery started). No secrets."""
     use, stop = [], []
     for step in steps:
-        if step.source == "sqlite_backup":
+        if step.source == SQLITE:
             use.append(f"SQLite database file: {step.target}")
-        elif step.source == "postgres_dump":
-            pg = settings.sources.postgres
+        elif step.source == PG:
+            pg = site.section(PG)
             use.append(f"PostgreSQL: postgresql://{pg.user}@{pg.host}:{pg.port}/{step.target} (the password is "
                        "unchanged)")
-        elif step.source == "postgres_pitr":
-            pg = settings.sources.postgres
-            user = pg.user if pg is not None else settings.pitr.pg_user
-            use.append(f"PostgreSQL: postgresql://{user}@127.0.0.1:{step.port}/{pitr_dbname(settings)} (roles and "
+        elif step.source == PITR:
+            pg = site.section(PG)
+            user = pg.user if pg is not None else site.pgbackrest.pg_user
+            use.append(f"PostgreSQL: postgresql://{user}@127.0.0.1:{step.port}/{pitr_dbname(site)} (roles and "
                        f"passwords as at the target; data directory {step.target})")
-            bindir = settings.pitr.pg_bin_dir or "$(pg_config --bindir)"
-            stop.append(f"PostgreSQL: runuser -u {settings.pitr.os_user} -- {bindir}/pg_ctl -D {step.target} -m fast "
+            bindir = site.pgbackrest.pg_bin_dir or "$(pg_config --bindir)"
+            stop.append(f"PostgreSQL: runuser -u {site.pgbackrest.os_user} -- {bindir}/pg_ctl -D {step.target} -m fast "
                         f"stop   (or: kill $(head -1 {step.target}/postmaster.pid))")
-        elif step.source == "redis_snapshot":
+        elif step.source == REDIS:
             use.append(f"Redis: redis://127.0.0.1:{step.port}/0 (loopback only, the original's password; data in {step.target})")
             stop.append(f"Redis: kill $(cat {redis_files(Path(step.target))[0]})")
-        elif step.source == "config_archive":
+        elif step.source == CONFIG:
             use.append(f"configuration files: {step.target} (the archived names below it)")
-        elif step.source == "uploads_snapshot":
+        elif step.source == UPLOADS:
             use.append(f"uploads directory: {step.target}")
     return use, stop

@@ -23,15 +23,16 @@ from erp_backup_pipeline.core.codecs import compressor
 from erp_backup_pipeline.core.destinations import get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
 from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
 
 
-def find_entry(settings: Any, source: str, partition: str) -> Entry:
+@takes_site
+def find_entry(site: Site, source: str, partition: str) -> Entry:
     """The newest verified capture of the partition that is authenticated; ArtifactNotFound naming what was rejected
     there when none is."""
-    found = catalog.of(settings, source, partition)
+    found = catalog.of(site, source, partition)
     try:
         return latest(found.entries, source, partition)
     except ArtifactNotFound:
@@ -42,16 +43,17 @@ def find_entry(settings: Any, source: str, partition: str) -> Entry:
         raise
 
 
+@takes_site
 @contextmanager
-def fetched(settings: Any, entry: Entry) -> Iterator[Path]:
+def fetched(site: Site, entry: Entry) -> Iterator[Path]:
     """Download the artifact from the first destination that holds it, checksum-checked."""
     m = entry.manifest
-    Path(settings.staging_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmpdir = Path(tempfile.mkdtemp(prefix="restore-", dir=settings.staging_dir))
+    site.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmpdir = Path(tempfile.mkdtemp(prefix="restore-", dir=site.staging_dir))
     try:
         path = tmpdir / Path(m.artifact_key).name
         errors = []
-        for dest in list(build_site(settings).destinations):
+        for dest in list(site.destinations):
             if dest.name not in entry.held_by:
                 continue
             try:
@@ -68,12 +70,13 @@ def fetched(settings: Any, entry: Entry) -> Iterator[Path]:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | Any,
+@takes_site
+def plaintext_reader(site: Site, manifest: Manifest, encrypted: IO[bytes] | Any,
                      progress: Progress | None = None, stage: str = "restore") -> HashingReader:
     """decrypt -> decompress, as the manifest's chain says; hashing the plaintext as it goes."""
     enc_stage = manifest.stage("encrypt")
     comp_stage = manifest.stage("compress")
-    encryptor = build_site(settings).encryptor()
+    encryptor = site.encryptor()
     if encryptor.name != enc_stage["codec"]:
         raise BackupError(f"artifact is encrypted with {enc_stage['codec']}, config says {encryptor.name}")
     decrypted = PipeProducer(lambda w: encryptor.decrypt(encrypted, w), "decrypt")
@@ -81,16 +84,17 @@ def plaintext_reader(settings: Any, manifest: Manifest, encrypted: IO[bytes] | A
                          total=manifest.stage("dump")["bytes"])
 
 
-def read_attachments(settings: Any, entry: Entry) -> dict[str, bytes]:
+@takes_site
+def read_attachments(site: Site, entry: Entry) -> dict[str, bytes]:
     """name -> plaintext of every attachment of the capture, each checked (ciphertext and plaintext sha256)."""
     m = entry.manifest
     if not m.attachments:
         return {}
-    encryptor = build_site(settings).encryptor()
+    encryptor = site.encryptor()
     if encryptor.name != m.stage("encrypt")["codec"]:
         raise BackupError(f"artifact is encrypted with {m.stage('encrypt')['codec']}, config says {encryptor.name}")
     codec = compressor(m.stage("compress")["codec"])
-    dests = list(build_site(settings).destinations)
+    dests = list(site.destinations)
     return {rec["name"]: attachments.read(dests, entry.held_by, rec, encryptor.decrypt, codec.decompress)
             for rec in m.attachments}
 
@@ -104,12 +108,12 @@ def _check_plain(reader: HashingReader, manifest: Manifest) -> None:
                           "in the manifest")
 
 
-def _depended_on(settings: Any, m: Manifest) -> dict[str, Entry]:
+def _depended_on(site: Site, m: Manifest) -> dict[str, Entry]:
     """The earlier artifacts a backup builds on (uploads), each with its catalog entry; VerifyError if one is gone."""
     keys = m.facts.get("depends_on") or []
     if not keys:
         return {}
-    by_key = {e.manifest.artifact_key: e for e in catalog.of(settings, m.source).entries}
+    by_key = {e.manifest.artifact_key: e for e in catalog.of(site, m.source).entries}
     missing = [k for k in keys if k not in by_key]
     if missing:
         raise VerifyError(f"{m.source} {m.partition}: depends on {len(missing)} artifact(s) that no destination holds, "
@@ -117,37 +121,39 @@ def _depended_on(settings: Any, m: Manifest) -> dict[str, Entry]:
     return {k: by_key[k] for k in keys}
 
 
-def _read_back(settings: Any, entry: Entry) -> None:
+def _read_back(site: Site, entry: Entry) -> None:
     """Download an artifact, check its sha256, decrypt and decompress it, and compare with its dump."""
-    with fetched(settings, entry) as path, open(path, "rb") as fh:
-        _check_plain(plaintext_reader(settings, entry.manifest, fh), entry.manifest)
+    with fetched(site, entry) as path, open(path, "rb") as fh:
+        _check_plain(plaintext_reader(site, entry.manifest, fh), entry.manifest)
 
 
-def verify_backup(settings: Any, source: str, partition: str, progress: Progress | None = None,
+@takes_site
+def verify_backup(site: Site, source: str, partition: str, progress: Progress | None = None,
                   read_data: int | None = None) -> dict[str, Any]:
     """Re-download, check checksums, decrypt, decompress and run the source's own verification. For a
     backup built on earlier ones (uploads), check that each of them still exists, and with ``read_data``
     also read them back: 0 = all of them, K = a random sample of K."""
-    return verify_entry(settings, find_entry(settings, source, partition), progress, read_data)
+    return verify_entry(site, find_entry(site, source, partition), progress, read_data)
 
 
-def verify_entry(settings: Any, entry: Entry, progress: Progress | None = None,
+@takes_site
+def verify_entry(site: Site, entry: Entry, progress: Progress | None = None,
                  read_data: int | None = None) -> dict[str, Any]:
     """``verify_backup`` of one catalog entry (also one that is not authenticated yet: ``catalog adopt``)."""
     m = entry.manifest
     source, partition = m.source, m.partition
-    src = build_site(settings).source(source)
+    src = site.source(source)
     t0 = time.monotonic()
-    depends = _depended_on(settings, m)
+    depends = _depended_on(site, m)
     extra: dict[str, Any] = {}
     check = getattr(src, "verify_attachment", None)
-    for name, data in read_attachments(settings, entry).items():
+    for name, data in read_attachments(site, entry).items():
         if check is None:
             raise VerifyError(f"{source} {partition}: the manifest names an attachment {name!r}, which {source} "
                               "captures never have")
         extra[f"attachment_{name}"] = check(name, data, m.facts)
-    with fetched(settings, entry) as path, open(path, "rb") as fh:
-        reader = plaintext_reader(settings, m, fh, progress, "verify")
+    with fetched(site, entry) as path, open(path, "rb") as fh:
+        reader = plaintext_reader(site, m, fh, progress, "verify")
         details = src.verify(reader, path.parent, m.facts)
         _check_plain(reader, m)
     if depends:
@@ -156,49 +162,51 @@ def verify_entry(settings: Any, entry: Entry, progress: Progress | None = None,
         keys = sorted(depends)
         chosen = keys if read_data == 0 else random.sample(keys, min(read_data, len(keys)))
         for key in chosen:
-            _read_back(settings, depends[key])
+            _read_back(site, depends[key])
         extra["depends_on_read"] = len(chosen)
     return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
             "seconds": round(time.monotonic() - t0, 2), **details, **extra}
 
 
-def restore_plan(settings: Any, source: str, partition: str, target: str, force: bool,
+@takes_site
+def restore_plan(site: Site, source: str, partition: str, target: str, force: bool,
                  options: dict[str, Any] | None = None) -> list[str]:
-    entry = find_entry(settings, source, partition)
+    entry = find_entry(site, source, partition)
     m = entry.manifest
     steps = [f"use {m.source} {m.partition} captured {m.captured_at} ({m.artifact_bytes} bytes, "
              f"sha256 {m.artifact_sha256[:12]}...) from {', '.join(entry.held_by)}",
              "download and check sha256, then " + " | ".join(
                  f"{e['codec']} decrypt" if e["stage"] == "encrypt" else f"{e['codec']} decompress"
                  for e in reversed(m.chain) if e["stage"] in ("encrypt", "compress"))]
-    return steps + build_site(settings).source(source).restore_plan(target, force, m.facts, **(options or {}))
+    return steps + site.source(source).restore_plan(target, force, m.facts, **(options or {}))
 
 
 def _shown_target(target: str) -> str:
     return target.split("@", 1)[-1] if "://" in target else target
 
 
-def restore_backup(settings: Any, source: str, partition: str, target: str, force: bool = False,
+@takes_site
+def restore_backup(site: Site, source: str, partition: str, target: str, force: bool = False,
                    progress: Progress | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Restore the newest verified capture of the partition into a NEW target. ``options`` are the source's own
     restore options (PostgreSQL: ``no_owner``, ``server``)."""
-    entry = find_entry(settings, source, partition)
+    entry = find_entry(site, source, partition)
     m = entry.manifest
-    src = build_site(settings).source(source)
+    src = site.source(source)
     t0 = time.monotonic()
-    depends = _depended_on(settings, m)
+    depends = _depended_on(site, m)
 
     @contextmanager
     def fetch(key: str) -> Iterator[Any]:
         older = depends[key].manifest
-        with fetched(settings, depends[key]) as p, open(p, "rb") as f:
-            plain = plaintext_reader(settings, older, f)
+        with fetched(site, depends[key]) as p, open(p, "rb") as f:
+            plain = plaintext_reader(site, older, f)
             yield plain
             _check_plain(plain, older)
 
-    extras = read_attachments(settings, entry)  # before anything changes: a missing one refuses the restore
-    with fetched(settings, entry) as path, open(path, "rb") as fh:
-        reader = plaintext_reader(settings, m, fh, progress, "restore")
+    extras = read_attachments(site, entry)  # before anything changes: a missing one refuses the restore
+    with fetched(site, entry) as path, open(path, "rb") as fh:
+        reader = plaintext_reader(site, m, fh, progress, "restore")
         try:
             result = src.restore(reader, target, force, path.parent, fetch=fetch, facts=m.facts, attachments=extras,
                                  **(options or {}))

@@ -15,6 +15,7 @@ import dagster as dg
 from erp_backup_pipeline.core import anomaly, catalog, chain, pipeline
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.core.sources import KINDS, SourceKind
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import BackupError, VerifyError
@@ -72,7 +73,7 @@ def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_
                *args: Any, failure: bool = True) -> Any:
     """Run one core stage; a BackupError becomes a Dagster Failure whose description is its one line."""
     try:
-        return fn(settings_res.load(), *args, _progress(context))
+        return fn(settings_res.site(), *args, _progress(context))
     except BackupError as exc:
         if not failure:
             raise
@@ -125,11 +126,10 @@ def _operator_metadata(kind: SourceKind, m: Any) -> dict[str, Any]:
 
 def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> dg.AssetCheckResult:
     """Non-blocking: a suspiciously small backup warns (and alerts), it does not fail the run."""
-    settings = backup_settings.load()
-    entries = catalog.of(settings, name).entries
+    entries = catalog.of(backup_settings.site(), name).entries
     previous = anomaly.history(entries, name, m.partition)
     current = anomaly.measured_size(m)
-    reason = anomaly.size_anomaly(current, previous, settings.checks.size_anomaly_ratio)
+    reason = anomaly.size_anomaly(current, previous, backup_settings.load().checks.size_anomaly_ratio)
     md: dict[str, Any] = {"measured_bytes": dg.MetadataValue.int(current),
           "previous_partitions": dg.MetadataValue.int(len(previous[-anomaly.WINDOW:]))}
     median = anomaly.recent_median(previous)
@@ -146,8 +146,8 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
     @dg.op(name=f"{name}_dump", pool=pool, ins={"source": dg.In(dg.Nothing)}, retry_policy=SOURCE_RETRY,
            description="Check the source, its tools and the destinations; record source facts.")
     def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
-        def start(settings: Any, progress: Any) -> pipeline.Capture:
-            return pipeline.stage_dump(settings, pipeline.new_capture(settings, name, context.partition_key), progress)
+        def start(site: Site, progress: Any) -> pipeline.Capture:
+            return pipeline.stage_dump(site, pipeline.new_capture(site, name, context.partition_key), progress)
 
         return _run_stage(context, start, backup_settings)
 
@@ -155,10 +155,10 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
            description="One pass: dump | compress, teed into the verifier and the encryptor; uploads stay invisible.")
     def compress(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                  capture: pipeline.Capture) -> pipeline.Capture:
-        def again(settings: Any, progress: Any) -> pipeline.Capture:
+        def again(site: Site, progress: Any) -> pipeline.Capture:
             # the failed try removed its scratch dir (a SQLite snapshot with it): check and capture anew
-            fresh = pipeline.stage_dump(settings, pipeline.new_capture(settings, name, context.partition_key), progress)
-            return pipeline.stage_compress(settings, fresh, progress)
+            fresh = pipeline.stage_dump(site, pipeline.new_capture(site, name, context.partition_key), progress)
+            return pipeline.stage_compress(site, fresh, progress)
 
         if context.retry_number:
             result = _run_stage(context, again, backup_settings)

@@ -16,7 +16,6 @@ import dagster as dg
 
 from erp_backup_pipeline.core import audit, catalog
 from erp_backup_pipeline.core.runner import redact
-from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, GROUP, TIMEZONE, daily_partitions, pool_for
 from erp_backup_pipeline.orchestration.drills import VERIFY_CRON
@@ -54,16 +53,16 @@ def recorded(instance: dg.DagsterInstance, source: str) -> list[audit.Recorded]:
           description="Compares what Dagster recorded as backed up with the authenticated catalog on every destination.")
 def backup_catalog_audit(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
     try:
-        settings = backup_settings.load()
-        found = catalog.of(settings)
+        site = backup_settings.site()
+        found = catalog.of(site)
     except BackupError as exc:
         raise dg.Failure(description=redact(str(exc))) from None
     lines: list[str] = []
     compared = 0
-    for source in enabled_sources(settings):
+    for source in site.enabled():
         records = recorded(context.instance, source)
         compared += len(records)
-        lines += audit.compare(source, records, found, settings.prefix)
+        lines += audit.compare(source, records, found, site.prefix)
     lines = list(dict.fromkeys(redact(line) for line in lines))  # unreadable destinations: once, not per source
     for line in lines:
         context.log.error(line)

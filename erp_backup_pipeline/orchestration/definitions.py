@@ -3,7 +3,6 @@
 import dagster as dg
 
 from erp_backup_pipeline.core.site import build_site
-from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
@@ -38,8 +37,9 @@ def _configured(config_path: str | None) -> tuple[set[str], bool]:
     drill; all of them and True when the file cannot be read at load time."""
     try:
         settings = load_settings(config_path)
-        pitr = {"postgres_full"} if build_site(settings).pitr is not None else set()
-        return set(enabled_sources(settings)) | pitr, settings.checks.restore_drill
+        site = build_site(settings)
+        pitr = {"postgres_full"} if site.pitr is not None else set()
+        return set(site.enabled()) | pitr, settings.checks.restore_drill
     except BackupError:
         return {*BACKUP_ASSETS, "postgres_full"}, True
 

@@ -16,10 +16,7 @@ from typing import Any
 import dagster as dg
 
 from erp_backup_pipeline.core import catalog, drill
-from erp_backup_pipeline.core.destinations import build_destinations
 from erp_backup_pipeline.core.runner import redact
-from erp_backup_pipeline.core.site import build_site
-from erp_backup_pipeline.core.sources import enabled_sources
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions, pool_for
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
@@ -51,7 +48,7 @@ def _drill_check(asset: str) -> dg.AssetChecksDefinition:
                       backup_settings: BackupSettingsResource) -> dg.AssetCheckResult:
         partition = context.op_execution_context.partition_key
         try:
-            result = drill.restore_drill(backup_settings.load(), asset, partition)
+            result = drill.restore_drill(backup_settings.site(), asset, partition)
         except BackupError as exc:
             return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR,
                                        description=redact(str(exc)), metadata={"partition": partition})
@@ -75,15 +72,16 @@ def build_verify_schedule(job: Any) -> dg.ScheduleDefinition:
     def weekly(context: dg.ScheduleEvaluationContext, backup_settings: BackupSettingsResource):  # type: ignore[no-untyped-def]
         try:
             settings = backup_settings.load()
-            destinations = build_destinations(settings)
+            site = backup_settings.site()
+            destinations = site.destinations
         except BackupError as exc:
             return dg.SkipReason(f"configuration error: {redact(str(exc))}")
         tick = context.scheduled_execution_time
         week = tick.date().isoformat() if tick else date.today().isoformat()
         requests = []
         found = 0
-        for asset in enabled_sources(settings):
-            entries = catalog.read(destinations, settings.prefix, catalog.Trust.of(settings), asset).entries
+        for asset in site.enabled():
+            entries = catalog.read(destinations, site.prefix, site.trust(), asset).entries
             found += len(entries)
             chosen = drill.drill_sample(entries, settings.checks.drill_sample)
             newest = max((e.manifest.partition for e in entries), default=None)
@@ -92,7 +90,7 @@ def build_verify_schedule(job: Any) -> dg.ScheduleDefinition:
             requests += [dg.RunRequest(run_key=f"{VERIFY_JOB}:{asset}:{p}:{week}", asset_check_keys=[drill_key(asset)],
                                        tags={PARTITION_TAG: p, "erp_backup/source": asset, "erp_backup/drill": "weekly"})
                          for p in chosen]
-        if build_site(settings).pitr is not None:  # the whole pgBackRest repository, latest state
+        if site.pitr is not None:  # the whole pgBackRest repository, latest state
             requests.append(dg.RunRequest(run_key=f"{VERIFY_JOB}:postgres_full:{week}",
                                           asset_check_keys=[drill_key("postgres_full")],
                                           tags={"erp_backup/source": "postgres_pitr", "erp_backup/drill": "weekly"}))

@@ -35,7 +35,7 @@ def build_health_sensor() -> dg.SensorDefinition:
                                   backup_settings: BackupSettingsResource) -> dg.SkipReason:
         try:
             settings = backup_settings.load()
-            problems = destination_problems(settings)
+            problems = destination_problems(backup_settings.site())
         except BackupError as exc:
             line = f"configuration error: {redact(str(exc))}"
             context.log.error(line)

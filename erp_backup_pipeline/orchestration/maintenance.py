@@ -45,7 +45,7 @@ def _table(rows: list[dict[str, str]]) -> str:
                       "sweeps artifacts a stopped run left without a manifest once past retention.orphan_grace_hours.")
 def backup_retention(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
     try:
-        result = prune(backup_settings.load(), dry_run=False, log=context.log.info)
+        result = prune(backup_settings.site(), dry_run=False, log=context.log.info)
     except BackupError as exc:
         raise dg.Failure(description=redact(str(exc))) from None
     rows = [r for r in result.as_rows() if r["action"] != "keep"]

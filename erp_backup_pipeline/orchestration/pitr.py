@@ -18,7 +18,6 @@ import dagster as dg
 
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.core.runner import redact
-from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions, partitioned_check, pool_for
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
@@ -87,10 +86,10 @@ def build_pitr_asset(name: str) -> dg.AssetsDefinition:
                           "point-in-time recovery: erp-backup restore postgres --target-time ...")
     def pitr_backup(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
         try:
-            settings = backup_settings.load()
-            if build_site(settings).pitr is None:
+            site = backup_settings.site()
+            if site.pitr is None:
                 raise BackupError("pitr is not configured (the pitr section of the config file)")
-            engine = PgBackRest(settings)
+            engine = PgBackRest(site)
             record = engine.backup(kind)
         except BackupError as exc:
             raise dg.Failure(description=redact(str(exc))) from None
@@ -111,7 +110,7 @@ def build_pitr_drill_check() -> dg.AssetChecksDefinition:
         from erp_backup_pipeline.core.pitr.backfill import drill
 
         try:
-            result = drill(backup_settings.load())
+            result = drill(backup_settings.site())
         except BackupError as exc:
             return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description=redact(str(exc)))
         return dg.AssetCheckResult(passed=True, metadata=result,
@@ -136,10 +135,10 @@ def build_pitr_schedule(name: str, job: Any) -> dg.ScheduleDefinition:
                  description=f"pgBackRest backup for {name} at {cron} {tz}.")
     def schedule(context: dg.ScheduleEvaluationContext, backup_settings: BackupSettingsResource):  # type: ignore[no-untyped-def]
         try:
-            settings = backup_settings.load()
+            site = backup_settings.site()
         except BackupError as exc:
             return dg.SkipReason(f"configuration error: {redact(str(exc))}")
-        if build_site(settings).pitr is None:
+        if site.pitr is None:
             return dg.SkipReason(f"{name}: pitr is not configured (the pitr section of the config file)")
         tick = context.scheduled_execution_time
         if name == "postgres_full":
@@ -167,7 +166,7 @@ def build_backfill_job() -> Any:
 
         day = context.partition_key
         try:
-            m = backfill_dump(backup_settings.load(), day)
+            m = backfill_dump(backup_settings.site(), day)
         except BackupError as exc:
             raise dg.Failure(description=redact(str(exc))) from None
         yield dg.AssetMaterialization(asset_key="postgres_dump", partition=day, metadata={

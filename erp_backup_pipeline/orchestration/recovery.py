@@ -26,7 +26,7 @@ JOB = "disaster_recovery_drill"
                       "into a scratch directory, checked, measured, removed.")
 def recovery_drill(context: dg.AssetExecutionContext, backup_settings: BackupSettingsResource) -> dg.MaterializeResult:
     try:
-        result = run_drill(backup_settings.load(), log=context.log.info, warn=context.log.warning)
+        result = run_drill(backup_settings.site(), log=context.log.info, warn=context.log.warning)
     except RestoreError as exc:
         raise dg.Failure(description=redact(str(exc))) from None
     date, checks, seconds, total, failure = (result.date, result.checks, result.seconds, result.total_seconds,

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import dagster as dg
 
-from erp_backup_pipeline.core.sources import KINDS, enabled_sources
+from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
@@ -39,7 +39,7 @@ def build_schedule(asset: str, job: Any) -> dg.ScheduleDefinition:
                  description=f"Back up {asset} at {cron} {TIMEZONE} (original strategy's cron time).")
     def nightly(context: dg.ScheduleEvaluationContext, backup_settings: BackupSettingsResource):  # type: ignore[no-untyped-def]
         try:
-            enabled = enabled_sources(backup_settings.load())
+            enabled = backup_settings.site().enabled()
         except BackupError as exc:
             return dg.SkipReason(f"configuration error: {exc}")
         if asset not in enabled:

@@ -18,7 +18,8 @@ Every method documents what it guarantees; one contract test suite runs against 
   a reader sees the old object or the new one, never a mixture or nothing. Artifacts never use it.
 - ``sweep_partials(older_than)`` removes what writers that never committed nor aborted (a killed
   process) left behind, once it is older than any live backup could be; returns the keys.
-- Object Lock, a capability: ``object_lock_mode`` (None: this destination never locks);
+- Object Lock, a capability: ``object_lock_mode`` (None: this destination never locks) and
+  ``object_lock_min_days`` (the shortest lock a capture gets, in days);
   ``with_retain_until(until)`` the same destination writing every object locked until then (itself when it
   never locks); ``lock_args()`` how the objects it writes now are locked (empty: not at all); ``lock(key)``
   what keeps ``key`` from deletion ('locked until …', 'under legal hold') or None; ``extend_lock(key, until)``
@@ -56,6 +57,7 @@ class Destination(Protocol):
     name: str
     required: bool
     object_lock_mode: str | None
+    object_lock_min_days: int
 
     def open_writer(self, key: str) -> ArtifactWriter: ...
 

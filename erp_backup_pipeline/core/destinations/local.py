@@ -100,6 +100,7 @@ class LocalWriter:
 
 class LocalDestination:
     object_lock_mode: str | None = None  # a directory cannot hold Object Lock: nothing it writes is locked
+    object_lock_min_days = 0
 
     def __init__(self, path: Path, name: str = "local", required: bool = True) -> None:
         self.root = Path(path).absolute()

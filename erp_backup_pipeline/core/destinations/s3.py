@@ -236,7 +236,8 @@ class S3Destination:
                  region: str = "eu-central-1", access_key_id: str | None = None,
                  secret_access_key: str | None = None, multipart_threshold: int = 64 << 20,
                  part_size: int = 16 << 20, name: str = "offsite", required: bool = True,
-                 object_lock_mode: str | None = None, max_attempts: int = 5, read_timeout: int = 60) -> None:
+                 object_lock_mode: str | None = None, object_lock_min_days: int = 0, max_attempts: int = 5,
+                 read_timeout: int = 60) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.name = name
@@ -246,6 +247,7 @@ class S3Destination:
         self.endpoint_url = endpoint_url
         self.client = _client(endpoint_url, region, access_key_id, secret_access_key, max_attempts, read_timeout)
         self.object_lock_mode = object_lock_mode  # GOVERNANCE or COMPLIANCE: this destination locks what it writes
+        self.object_lock_min_days = object_lock_min_days  # ... each capture for at least this many days
         self.retain_until: datetime | None = None  # ... until then (with_retain_until); None: nothing is locked
 
     def with_retain_until(self, until: datetime) -> S3Destination:

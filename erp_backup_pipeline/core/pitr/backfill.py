@@ -1,4 +1,4 @@
-"""Scratch clusters from the WAL archive: backfilling a missed ``postgres_dump`` date, and the restore drill.
+"""Scratch clusters from the WAL archive: backfilling a missed date of the PostgreSQL dump, and the restore drill.
 
 Backfill: the data as it was at the end of that day.
 
@@ -24,7 +24,8 @@ from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, Manifest
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.core.runner import free_port
-from erp_backup_pipeline.core.site import build_site
+from erp_backup_pipeline.core.site import Site, takes_site
+from erp_backup_pipeline.core.sources import postgres
 from erp_backup_pipeline.core.streams import Progress
 from erp_backup_pipeline.errors import ConfigError, RestoreError
 
@@ -35,55 +36,58 @@ def end_of_day(day: str) -> datetime:
     return datetime.combine(d + timedelta(days=1), time(0), tzinfo=ZoneInfo(PARTITION_TIMEZONE))
 
 
-def backfill_dump(settings: Any, day: str, progress: Progress | None = None, now: datetime | None = None,
+@takes_site
+def backfill_dump(site: Site, day: str, progress: Progress | None = None, now: datetime | None = None,
                   target: datetime | None = None) -> Manifest:
-    """``postgres_dump`` for ``day`` from a scratch cluster recovered to the end of that day (or to ``target``,
+    """The PostgreSQL dump of ``day`` from a scratch cluster recovered to the end of that day (or to ``target``,
     an explicit point in time)."""
-    if build_site(settings).pitr is None:
+    if site.pitr is None:
         raise ConfigError("a point-in-time backfill needs the pitr section (pgBackRest) in the config file")
-    if settings.sources.postgres is None:
+    pg = site.section(postgres.KIND.name)
+    if pg is None:
         raise ConfigError("a point-in-time backfill dumps the postgres source: configure sources.postgres")
     target = target or end_of_day(day)
     if target > (now or datetime.now(UTC)):
         raise RestoreError(f"{day} is not over yet in {PARTITION_TIMEZONE}: back it up live instead")
-    work = config.layout(settings).work_dir
+    work = config.layout(site).work_dir
     base = Path(tempfile.mkdtemp(prefix=f"backfill-{day}-", dir=work))
     base.chmod(0o755)
     datadir = base / "data"
-    plan = recover.plan_restore(settings, datadir, target_time=target)
+    plan = recover.plan_restore(site, datadir, target_time=target)
     port = free_port()
     try:
-        recover.restore(settings, plan, port, listen="127.0.0.1")
-        pg = settings.sources.postgres.model_copy(update={"host": "127.0.0.1", "port": port, "sslmode": "disable"})
-        scratch = settings.model_copy(update={"sources": settings.sources.model_copy(update={"postgres": pg})})
+        recover.restore(site, plan, port, listen="127.0.0.1")
+        scratch = site.with_source(postgres.KIND.name, pg.model_copy(
+            update={"host": "127.0.0.1", "port": port, "sslmode": "disable"}))
         mode = f"pitr: recovered to {target.isoformat()} from backup set {plan.label}"
-        return run_backup(scratch, "postgres_dump", day, progress, mode=mode)
+        return run_backup(scratch, postgres.KIND.name, day, progress, mode=mode)
     finally:
         if (datadir / "postmaster.pid").exists():
-            recover.stop(settings, datadir)
+            recover.stop(site, datadir)
         shutil.rmtree(base, ignore_errors=True)
 
 
-def drill(settings: Any) -> dict[str, Any]:
+@takes_site
+def drill(site: Site) -> dict[str, Any]:
     """The restore drill of the pgBackRest repository: restore the latest state into a scratch cluster under
     ``work_dir``, start it, wait for promotion, list its databases, stop and remove it. ``restore_seconds``
     (download, decrypt, decompress, WAL replay, promotion) is the measured RTO of point-in-time recovery."""
-    if build_site(settings).pitr is None:
+    if site.pitr is None:
         raise ConfigError("pitr is not configured (the pitr section of the config file)")
-    work = config.layout(settings).work_dir
+    work = config.layout(site).work_dir
     base = Path(tempfile.mkdtemp(prefix="drill-", dir=work))
     base.chmod(0o755)
     datadir = base / "data"
     try:
-        plan = recover.plan_restore(settings, datadir)
+        plan = recover.plan_restore(site, datadir)
         port = free_port()
-        result = recover.restore(settings, plan, port)
-        databases = recover.psql(settings, datadir, port,
+        result = recover.restore(site, plan, port)
+        databases = recover.psql(site, datadir, port,
                                  "SELECT string_agg(datname, ',' ORDER BY datname) FROM pg_database "
                                  "WHERE NOT datistemplate").split(",")
         return {"label": plan.label, "timeline": result["timeline"], "restore_seconds": result["seconds"],
                 "databases": len(databases), "wal_to": plan.wal_to}
     finally:
         if (datadir / "postmaster.pid").exists():
-            recover.stop(settings, datadir)
+            recover.stop(site, datadir)
         shutil.rmtree(base, ignore_errors=True)

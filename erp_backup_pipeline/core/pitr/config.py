@@ -1,4 +1,4 @@
-"""pgBackRest's configuration, written from our settings, and the lines an operator adds to postgresql.conf.
+"""pgBackRest's configuration, written from our site, and the lines an operator adds to postgresql.conf.
 
 The file holds the repository's cipher passphrase and S3 key, so it is written 0600 for the OS user
 that runs pgbackrest (PostgreSQL's archive_command runs as that user too). The postgresql.conf lines
@@ -11,11 +11,12 @@ import os
 import pwd
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
 from pydantic import Field, SecretStr
 
 from erp_backup_pipeline.core.config import Model, present, secret
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.errors import ConfigError
 
 
@@ -101,15 +102,17 @@ class Layout:
         return self.work_dir / "spool"
 
 
-def layout(settings: Any) -> Layout:
-    pitr = settings.pitr
-    return Layout(Path(pitr.work_dir) if pitr.work_dir else Path(settings.state_dir) / "pgbackrest")
+@takes_site
+def layout(site: Site) -> Layout:
+    pitr = site.pgbackrest
+    return Layout(Path(pitr.work_dir) if pitr.work_dir else site.state_dir / "pgbackrest")
 
 
-def render(settings: Any) -> str:
-    """The text of pgbackrest.conf for ``settings.pitr`` (secrets included: write it 0600)."""
-    pitr = settings.pitr
-    where = layout(settings)
+@takes_site
+def render(site: Site) -> str:
+    """The text of pgbackrest.conf for ``site.pgbackrest`` (secrets included: write it 0600)."""
+    pitr = site.pgbackrest
+    where = layout(site)
     repo = pitr.repo
     lines = ["[global]"]
     if repo.type == "posix":
@@ -140,27 +143,30 @@ def render(settings: Any) -> str:
     return "\n".join(lines)
 
 
-def postgresql_lines(settings: Any, program: str = "pgbackrest") -> list[str]:
+@takes_site
+def postgresql_lines(site: Site, program: str = "pgbackrest") -> list[str]:
     """What postgresql.conf needs for continuous archiving into this stanza."""
-    pitr = settings.pitr
-    conf = layout(settings).config
+    pitr = site.pgbackrest
+    conf = layout(site).config
     return ["wal_level = replica", "archive_mode = on",
             f"archive_command = '{program} --config={conf} --stanza={pitr.stanza} archive-push %p'",
             f"archive_timeout = {pitr.archive_timeout}",
             "max_wal_senders = 3  # at least 1 (pgBackRest's check)"]
 
 
-def restore_command(settings: Any, program: str = "pgbackrest") -> str:
+@takes_site
+def restore_command(site: Site, program: str = "pgbackrest") -> str:
     """The ``restore_command`` a recovering cluster uses (``pgbackrest restore`` writes it into
     ``postgresql.auto.conf`` by itself; a standby or a hand-made recovery needs it)."""
-    conf = layout(settings).config
-    return f"restore_command = '{program} --config={conf} --stanza={settings.pitr.stanza} archive-get %f \"%p\"'"
+    conf = layout(site).config
+    return f"restore_command = '{program} --config={conf} --stanza={site.pgbackrest.stanza} archive-get %f \"%p\"'"
 
 
-def write(settings: Any) -> Path:
+@takes_site
+def write(site: Site) -> Path:
     """Write pgbackrest.conf and create the log/lock/spool dirs (0700, owned by pitr.os_user when root)."""
-    pitr = settings.pitr
-    where = layout(settings)
+    pitr = site.pgbackrest
+    where = layout(site)
     owner = _owner(pitr.os_user)
     for d in (where.work_dir, where.log, where.lock, where.spool):
         d.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -171,7 +177,7 @@ def write(settings: Any) -> Path:
     tmp = where.config.with_suffix(".conf.partial")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with open(fd, "w") as fh:
-        fh.write(render(settings))
+        fh.write(render(site))
     _chown(tmp, owner)
     tmp.replace(where.config)
     return where.config

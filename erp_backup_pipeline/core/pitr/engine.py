@@ -18,6 +18,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.pitr.config import layout
 from erp_backup_pipeline.core.runner import find_program, redact
+from erp_backup_pipeline.core.site import Configuration, Site, build_site
 from erp_backup_pipeline.errors import ToolError, ToolTimeout, VerifyError
 
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(?:-[0-9a-f]{40})?(?:\.[a-z0-9]+)?$")
@@ -33,10 +34,10 @@ def _error_line(text: str) -> str:
 
 
 class PgBackRest:
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
-        self.pitr = settings.pitr
-        self.layout = layout(settings)
+    def __init__(self, site: Site | Configuration) -> None:
+        site = build_site(site)
+        self.pitr = site.pgbackrest
+        self.layout = layout(site)
         self.program = str(self.pitr.bin) if self.pitr.bin else find_program("pgbackrest")
 
     def argv(self, *args: str, stanza: bool = True) -> list[str]:
@@ -86,7 +87,7 @@ class PgBackRest:
 
     def backup(self, kind: str) -> dict[str, Any]:
         """Take a ``full`` or ``incr`` backup; return pgBackRest's record of it (label, LSNs, WAL range, sizes).
-        pgBackRest expires what the retention settings no longer need right after."""
+        pgBackRest expires what the retention site no longer need right after."""
         if kind not in ("full", "incr", "diff"):
             raise ValueError(kind)
         before = {b["label"] for b in self.backups()}

@@ -4,7 +4,7 @@ The plan names the backup set (the newest one that ended before the target) and 
 replays. Refused before anything changes: a target before the oldest backup's end, after the newest
 archived WAL segment reached the repository (recovery could not get there), or in the future,
 an LSN before the oldest backup, a data directory that is not empty (a running PostgreSQL's always
-is), no backup at all. pgBackRest writes ``recovery.signal`` and the ``recovery_target_*`` settings
+is), no backup at all. pgBackRest writes ``recovery.signal`` and the ``recovery_target_*`` site
 into ``postgresql.auto.conf`` (current PostgreSQL; ``recovery.conf`` is refused since 12); we add the
 port and socket directory the restored cluster listens on, and ``archive_mode = off`` so that a
 restored copy beside production never pushes its new timeline into production's archive. Started
@@ -24,6 +24,7 @@ from typing import Any
 
 from erp_backup_pipeline.core.pitr.engine import PgBackRest, position
 from erp_backup_pipeline.core.runner import redact
+from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.errors import RestoreError
 
 
@@ -52,9 +53,10 @@ def _empty(path: Path) -> bool:
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
 
 
-def plan_restore(settings: Any, datadir: Path, target_time: datetime | None = None, target_lsn: str | None = None,
+@takes_site
+def plan_restore(site: Site, datadir: Path, target_time: datetime | None = None, target_lsn: str | None = None,
                  now: datetime | None = None) -> Plan:
-    engine = PgBackRest(settings)
+    engine = PgBackRest(site)
     datadir = Path(datadir).absolute()
     if not _empty(datadir):
         running = (datadir / "postmaster.pid").exists()
@@ -63,7 +65,7 @@ def plan_restore(settings: Any, datadir: Path, target_time: datetime | None = No
     info = engine.info()
     backups = sorted(info.get("backup", []), key=lambda b: b["timestamp"]["stop"])
     if not backups:
-        raise RestoreError(f"stanza {settings.pitr.stanza} has no backup yet")
+        raise RestoreError(f"stanza {site.pgbackrest.stanza} has no backup yet")
     archive = (info.get("archive") or [{}])[-1]
     if target_time is not None:
         if target_time.tzinfo is None:
@@ -104,7 +106,7 @@ def plan_restore(settings: Any, datadir: Path, target_time: datetime | None = No
         f"backup set {plan.label} ({plan.backup_type}, ended {plan.backup_stop.isoformat()})",
         f"replay WAL {plan.wal_from} .. up to {plan.wal_to} (as far as the target needs)",
         f"target: {target['type']} {target['value']}",
-        f"pgbackrest restore into {datadir} (empty, 0700, owner {settings.pitr.os_user}); recovery.signal and "
+        f"pgbackrest restore into {datadir} (empty, 0700, owner {site.pgbackrest.os_user}); recovery.signal and "
         "recovery_target_* in postgresql.auto.conf, target action promote",
         "set port/unix_socket_directories for the restored cluster and archive_mode = off (never archive into "
         "production's repository)",
@@ -112,12 +114,13 @@ def plan_restore(settings: Any, datadir: Path, target_time: datetime | None = No
     return plan
 
 
-def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir: Path | None = None,
+@takes_site
+def restore(site: Site, plan: Plan, port: int, start: bool = True, pg_bin_dir: Path | None = None,
             listen: str = "") -> dict[str, Any]:
     """Restore ``plan`` and (``start``) bring the cluster up on ``port``: sockets in its data directory, TCP
     only on ``listen`` (default none)."""
-    pitr = settings.pitr
-    engine = PgBackRest(settings)
+    pitr = site.pgbackrest
+    engine = PgBackRest(site)
     datadir = plan.datadir
     datadir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(datadir, 0o700)
@@ -151,16 +154,18 @@ def restore(settings: Any, plan: Plan, port: int, start: bool = True, pg_bin_dir
     return result
 
 
-def stop(settings: Any, datadir: Path) -> None:
-    bindir = Path(settings.pitr.pg_bin_dir or pg_bindir())
-    as_user(settings.pitr.os_user, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
+@takes_site
+def stop(site: Site, datadir: Path) -> None:
+    bindir = Path(site.pgbackrest.pg_bin_dir or pg_bindir())
+    as_user(site.pgbackrest.os_user, [str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"], "pg_ctl stop")
 
 
-def psql(settings: Any, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> str:
+@takes_site
+def psql(site: Site, socket_dir: Path, port: int, sql: str, dbname: str = "postgres") -> str:
     """One query on a restored cluster, through its socket directory (a restore puts it in the data directory)."""
-    bindir = Path(settings.pitr.pg_bin_dir or pg_bindir())
-    return as_user(settings.pitr.os_user, [str(bindir / "psql"), "-h", str(socket_dir), "-p", str(port),
-                                            "-U", settings.pitr.pg_user, "-d", dbname, "-Atc", sql], "psql").strip()
+    bindir = Path(site.pgbackrest.pg_bin_dir or pg_bindir())
+    return as_user(site.pgbackrest.os_user, [str(bindir / "psql"), "-h", str(socket_dir), "-p", str(port),
+                                            "-U", site.pgbackrest.pg_user, "-d", dbname, "-Atc", sql], "psql").strip()
 
 
 def _wait_promoted(user: str, bindir: Path, datadir: Path, port: int, pg_user: str, timeout: float = 3600) -> int:

@@ -9,12 +9,15 @@ name, Redis last; the runbook and ``recover`` both follow it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from erp_backup_pipeline.core.sources import files, postgres, redis, sqlite, uploads
 from erp_backup_pipeline.core.sources.base import DumpStream, Source
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.errors import ConfigError
+
+if TYPE_CHECKING:
+    from erp_backup_pipeline.core.site import Configuration
 
 KINDS: dict[str, SourceKind] = {k.name: k for k in (sqlite.KIND, postgres.KIND, redis.KIND, files.KIND, uploads.KIND)}
 # the command line's short names: restore postgres, backup sqlite
@@ -29,9 +32,9 @@ def kind_of(text: str) -> SourceKind:
     return kind
 
 
-def section(settings: Any, name: str) -> Any:
+def section(config: Configuration, name: str) -> Any:
     """The ``sources.<key>`` settings of a kind, or None when it is absent or disabled."""
-    cfg = getattr(settings.sources, KINDS[name].key)
+    cfg = getattr(config.sources, KINDS[name].key)
     return cfg if cfg is not None and cfg.enabled else None
 
 
@@ -40,16 +43,16 @@ def restore_order(names: Any) -> list[str]:
     return sorted((n for n in names if n in KINDS), key=lambda n: KINDS[n].rank)
 
 
-def enabled_sources(settings: Any) -> list[str]:
-    return [name for name in KINDS if section(settings, name) is not None]
+def enabled_sources(config: Configuration) -> list[str]:
+    return [name for name in KINDS if section(config, name) is not None]
 
 
-def build_source(settings: Any, name: str) -> Source:
+def build_source(config: Configuration, name: str) -> Source:
     kind = kind_of(name)
-    cfg = section(settings, kind.name)
+    cfg = section(config, kind.name)
     if cfg is None:
         raise ConfigError(f"source {kind.name} is not configured (sources.{kind.key} in the config file)")
-    return kind.build(cfg, Path(settings.state_dir))
+    return kind.build(cfg, Path(config.state_dir))
 
 
 __all__ = ["BY_KEY", "KINDS", "DumpStream", "Source", "SourceKind", "build_source", "enabled_sources", "kind_of",

@@ -164,4 +164,5 @@ KIND = SourceKind(
                 "with a sha256 index of every member, zstd-compressed, verified member by member, age-encrypted.",
     metric_label="config", what="the configuration files",
     restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d | tar -xpf - -C DIR",),
-    emptiness="files", holds=_holds)
+    emptiness="files", holds=_holds,
+    recovery_target=lambda cfg, root, date, database: (str(root / "config"), f"configuration tree {root / 'config'}"))

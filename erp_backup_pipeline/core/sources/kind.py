@@ -39,6 +39,9 @@ class SourceKind:
     restore_lines: tuple[str, ...]  # the runbook's restore with standard tools (tested verbatim)
     emptiness: Literal["tables", "files", None]  # what an empty capture lacks: fails unless allow_empty
     holds: Callable[[Mapping[str, Any]], str]  # "the SQLite database X holds", from a capture's facts
+    # a whole-ERP recovery's target: (its settings, the recovery directory, the date, the database name asked
+    # for) -> (the restore target, what it is, in words)
+    recovery_target: Callable[[Any, Path, str, str | None], tuple[str, str]]
     attachment_formats: Mapping[str, str] = field(default_factory=dict)  # name -> format of the extra records
     restore_notes: tuple[str, ...] = ()  # runbook markdown lines after the restore lines
 

@@ -318,6 +318,28 @@ class PostgresSource:
     def preflight(self, conn: psycopg.Connection[Any], facts: dict[str, Any], keep_owner: bool) -> onto.Preflight:
         return onto.preflight(conn, f"the server at {self.server}", facts, keep_owner, self._tool_major())
 
+    def restored_rows(self, target: str) -> dict[str, int]:
+        """Rows per table of a restored copy (the database ``target`` on this server)."""
+        with self.connect(dbname=target) as conn:
+            return count_rows(conn)
+
+    def restored_query(self, target: str, query: str) -> list[str]:
+        """The first column of ``query``'s rows in a restored copy (the database ``target`` on this server)."""
+        with self.connect(dbname=target) as conn:
+            return [r[0] for r in conn.execute(query).fetchall() if r[0]]
+
+    def check_recovery_target(self, name: str, facts: dict[str, Any]) -> None:
+        """A whole-ERP recovery's new database ``name`` is free and this server can take the dump (version,
+        extensions, roles); RestoreError before anything changes otherwise."""
+        with self.connect(dbname="postgres") as conn:
+            taken = self._db_exists(conn, name)
+            pre = self.preflight(conn, facts, "roles" in facts)
+        if taken:
+            raise RestoreError(f"database {name} already exists on {self.server}: a recovery never overwrites one; "
+                               "drop or rename it first, or recover with another database name")
+        if pre.problems:
+            raise RestoreError(f"{KIND.name}: " + "; ".join(pre.problems[:3]) + "; nothing was changed")
+
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any], no_owner: bool = False,
                      server: str | None = None) -> list[str]:
         src, name = self.on_server(server), onto.database_name(target)
@@ -502,6 +524,11 @@ def _build(cfg: Any, state_dir: Path) -> PostgresSource:
                           role_passwords=cfg.role_passwords)
 
 
+def _recovery_target(cfg: Any, root: Path, date: str, database: str | None) -> tuple[str, str]:
+    name = database or f"erp_recovered_{date.replace('-', '')}"
+    return name, f"new PostgreSQL database {name} on {cfg.host}:{cfg.port}"
+
+
 BESIDE_LINES = ["createdb -T template0 -O OWNER TARGET", "age -d -i KEY ARTIFACT | zstd -d | pg_restore -d TARGET"]
 
 KIND = SourceKind(
@@ -518,6 +545,7 @@ KIND = SourceKind(
     restore_lines=("age -d -i KEY GLOBALS | zstd -d | psql -X -q -d postgres",
                    "age -d -i KEY ARTIFACT | zstd -d | pg_restore --create -d postgres"),
     emptiness="tables", holds=_holds, attachment_formats=ATTACHMENT_FORMATS,
+    recovery_target=_recovery_target,
     restore_notes=("Onto a new server, as its superuser (PGHOST, PGPORT, PGUSER set): GLOBALS is the "
                    "`<stamp>.globals.sql.zst.age` beside the artifact (the roles the database needs, their memberships "
                    "and settings); then the database under its own name, with its owner, encoding, locale, settings "

@@ -458,4 +458,6 @@ KIND = SourceKind(
     metric_label="redis", what="Redis (sessions, cache)",
     restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/dump.rdb && redis-check-rdb DIR/dump.rdb",
                    "redis-server --dir DIR --dbfilename dump.rdb --port 6380"),
-    emptiness=None, holds=lambda facts: "Redis holds")
+    emptiness=None, holds=lambda facts: "Redis holds",
+    recovery_target=lambda cfg, root, date, database: (
+        str(root / "redis"), f"{root / 'redis' / 'dump.rdb'}, a redis-server started on it"))

@@ -87,6 +87,15 @@ class SqliteSource:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
+    def restored_rows(self, target: str) -> dict[str, int]:
+        """Rows per table of a restored copy (the file ``target``)."""
+        return check_file(Path(target))[1]
+
+    def restored_query(self, target: str, query: str) -> list[str]:
+        """The first column of ``query``'s rows, read-only, in a restored copy (the file ``target``)."""
+        with sqlite3.connect(f"file:{target}?mode=ro", uri=True) as conn:
+            return [r[0] for r in conn.execute(query) if r[0]]
+
     def _snapshot_path(self, workdir: Path) -> Path:
         return Path(workdir) / "snapshot.sqlite3"
 
@@ -192,4 +201,6 @@ KIND = SourceKind(
     metric_label="sqlite", what="the SQLite database",
     restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/restored.sqlite3 && "
                    "sqlite3 DIR/restored.sqlite3 'PRAGMA integrity_check'",),
-    emptiness="tables", holds=_holds)
+    emptiness="tables", holds=_holds,
+    recovery_target=lambda cfg, root, date, database: (
+        str(root / "sqlite" / Path(cfg.path).name), f"SQLite file {root / 'sqlite' / Path(cfg.path).name}"))

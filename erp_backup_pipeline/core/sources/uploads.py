@@ -371,6 +371,7 @@ KIND = SourceKind(
     metric_label="uploads", what="the uploaded documents (incremental)",
     restore_lines=("mkdir -m 700 BLOBS", "age -d -i KEY ARTIFACT | zstd -d | tar -xf - -C BLOBS"),
     emptiness="files", holds=lambda facts: f"the uploads directory {facts.get('path')} holds",
+    recovery_target=lambda cfg, root, date, database: (str(root / "uploads"), f"uploads tree {root / 'uploads'}"),
     restore_notes=("Unpack every artifact in the day's manifest `depends_on` and then the day's own into the one "
                    "new directory BLOBS; `.erp-backup-snapshot.json` lists each file's `name` and `sha256`: copy "
                    "`blobs/<sha256>` to `name`.", ""))
