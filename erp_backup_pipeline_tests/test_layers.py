@@ -43,6 +43,19 @@ def test_core_never_imports_the_outer_layers() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_core_reads_the_configuration_only_through_a_site() -> None:
+    """``core.site`` builds the configuration once; every other core function takes the built Site (or a plug-in's
+    own settings model), never the whole configuration: no ``settings`` parameter, no untyped configuration."""
+    root = Path(core.__file__).parent
+    builders = {root / "site.py", root / "sources" / "__init__.py", root / "destinations" / "__init__.py"}
+    whole = re.compile(r"def \w+\([^)]*\b(settings|config)\s*:\s*(Any|Settings|Configuration)\b")
+    offenders = [f"{p.relative_to(root)}: {m.group(0)}" for p in sorted(root.rglob("*.py")) if p not in builders
+                 for m in whole.finditer(p.read_text())]
+    assert offenders == []
+    untyped = [str(p) for p in Path(core.__file__).parent.parent.rglob("*.py") if "settings: Any" in p.read_text()]
+    assert untyped == []
+
+
 def test_every_module_has_a_docstring() -> None:
     root = Path(core.__file__).parent.parent
     missing = [str(p) for p in root.rglob("*.py") if not p.read_text().lstrip().startswith(('"""', "'''"))]
