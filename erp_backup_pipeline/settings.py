@@ -16,10 +16,10 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
 from erp_backup_pipeline.core.alerts import AlertsSettings, EmailSettings, WebhookSettings
 from erp_backup_pipeline.core.codecs import CompressionSettings, EncryptionSettings
@@ -30,11 +30,6 @@ from erp_backup_pipeline.core.pitr.config import PitrSettings
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.signing import SigningSettings
 from erp_backup_pipeline.core.sources import KINDS
-from erp_backup_pipeline.core.sources.files import ConfigFilesSettings
-from erp_backup_pipeline.core.sources.postgres import PostgresSourceSettings
-from erp_backup_pipeline.core.sources.redis import RedisSourceSettings
-from erp_backup_pipeline.core.sources.sqlite import SqliteSourceSettings
-from erp_backup_pipeline.core.sources.uploads import UploadsSettings
 from erp_backup_pipeline.errors import ConfigError
 
 # the plug-ins' own models, for those who import them from here
@@ -49,19 +44,26 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 DestinationSettings = Annotated[Union[LocalDestinationSettings, S3DestinationSettings], Field(discriminator="type")]
 
 
-class SourcesSettings(Model):
-    sqlite: SqliteSourceSettings | None = None
-    postgres: PostgresSourceSettings | None = None
-    redis: RedisSourceSettings | None = None
-    config: ConfigFilesSettings | None = None
-    uploads: UploadsSettings | None = None
+# one optional section per registered source kind (``sources.<key>``), from the registry: a new kind adds none here
+SourcesSettings = create_model("SourcesSettings", __base__=Model,
+                               **{k.key: (k.settings | None, None) for k in KINDS.values()})  # type: ignore[call-overload]
+
+# the stores whose restored copies answer SQL (the document references' queries)
+DATABASES = tuple(name for name, kind in KINDS.items() if kind.answers_sql)
 
 
 class DocumentReference(Model):
     """A query whose rows name uploaded documents (paths relative to the uploads root)."""
 
-    source: Literal["sqlite_backup", "postgres_dump"]
+    source: str = Field(description="the database store the query runs on: " + " or ".join(DATABASES))
     query: str = Field(description="SELECT returning one column: the document path, e.g. invoices.document_path")
+
+    @field_validator("source")
+    @classmethod
+    def _database(cls, v: str) -> str:
+        if v not in DATABASES:
+            raise ValueError(f"Input should be {' or '.join(repr(d) for d in DATABASES)}")
+        return v
 
 
 class RecoverySettings(Model):
@@ -76,14 +78,9 @@ class ChecksSettings(Model):
     drill_sample: int = Field(3, ge=0, le=100, description="older partitions per source the weekly verify_backups drills")
 
 
-class RetentionSettings(Model):
+class _Retention(Model):
     """How long each source's backups are kept (``erp-backup prune``); the defaults are the original strategy's."""
 
-    sqlite_backup: RetentionPolicy = Field(default_factory=lambda: KINDS["sqlite_backup"].policy)
-    postgres_dump: RetentionPolicy = Field(default_factory=lambda: KINDS["postgres_dump"].policy)
-    redis_snapshot: RetentionPolicy = Field(default_factory=lambda: KINDS["redis_snapshot"].policy)
-    config_archive: RetentionPolicy = Field(default_factory=lambda: KINDS["config_archive"].policy)
-    uploads_snapshot: RetentionPolicy = Field(default_factory=lambda: KINDS["uploads_snapshot"].policy)
     orphan_grace_hours: int = Field(48, ge=24, le=24 * 366,
                                     description="prune deletes an artifact without a manifest (a run stopped between "
                                                 "upload and manifest) once its capture is this many hours old; at least "
@@ -93,6 +90,13 @@ class RetentionSettings(Model):
         """Source name -> its policy, as ``retention.plan`` takes them."""
         return {name: value for name in type(self).model_fields
                 if isinstance(value := getattr(self, name), RetentionPolicy)}
+
+
+# one policy per registered source kind (``retention.<name>``), each defaulting to its kind's
+RetentionSettings = create_model(
+    "RetentionSettings", __base__=_Retention,
+    **{name: (RetentionPolicy, Field(default_factory=lambda kind=kind: kind.policy))  # type: ignore[misc]
+       for name, kind in KINDS.items()})  # type: ignore[call-overload]
 
 
 class MaintenanceSettings(Model):
@@ -120,9 +124,9 @@ class Settings(Model):
     encryption: EncryptionSettings
     signing: SigningSettings
     destinations: list[DestinationSettings] = Field(min_length=1)
-    sources: SourcesSettings = Field(default_factory=SourcesSettings)
+    sources: SourcesSettings = Field(default_factory=SourcesSettings)  # type: ignore[valid-type]
     checks: ChecksSettings = Field(default_factory=ChecksSettings)
-    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)  # type: ignore[valid-type]
     alerts: AlertsSettings = Field(default_factory=AlertsSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)

@@ -311,7 +311,7 @@ def consistency_checks(site: Site, plan: RecoveryPlan) -> list[dict[str, Any]]:
     plan.entries = entries
     checks: list[dict[str, Any]] = []
     for source in steps:
-        if source in KINDS and KINDS[source].emptiness == "tables":  # a database: its rows per table
+        if source in KINDS and KINDS[source].answers_sql:  # a database: its rows per table
             expected = entries[source].manifest.facts.get("row_counts")
             try:
                 compare_counts(source, expected, _rows(site, steps[source]))

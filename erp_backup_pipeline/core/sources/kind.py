@@ -42,6 +42,7 @@ class SourceKind:
     # a whole-ERP recovery's target: (its settings, the recovery directory, the date, the database name asked
     # for) -> (the restore target, what it is, in words)
     recovery_target: Callable[[Any, Path, str, str | None], tuple[str, str]]
+    answers_sql: bool = False  # a database: a restored copy answers queries and counts its rows per table
     attachment_formats: Mapping[str, str] = field(default_factory=dict)  # name -> format of the extra records
     restore_notes: tuple[str, ...] = ()  # runbook markdown lines after the restore lines
 

@@ -544,7 +544,7 @@ KIND = SourceKind(
     metric_label="postgresql", what="the PostgreSQL database (logical dump)",
     restore_lines=("age -d -i KEY GLOBALS | zstd -d | psql -X -q -d postgres",
                    "age -d -i KEY ARTIFACT | zstd -d | pg_restore --create -d postgres"),
-    emptiness="tables", holds=_holds, attachment_formats=ATTACHMENT_FORMATS,
+    emptiness="tables", holds=_holds, answers_sql=True, attachment_formats=ATTACHMENT_FORMATS,
     recovery_target=_recovery_target,
     restore_notes=("Onto a new server, as its superuser (PGHOST, PGPORT, PGUSER set): GLOBALS is the "
                    "`<stamp>.globals.sql.zst.age` beside the artifact (the roles the database needs, their memberships "

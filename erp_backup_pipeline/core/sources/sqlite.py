@@ -201,6 +201,6 @@ KIND = SourceKind(
     metric_label="sqlite", what="the SQLite database",
     restore_lines=("mkdir -m 700 DIR && age -d -i KEY ARTIFACT | zstd -d -o DIR/restored.sqlite3 && "
                    "sqlite3 DIR/restored.sqlite3 'PRAGMA integrity_check'",),
-    emptiness="tables", holds=_holds,
+    emptiness="tables", holds=_holds, answers_sql=True,
     recovery_target=lambda cfg, root, date, database: (
         str(root / "sqlite" / Path(cfg.path).name), f"SQLite file {root / 'sqlite' / Path(cfg.path).name}"))
