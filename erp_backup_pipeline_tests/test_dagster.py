@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import re
+import subprocess
+import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +54,9 @@ def metadata(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
+ROOT = Path(__file__).resolve().parent.parent  # the project: pyproject.toml
+
+
 def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
@@ -74,6 +81,24 @@ def test_definitions_load_with_every_asset_check_job_and_schedule() -> None:
     # evaluate are recorded under their date (with a policy, even multi_run(1), a run carries only a partition
     # range and Dagster records its check results under no partition)
     assert graph.get(dg.AssetKey("sqlite_backup")).backfill_policy is None
+
+
+def test_dg_checks_and_lists_the_definitions_of_this_project(tmp_path: Path) -> None:
+    """Dagster's dg CLI finds the project from pyproject.toml's [tool.dg] section: ``dg check defs`` loads the
+    definitions, ``dg list defs`` names every backup asset and its job."""
+    dg_cli = Path(sys.executable).with_name("dg")
+    (tmp_path / "dagster.yaml").write_text("")
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "DAGSTER_DISABLE_TELEMETRY": "1"}
+    checked = subprocess.run([str(dg_cli), "check", "defs"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "All definitions loaded successfully" in checked.stdout + checked.stderr
+    listed = subprocess.run([str(dg_cli), "list", "defs", "--json"], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert listed.returncode == 0, listed.stderr
+    found = json.loads(listed.stdout)
+    assert set(BACKUP_ASSETS) <= {a["asset_key"] for a in found["assets"]}
+    assert {f"{name}_job" for name in BACKUP_ASSETS} <= {j["name"] for j in found["jobs"]}
 
 
 def test_dst_days_have_exactly_one_partition() -> None:
