@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from erp_backup_pipeline.settings import Settings, parse_settings
-from erp_backup_pipeline_tests.servers import (
+from erp_backup_pipeline_devkit.servers import (
     MotoServer,
     PostgresServer,
     RedisServer,

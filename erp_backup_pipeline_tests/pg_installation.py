@@ -19,8 +19,8 @@ import psycopg
 import yaml
 from psycopg import sql
 
+from erp_backup_pipeline_devkit.servers import PostgresServer
 from erp_backup_pipeline_tests.conftest import signing_section
-from erp_backup_pipeline_tests.servers import PostgresServer
 
 APP_PASSWORD = "erp-App-Pw-5c1e9a"
 READONLY_PASSWORD = "erp-Ro-Pw-8d2b47"

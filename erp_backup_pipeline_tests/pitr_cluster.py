@@ -22,8 +22,8 @@ import pytest
 from erp_backup_pipeline.core.pitr import config
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.settings import Settings
+from erp_backup_pipeline_devkit.servers import PostgresServer, start_postgres
 from erp_backup_pipeline_tests.conftest import make_settings
-from erp_backup_pipeline_tests.servers import PostgresServer, start_postgres
 
 CIPHER = "pitr-Cipher-pass-8c2e1f"
 

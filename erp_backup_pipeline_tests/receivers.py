@@ -33,7 +33,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from erp_backup_pipeline_tests.servers import free_port
+from erp_backup_pipeline_devkit.servers import free_port
 
 HOST = "127.0.0.1"
 

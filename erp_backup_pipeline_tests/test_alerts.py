@@ -24,10 +24,10 @@ from erp_backup_pipeline.core.alerts import (
 )
 from erp_backup_pipeline.errors import AlertError, ConfigError
 from erp_backup_pipeline.settings import parse_settings
+from erp_backup_pipeline_devkit.servers import free_port
 from erp_backup_pipeline_tests import receivers
 from erp_backup_pipeline_tests.conftest import make_settings, signing_section
 from erp_backup_pipeline_tests.receivers import SmtpReceiver, WebhookReceiver
-from erp_backup_pipeline_tests.servers import free_port
 
 # the receivers' fixtures, requested by name below
 webhook_receiver = receivers.webhook_receiver

@@ -116,7 +116,7 @@ def test_missing_bucket_is_one_line(moto_server: Any) -> None:
 
 
 def test_unreachable_endpoint_is_one_line() -> None:
-    from erp_backup_pipeline_tests.servers import free_port
+    from erp_backup_pipeline_devkit.servers import free_port
 
     d = S3Destination("b", endpoint_url=f"http://127.0.0.1:{free_port()}", access_key_id="a", secret_access_key="b")
     d.client.meta.config.retries = {"max_attempts": 1}

@@ -16,9 +16,9 @@ from erp_backup_pipeline.errors import DestinationError
 from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.health import SENSOR
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+from erp_backup_pipeline_devkit.servers import free_port
 from erp_backup_pipeline_tests import receivers
 from erp_backup_pipeline_tests.conftest import StrictS3, catalog_entries, make_settings
-from erp_backup_pipeline_tests.servers import free_port
 from erp_backup_pipeline_tests.test_alerting import instance_for_test
 from erp_backup_pipeline_tests.test_dagster import write_config
 

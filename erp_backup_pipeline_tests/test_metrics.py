@@ -15,7 +15,7 @@ import dagster as dg
 
 from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.metrics import BackupCollector
-from erp_backup_pipeline_tests.servers import free_port, stop_process
+from erp_backup_pipeline_devkit.servers import free_port, stop_process
 from erp_backup_pipeline_tests.test_dagster import write_config
 
 RULES = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"

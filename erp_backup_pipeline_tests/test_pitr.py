@@ -12,9 +12,9 @@ import pytest
 
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.errors import RestoreError, VerifyError
+from erp_backup_pipeline_devkit.servers import free_port
 from erp_backup_pipeline_tests import pitr_cluster as cluster
 from erp_backup_pipeline_tests.pitr_cluster import CIPHER, PitrCluster
-from erp_backup_pipeline_tests.servers import free_port
 
 pitr_cluster = cluster.pitr_cluster
 

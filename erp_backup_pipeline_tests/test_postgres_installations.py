@@ -22,6 +22,7 @@ from erp_backup_pipeline.core.sources.postgres import _compare_cluster_facts
 from erp_backup_pipeline.core.sources.postgres_restore import database_name, package_for
 from erp_backup_pipeline.errors import RestoreError, VerifyError
 from erp_backup_pipeline.settings import load_settings
+from erp_backup_pipeline_devkit.servers import PostgresServer, pg_bindir, start_postgres
 from erp_backup_pipeline_tests.conftest import catalog_entries, sign_file
 from erp_backup_pipeline_tests.pg_installation import (
     APP_PASSWORD,
@@ -34,7 +35,6 @@ from erp_backup_pipeline_tests.pg_installation import (
     shape,
     write_config,
 )
-from erp_backup_pipeline_tests.servers import PostgresServer, pg_bindir, start_postgres
 
 DAY = "2026-11-25"
 SUPER_PASSWORD = "pg-Install-Super-3e7a"

@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline_devkit.servers import MotoServer, PostgresServer, free_port, stop_process
 from erp_backup_pipeline_tests import topology
 from erp_backup_pipeline_tests.conftest import StrictS3, catalog_entries
-from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer, free_port, stop_process
 
 ASSET = "sqlite_backup"
 # every backup asset and the ERP source upstream of it

@@ -11,7 +11,7 @@ import dagster as dg
 
 from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
-from erp_backup_pipeline_tests.servers import free_port, stop_process
+from erp_backup_pipeline_devkit.servers import free_port, stop_process
 from erp_backup_pipeline_tests.test_alerting import instance_for_test, run_job
 from erp_backup_pipeline_tests.test_dagster import write_config
 

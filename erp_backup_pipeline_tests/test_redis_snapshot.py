@@ -15,8 +15,8 @@ from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
 from erp_backup_pipeline.core.sources.redis import RedisSource
 from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+from erp_backup_pipeline_devkit.servers import free_port, start_redis
 from erp_backup_pipeline_tests.conftest import REDIS_PASSWORD, make_settings, redis_source, s3_destination
-from erp_backup_pipeline_tests.servers import free_port, start_redis
 
 
 def fill(server: Any) -> None:

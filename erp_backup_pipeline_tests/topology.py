@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from erp_backup_pipeline_tests.servers import PostgresServer, free_port, stop_process
+from erp_backup_pipeline_devkit.servers import PostgresServer, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCTION = ROOT / "deploy" / "production"

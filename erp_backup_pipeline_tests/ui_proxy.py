@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from erp_backup_pipeline_tests.servers import free_port, stop_process
+from erp_backup_pipeline_devkit.servers import free_port, stop_process
 from erp_backup_pipeline_tests.topology import BIN, PRODUCTION, ROOT, Topology, port_open
 
 SHIPPED = ROOT / "deploy" / "nginx" / "erp-backup-ui.conf"

@@ -30,9 +30,9 @@ import pytest
 
 from erp_backup_pipeline.core import catalog
 from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline_devkit.servers import MotoServer, PostgresServer
 from erp_backup_pipeline_tests import topology
 from erp_backup_pipeline_tests.conftest import S3_KEY_ID, S3_SECRET
-from erp_backup_pipeline_tests.servers import MotoServer, PostgresServer
 
 ASSET = "sqlite_backup"
 BUCKET = "erp-daemon-restart"

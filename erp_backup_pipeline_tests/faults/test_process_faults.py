@@ -442,7 +442,7 @@ def test_the_op_retry_policy_recovers_a_dagster_run_when_postgres_is_back(
 
 def _restart_redis(server: Any) -> None:
     """SIGTERM, then the same server again on the same port and directory (as systemd would restart it)."""
-    from erp_backup_pipeline_tests.servers import stop_process
+    from erp_backup_pipeline_devkit.servers import stop_process
 
     assert server.proc is not None
     stop_process(server.proc)

@@ -272,7 +272,7 @@ def test_recover_into_a_file_or_a_link_is_one_line(sqlite_backed_up: tuple[Setti
 
 def test_the_redis_target_password_comes_from_the_environment_or_a_file_never_the_url(
         redis_backed_up: Settings, tmp_path: Path, age_identity: tuple[Path, str], redis_server: Any) -> None:
-    from erp_backup_pipeline_tests.servers import start_redis
+    from erp_backup_pipeline_devkit.servers import start_redis
 
     target = start_redis("target-Pw-5b1e0c", tmp_path / "redis-target")
     try:

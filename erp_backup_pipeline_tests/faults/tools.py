@@ -27,8 +27,8 @@ from erp_backup_pipeline.core.restore import _check_plain, fetched, plaintext_re
 from erp_backup_pipeline.core.sources import build_source
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.settings import Settings, load_settings
+from erp_backup_pipeline_devkit.servers import PostgresServer
 from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, catalog_entries, signing_section
-from erp_backup_pipeline_tests.servers import PostgresServer
 
 
 def wait_for(what: str, predicate: Callable[[], Any], timeout: float = 120.0, interval: float = 0.02) -> Any:
