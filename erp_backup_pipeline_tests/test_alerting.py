@@ -4,6 +4,7 @@ not stop the others, and a restarted sensor (new definitions, stored cursor) sen
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from datetime import datetime
@@ -110,7 +111,11 @@ def test_each_failure_alerts_once_on_every_channel_and_never_twice_after_a_resta
         failed = run_job(defs, instance, "sqlite_backup_job", "2026-11-24")
         assert not failed.success
 
-        assert sensor.tick() == "4 alert(s) sent, 4 delivery failure(s)"  # the broken webhook, once per alert
+        assert re.fullmatch(  # the tick says what went where; the broken webhook failed once per alert
+            r"4 alert\(s\) sent to log, webhook broken, webhook ops, webhook chat, email 127\.0\.0\.1:\d+: "
+            r"sqlite_backup 2026-11-23: check size_anomaly failed; sqlite_backup 2026-11-21: check restore_drill "
+            r"failed; sqlite_backup: check freshness_check failed; sqlite_backup 2026-11-24: run failed; "
+            r"4 delivery failure\(s\)", sensor.tick())
         hooks = webhook_receiver.wait(8)
         mails = smtp_receiver.wait(4)
         assert len(broken_webhook.requests) == 4
@@ -149,7 +154,10 @@ def test_each_failure_alerts_once_on_every_channel_and_never_twice_after_a_resta
         demo_sqlite.with_suffix(".moved").rename(demo_sqlite)
         artifact.unlink()
         assert run_job(defs, instance, "sqlite_backup_job", "2026-11-21").success
-        assert sensor.tick() == "2 alert(s) sent, 2 delivery failure(s)"
+        assert re.fullmatch(
+            r"2 alert\(s\) sent to log, webhook broken, webhook ops, webhook chat, email 127\.0\.0\.1:\d+: "
+            r"sqlite_backup 2026-11-21: check size_anomaly failed; sqlite_backup 2026-11-21: check restore_drill "
+            r"recovered; 2 delivery failure\(s\)", sensor.tick())
         news = [h.json() for h in webhook_receiver.wait(12)[8:] if h.path.startswith("/hooks/")]
         assert sorted((n["kind"], n["check"], n["partition"]) for n in news) == [
             ("check_failed", "size_anomaly", "2026-11-21"), ("check_recovered", "restore_drill", "2026-11-21")]
@@ -206,7 +214,7 @@ def test_a_run_failed_by_its_blocking_check_alerts_once(tmp_path: Path, demo_sql
     with instance_for_test(tmp_path) as instance:
         result = run_job(defs, instance, "sqlite_backup_job", "2026-11-25")
         assert not result.success
-        assert Sensor(config, instance).tick() == "1 alert(s) sent"
+        assert Sensor(config, instance).tick().startswith("1 alert(s) sent to log, webhook 127.0.0.1: sqlite_backup 2026-11-25: ")
         [hook] = webhook_receiver.wait(1)
         assert (hook.json()["kind"], hook.json()["check"]) == ("check_failed", "integrity")
 
@@ -239,7 +247,7 @@ def test_a_backup_that_vanished_from_the_destinations_alerts_through_the_catalog
         [evaluation] = result.get_asset_check_evaluations()
         assert evaluation.check_name == CHECK and not evaluation.passed
         assert "sqlite_backup 2026-11-24" in (evaluation.description or "")
-        assert sensor.tick() == "1 alert(s) sent"
+        assert sensor.tick() == f"1 alert(s) sent to log, webhook 127.0.0.1: backup_catalog_audit: check {CHECK} failed"
         [hook] = webhook_receiver.wait(1)
         assert (hook.json()["kind"], hook.json()["check"]) == ("check_failed", CHECK)
         assert "sqlite_backup 2026-11-24" in str(hook.json())

@@ -156,6 +156,19 @@ def collect(instance: dg.DagsterInstance, keys: list[dg.AssetCheckKey], cursor_t
     return sorted(check_alerts + run_alerts, key=lambda a: a.at), cursor.dump()
 
 
+SHOWN = 5  # alerts named in one tick's text
+
+
+def tick_text(alerts: list[Alert], channels: list[str], failed: int) -> str:
+    """What a tick sent, and to where: ``2 alert(s) sent to log, webhook ops: sqlite_backup 2026-11-25: run failed;
+    ...`` (the first few named; then how many deliveries failed), or ``0 alert(s) sent``."""
+    if not alerts:
+        return "0 alert(s) sent"
+    named = "; ".join(a.what() for a in alerts[:SHOWN]) + (f"; {len(alerts) - SHOWN} more" if len(alerts) > SHOWN else "")
+    return (f"{len(alerts)} alert(s) sent to {', '.join(channels) or 'no channel'}: {named}"
+            + (f"; {failed} delivery failure(s)" if failed else ""))
+
+
 def build_alert_sensor(keys: list[dg.AssetCheckKey]) -> dg.SensorDefinition:
     @dg.sensor(name=SENSOR, minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
                description="Sends one alert per failed run and per check that starts failing (and a note when it "
@@ -175,6 +188,6 @@ def build_alert_sensor(keys: list[dg.AssetCheckKey]) -> dg.SensorDefinition:
                 failed += 1
                 context.log.error(f"alert not delivered: {problem}")
         context.update_cursor(cursor)
-        return dg.SkipReason(f"{len(alerts)} alert(s) sent" + (f", {failed} delivery failure(s)" if failed else ""))
+        return dg.SkipReason(tick_text(alerts, [c.name for c in channels], failed))
 
     return backup_alert_sensor
