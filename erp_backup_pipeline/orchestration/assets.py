@@ -13,7 +13,7 @@ from typing import Any
 import dagster as dg
 
 from erp_backup_pipeline.core import anomaly, catalog, chain, pipeline
-from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
+from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, Manifest
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.core.sources import KINDS, SourceKind
@@ -80,7 +80,7 @@ def _run_stage(context: dg.OpExecutionContext, fn: Callable[..., Any], settings_
         raise dg.Failure(description=redact(str(exc)), allow_retries=retryable(exc)) from None
 
 
-def _stage_metadata(capture: pipeline.Capture) -> dict[str, Any]:
+def _stage_metadata(capture: pipeline.Capture | Manifest) -> dict[str, Any]:
     """Each stage's seconds (its bytes are raw_bytes, compressed_bytes, encrypted_bytes: one name per figure)."""
     md: dict[str, Any] = {}
     for entry in capture.chain:
@@ -108,14 +108,40 @@ def _fact_metadata(facts: dict[str, Any]) -> dict[str, Any]:
 RUNBOOK = "docs/runbook.md"
 
 
-def _operator_metadata(kind: SourceKind, m: Any) -> dict[str, Any]:
+def materialization_metadata(kind: SourceKind, m: Manifest, uri: str, finished: datetime) -> dict[str, Any]:
+    """Everything a backup's materialization shows, from its manifest: the artifact's URI and sha256, what the
+    catalog audit compares (orchestration.audit), the sizes, each stage's seconds, what the source counted, and
+    the operator's lines. ``finished``: when the backup was complete (``backup_seconds`` runs up to it)."""
+    dump_bytes = m.stage("dump")["bytes"]
+    comp_bytes = m.stage("compress")["bytes"]
+    md: dict[str, Any] = {
+        "dagster/uri": dg.MetadataValue.text(uri),
+        "sha256": dg.MetadataValue.text(m.artifact_sha256),
+        "manifest_key": dg.MetadataValue.text(m.key),
+        "manifest_sha256": dg.MetadataValue.text(chain.digest(m.to_json())),
+        "sequence": dg.MetadataValue.int(m.sequence),
+        "captured_at": dg.MetadataValue.text(m.captured_at),
+        "raw_bytes": dg.MetadataValue.int(dump_bytes),
+        "compressed_bytes": dg.MetadataValue.int(comp_bytes),
+        "encrypted_bytes": dg.MetadataValue.int(m.artifact_bytes),
+        "compression_ratio": dg.MetadataValue.float(round(dump_bytes / comp_bytes, 3) if comp_bytes else 0.0),
+        "verify_seconds": dg.MetadataValue.float(float(m.verify.get("seconds", 0.0))),
+        "destinations": dg.MetadataValue.text(", ".join(sorted(m.destinations))),
+        **_stage_metadata(m),
+    }
+    md.update(_fact_metadata(m.facts))
+    md.update(_operator_metadata(kind, m, finished))
+    return md
+
+
+def _operator_metadata(kind: SourceKind, m: Manifest, finished: datetime) -> dict[str, Any]:
     """What an operator reads on the partition's page: the sizes in human units, how long the backup took, and the
     command that restores this very capture (with the runbook for everything around it)."""
     started = datetime.fromisoformat(m.captured_at)
     return {
         "size": dg.MetadataValue.text(f"{human_bytes(m.artifact_bytes)} stored ({human_bytes(m.stage('dump')['bytes'])} "
                                       f"raw, {human_bytes(m.stage('compress')['bytes'])} compressed)"),
-        "backup_seconds": dg.MetadataValue.float(round((datetime.now(UTC) - started).total_seconds(), 3)),
+        "backup_seconds": dg.MetadataValue.float(round(max(0.0, (finished - started).total_seconds()), 3)),
         "restore": dg.MetadataValue.md(
             f"```sh\nerp-backup restore {kind.key} --partition {m.partition} --to TARGET --dry-run\n```\n"
             "Without `--dry-run` it restores into TARGET, which must be new (an existing one is refused). "
@@ -202,26 +228,7 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
                  capture: pipeline.Capture):  # type: ignore[no-untyped-def]
         m = _run_stage(context, pipeline.stage_manifest, backup_settings, capture)
         yield _size_check(name, backup_settings, m)
-        dump_bytes = m.stage("dump")["bytes"]
-        comp_bytes = m.stage("compress")["bytes"]
-        md: dict[str, Any] = {
-            "dagster/uri": dg.MetadataValue.text(capture.artifact["uri"]),
-            "sha256": dg.MetadataValue.text(m.artifact_sha256),
-            # what the catalog audit (orchestration.audit) compares with the destinations
-            "manifest_key": dg.MetadataValue.text(m.key),
-            "manifest_sha256": dg.MetadataValue.text(chain.digest(m.to_json())),
-            "sequence": dg.MetadataValue.int(m.sequence),
-            "captured_at": dg.MetadataValue.text(m.captured_at),
-            "raw_bytes": dg.MetadataValue.int(dump_bytes),
-            "compressed_bytes": dg.MetadataValue.int(comp_bytes),
-            "encrypted_bytes": dg.MetadataValue.int(m.artifact_bytes),
-            "compression_ratio": dg.MetadataValue.float(round(dump_bytes / comp_bytes, 3) if comp_bytes else 0.0),
-            "verify_seconds": dg.MetadataValue.float(float(m.verify.get("seconds", 0.0))),
-            "destinations": dg.MetadataValue.text(", ".join(sorted(m.destinations))),
-            **_stage_metadata(capture),
-        }
-        md.update(_fact_metadata(m.facts))
-        md.update(_operator_metadata(info, m))
+        md = materialization_metadata(info, m, capture.artifact["uri"], datetime.now(UTC))
         # signing, the chain and checking signatures (make bench sets it against the whole run)
         md["signing_seconds"] = dg.MetadataValue.float(round(capture.signing_seconds, 4))
         yield dg.Output(None, "result", metadata=md)

@@ -10,6 +10,7 @@ from erp_backup_pipeline.orchestration.audit import audit_job, audit_schedule, a
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
 from erp_backup_pipeline.orchestration.health import build_health_sensor
+from erp_backup_pipeline.orchestration.history import build_history_sensor
 from erp_backup_pipeline.orchestration.maintenance import (
     backup_retention,
     history_job,
@@ -71,7 +72,7 @@ def build_definitions(config_path: str | None = None) -> dg.Definitions:
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,
                    history_schedule, recovery_schedule, audit_schedule, audit_weekly_schedule],
         sensors=[freshness_sensor, build_alert_sensor(check_keys), build_push_sensor(),
-                 build_health_sensor()],
+                 build_health_sensor(), build_history_sensor()],
         # pinned here, at load, from the code location's environment: a run's launcher cannot change it
         resources={"backup_settings": BackupSettingsResource.pinned(config_path)},
         executor=dg.in_process_executor,

@@ -15,6 +15,7 @@ evaluation of each check (a newer failing one does not reset them; the alert rul
 """
 
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
@@ -29,6 +30,16 @@ from erp_backup_pipeline.orchestration.schedules import job_name
 
 TYPE_LABEL = {**{name: kind.metric_label for name, kind in KINDS.items()},
               "postgres_full": "postgresql_full", "postgres_incremental": "postgresql_incremental"}
+
+
+def _outside_times(md: Any, values: list[str], last: GaugeMetricFamily, duration: GaugeMetricFamily) -> None:
+    """When a backup recorded from the catalog finished, and how long it took, from its metadata."""
+    started, seconds = md.get("captured_at"), md.get("backup_seconds")
+    if started is None or seconds is None:
+        return
+    took = float(seconds.value)
+    last.add_metric(values, datetime.fromisoformat(str(started.value)).timestamp() + took)
+    duration.add_metric(values, took)
 
 
 class BackupCollector(Collector):
@@ -59,11 +70,14 @@ class BackupCollector(Collector):
             values = [TYPE_LABEL.get(asset, asset), asset]
             event = self.instance.get_latest_materialization_event(dg.AssetKey(asset))
             if event is not None and event.asset_materialization is not None:
-                last.add_metric(values, event.timestamp)
-                stats = self.instance.get_run_stats(event.run_id)
-                if stats.start_time and stats.end_time:
-                    duration.add_metric(values, stats.end_time - stats.start_time)
                 md = event.asset_materialization.metadata
+                if event.run_id:
+                    last.add_metric(values, event.timestamp)
+                    stats = self.instance.get_run_stats(event.run_id)
+                    if stats.start_time and stats.end_time:
+                        duration.add_metric(values, stats.end_time - stats.start_time)
+                else:  # a backup made outside Dagster (orchestration.history): its own times, not the recording's
+                    _outside_times(md, values, last, duration)
                 shipped = md.get("encrypted_bytes") or md.get("repository_bytes")  # pgBackRest: the repo's bytes
                 if shipped is not None:
                     size.add_metric(values, float(shipped.value))  # type: ignore[arg-type]
