@@ -21,10 +21,11 @@ from rich.console import Console
 
 from erp_backup_pipeline import cli_pitr, cli_recover
 from erp_backup_pipeline.cli_args import partition_arg
-from erp_backup_pipeline.core import catalog
+from erp_backup_pipeline.core import catalog, late
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
+from erp_backup_pipeline.core.partitions import is_over
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
@@ -119,10 +120,14 @@ def cmd_backup(args: argparse.Namespace) -> int:
     partition = args.partition or datetime.now(ZoneInfo(PARTITION_TIMEZONE)).date().isoformat()
     if args.from_archive and (names != [postgres.KIND.name] or not args.partition):
         raise ConfigError(f"--from-archive backs up {postgres.KIND.name} for a past --partition from the WAL archive")
+    if not args.from_archive:  # a live capture of a date that is over: refused before anything is touched
+        late.check_allowed(site, partition)
     failed = 0
     for name in names:
         try:
             with progress_reporter() as report:
+                if not args.from_archive and is_over(partition):  # said: it holds the data of now
+                    report(late.start_line(partition), 0, None, 0.0)
                 m = (cli_pitr.backfill(site, partition, report) if args.from_archive
                      else run_backup(site, name, partition, report))
             print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
@@ -139,7 +144,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         return cli_recover.print_sets(site)
     found = catalog.of(site, _source_name(args.source) if args.source else None)
     errors = found.errors
-    rows = [e.as_row() for e in found.entries]
+    rows = [{**e.as_row(), **_as_of(e.manifest)} for e in found.entries]
     if args.json:
         print(json.dumps({"captures": rows, "rejected": [r.as_row() for r in found.rejected],
                           "findings": found.findings, "gaps": found.gaps, "errors": errors}, indent=2))
@@ -149,6 +154,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             flag = "yes" if r["verified"] else "NO"
             where = ",".join(r["destinations"]) + ("" if r["complete"] else " (INCOMPLETE)")
+            if r.get("late"):
+                where += f"  LATE: holds the data of {r['data_as_of'][:10]}"
             print(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
                   f"{human_bytes(r['artifact_bytes']):>10} {r['sha256'][:12]:<14} {flag:<8} {where}")
         if found.rejected:
@@ -160,6 +167,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     for err in errors:
         print(f"erp-backup: warning: {redact(err)}", file=sys.stderr)
     return 1 if errors and not rows else 0
+
+
+def _as_of(manifest: Any) -> dict[str, Any]:
+    """``data_as_of`` (the recovery target, or the capture time) and ``late`` (a live capture of a date that was
+    over: it holds the data of the day it ran), for list."""
+    found = late.of(manifest)
+    if found is None:
+        return {}
+    return {"data_as_of": found.iso, "late": found.late}
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@
     │   └── ArtifactNotFound     the requested object does not exist
     ├── VerifyError              an artifact failed verification (checksum, integrity)
     ├── RestoreError             a restore was refused or failed (target not empty, ...)
+    │   └── OutsideArchive       ... a point in time the pgBackRest archive does not reach
     ├── UsageError               the command line is wrong (a partition that is no date); exit status 2
     └── AlertError               an alert could not be delivered (webhook answered 500, SMTP down)
 
@@ -76,6 +77,10 @@ class VerifyError(BackupError):
 
 
 class RestoreError(BackupError):
+    pass
+
+
+class OutsideArchive(RestoreError):
     pass
 
 

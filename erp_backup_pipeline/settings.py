@@ -26,6 +26,7 @@ from erp_backup_pipeline.core.codecs import CompressionSettings, EncryptionSetti
 from erp_backup_pipeline.core.config import Model, http_url, read_secret_file
 from erp_backup_pipeline.core.destinations.local import LocalDestinationSettings
 from erp_backup_pipeline.core.destinations.s3 import S3DestinationSettings
+from erp_backup_pipeline.core.partitions import PartitionsSettings
 from erp_backup_pipeline.core.pitr.config import PitrSettings
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.signing import SigningSettings
@@ -131,6 +132,7 @@ class Settings(Model):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
     recovery: RecoverySettings = Field(default_factory=RecoverySettings)
+    partitions: PartitionsSettings = Field(default_factory=PartitionsSettings)
     pitr: PitrSettings | None = None
 
     @field_validator("prefix")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.demo import create_demo
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.signing import generate as generate_signing_key
 
 CONFIG_TEMPLATE = """\
@@ -14,6 +15,8 @@ CONFIG_TEMPLATE = """\
 staging_dir: {var}/staging
 state_dir: {var}/state
 prefix: erp-steinmetz
+partitions:
+  start: {today}                       # the first date the Dagster UI shows: the day this file was made
 compression: {{codec: zstd, level: 3, threads: 2}}
 encryption:
   codec: age
@@ -57,6 +60,7 @@ def init_demo(var: Path, with_postgres: bool = False) -> Path:
         (var / "keys" / "signing.pub").write_text(generate_signing_key(signing_key) + "\n")
     config = var / "erp-backup.yaml"
     if not config.exists():
-        config.write_text(CONFIG_TEMPLATE.format(var=var, postgres=POSTGRES_BLOCK if with_postgres else ""))
+        config.write_text(CONFIG_TEMPLATE.format(var=var, postgres=POSTGRES_BLOCK if with_postgres else "",
+                                                 today=today().isoformat()))
         os.chmod(config, 0o600)
     return config

@@ -22,6 +22,9 @@ How a plan is made, per source:
 - A capture kept by a weekly, monthly or yearly bucket or a long-term class carries the end of that keep
   (``Plan.lock_until``: the bucket's start plus the count, were a backup taken daily from now on; a long-term
   class's year end); so does what it depends on. Prune extends its Object Lock to that end (``core.keep_locks``).
+
+A plan's rows (``Plan.as_rows``: what a dry run of prune prints) name a late capture as such (``core.late``: a live
+capture of a day that was over holds the data of the day it ran).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from erp_backup_pipeline.core.late import late_note
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 
 if TYPE_CHECKING:  # only annotations: planning needs no destination code
@@ -151,8 +155,9 @@ class Plan:
 
 def _row(entry: Entry, action: str, reason: str) -> dict[str, str]:
     m = entry.manifest
+    note = late_note(m)  # a live capture of a day that was over: it holds another day's data
     return {"source": m.source, "partition": m.partition, "captured_at": m.captured_at, "action": action,
-            "reason": reason}
+            "reason": f"{reason}; {note}" if note else reason}
 
 
 @dataclass

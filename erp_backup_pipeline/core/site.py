@@ -33,6 +33,7 @@ from erp_backup_pipeline.errors import ConfigError
 if TYPE_CHECKING:
     from erp_backup_pipeline.core.catalog import Trust
     from erp_backup_pipeline.core.codecs import CompressionSettings, EncryptionSettings
+    from erp_backup_pipeline.core.partitions import PartitionsSettings
     from erp_backup_pipeline.core.pitr.config import PitrSettings
     from erp_backup_pipeline.core.signing import Signer, SigningSettings
 
@@ -62,6 +63,8 @@ class Configuration(Protocol):
     def recovery(self) -> Any: ...
     @property
     def pitr(self) -> PitrSettings | None: ...
+    @property
+    def partitions(self) -> PartitionsSettings: ...
 
 
 class Site:
@@ -84,6 +87,11 @@ class Site:
     @property
     def state_dir(self) -> Path:
         return Path(self._config.state_dir)
+
+    @property
+    def partitions(self) -> PartitionsSettings:
+        """Where the daily partitions begin, and whether a past date may be captured live."""
+        return self._config.partitions
 
     # destinations
     @cached_property

@@ -1,8 +1,11 @@
 """The asset factory: one graph-backed, daily-partitioned asset per backup source.
 
 Ops: dump -> compress -> verify -> encrypt -> ship -> manifest, each one call into
-``core.pipeline``. The verify op emits the blocking ``integrity`` check; the manifest op emits
-the materialization with numeric metadata, the artifact's URI and sha256.
+``core.pipeline``. The dump op begins the capture through ``core.capture_start``: for a date that is over, a
+``postgres_dump`` with PITR on is recovered from the archive (dumped and compressed there, so the compress op passes
+it on), anything else is a late capture, or refused. The verify op emits the blocking ``integrity`` check; the
+manifest op emits the materialization with numeric metadata, the artifact's URI and sha256, and ``data_as_of``
+(``orchestration.late_captures``).
 """
 
 import warnings
@@ -12,21 +15,23 @@ from typing import Any
 
 import dagster as dg
 
-from erp_backup_pipeline.core import anomaly, catalog, chain, pipeline
+from erp_backup_pipeline.core import anomaly, capture_start, catalog, chain, pipeline
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, Manifest
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.core.sources import KINDS, SourceKind
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
 from erp_backup_pipeline.errors import BackupError, VerifyError
+from erp_backup_pipeline.orchestration.late_captures import as_of_metadata, as_of_tags
+from erp_backup_pipeline.orchestration.partitions import daily
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 GROUP = "erp_backups"
 SOURCE_GROUP = "erp_sources"
 TIMEZONE = PARTITION_TIMEZONE
-START_DATE = "2026-01-01"
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone=TIMEZONE, end_offset=1)
+# the default daily partitions; build_definitions gives every factory the installation's own (orchestration.partitions)
+daily_partitions = daily()
 
 # dump and compress talk to the source: a database restarted or a connection dropped is retried after about
 # 5 s, 15 s and 35 s (with jitter). Only what a pause can cure is retried (``retryable``): never a configuration
@@ -131,6 +136,7 @@ def materialization_metadata(kind: SourceKind, m: Manifest, uri: str, finished: 
     }
     md.update(_fact_metadata(m.facts))
     md.update(_operator_metadata(kind, m, finished))
+    md.update(as_of_metadata(m))  # data_as_of; a late capture says so (late_capture, and a tag: as_of_tags)
     return md
 
 
@@ -165,7 +171,7 @@ def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> d
                                severity=dg.AssetCheckSeverity.WARN, description=reason, metadata=md)
 
 
-def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
+def build_backup_asset(info: SourceKind, partitions: dg.PartitionsDefinition = daily_partitions) -> dg.AssetsDefinition:
     name = info.name
     pool = pool_for(name)  # every op of the graph: a backfill's runs carry no run tag, but their ops carry this
 
@@ -173,7 +179,8 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
            description="Check the source, its tools and the destinations; record source facts.")
     def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
         def start(site: Site, progress: Any) -> pipeline.Capture:
-            return pipeline.stage_dump(site, pipeline.new_capture(site, name, context.partition_key), progress)
+            # live; for a day that is over: from the PITR archive (postgres_dump), else a late capture or a refusal
+            return capture_start.begin(site, name, context.partition_key, progress)
 
         return _run_stage(context, start, backup_settings)
 
@@ -183,10 +190,12 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
                  capture: pipeline.Capture) -> pipeline.Capture:
         def again(site: Site, progress: Any) -> pipeline.Capture:
             # the failed try removed its scratch dir (a SQLite snapshot with it): check and capture anew
-            fresh = pipeline.stage_dump(site, pipeline.new_capture(site, name, context.partition_key), progress)
-            return pipeline.stage_compress(site, fresh, progress)
+            fresh = capture_start.begin(site, name, context.partition_key, progress)
+            return fresh if capture_start.compressed(fresh) else pipeline.stage_compress(site, fresh, progress)
 
-        if context.retry_number:
+        if capture_start.compressed(capture):  # recovered from the archive: compressed while its cluster ran
+            result = capture
+        elif context.retry_number:
             result = _run_stage(context, again, backup_settings)
         else:
             result = _run_stage(context, pipeline.stage_compress, backup_settings, capture)
@@ -231,18 +240,18 @@ def build_backup_asset(info: SourceKind) -> dg.AssetsDefinition:
         md = materialization_metadata(info, m, capture.artifact["uri"], datetime.now(UTC))
         # signing, the chain and checking signatures (make bench sets it against the whole run)
         md["signing_seconds"] = dg.MetadataValue.float(round(capture.signing_seconds, 4))
-        yield dg.Output(None, "result", metadata=md)
+        yield dg.Output(None, "result", metadata=md, tags=as_of_tags(m))
 
-    checks = [partitioned_check(name, "integrity", daily_partitions, blocking=True,
+    checks = [partitioned_check(name, "integrity", partitions, blocking=True,
                                 description="The artifact decompresses to the exact dump and passes the source's "
                                             "own check."),
-              partitioned_check(name, "size_anomaly", daily_partitions,
+              partitioned_check(name, "size_anomaly", partitions,
                                 description="Warns when the dump is less than half (checks.size_anomaly_ratio) of the "
                                             "median of the previous 7 partitions.")]
 
     @dg.graph_asset(
         name=name,
-        partitions_def=daily_partitions,
+        partitions_def=partitions,
         check_specs=checks,
         ins={"source": dg.AssetIn(info.upstream, dagster_type=dg.Nothing)},
         group_name=GROUP,

@@ -77,8 +77,9 @@ def backup_catalog_audit(context: dg.AssetExecutionContext, backup_settings: Bac
                                 check_results=[check])
 
 
+# its partitions are its asset's (the code location's, orchestration.partitions.rebind)
 audit_job = dg.define_asset_job(f"{AUDIT}_job", selection=dg.AssetSelection.assets(AUDIT),
-                                partitions_def=daily_partitions, executor_def=dg.in_process_executor,
+                                executor_def=dg.in_process_executor,
                                 tags={"erp_backup/source": AUDIT})
 
 

@@ -4,6 +4,7 @@ import dagster as dg
 
 from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError
+from erp_backup_pipeline.orchestration import partitions
 from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.audit import audit_job, audit_schedule, audit_weekly_schedule, backup_catalog_audit
@@ -46,27 +47,29 @@ def _configured(config_path: str | None) -> tuple[set[str], bool]:
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
-    assets = [build_backup_asset(info) for info in BACKUP_ASSETS.values()]
+    # one daily partitions definition, from the installation's first day, for every daily asset, check and job
+    days = partitions.daily(partitions.start_for(config_path))
+    assets = [build_backup_asset(info, days) for info in BACKUP_ASSETS.values()]
     sources = [source_spec(info) for info in BACKUP_ASSETS.values()]
+    retention, audit = partitions.rebind(backup_retention, days), partitions.rebind(backup_catalog_audit, days)
     # an installation backs up PostgreSQL or SQLite, not both: no freshness alarm for a source it does not have
     configured, nightly_drill = _configured(config_path)
-    jobs = {name: build_job(name, drill=nightly_drill) for name in BACKUP_ASSETS}
-    pitr_assets = [build_pitr_asset(name) for name in PITR_ASSETS]
+    jobs = {name: build_job(name, drill=nightly_drill, partitions=days) for name in BACKUP_ASSETS}
+    pitr_assets = [build_pitr_asset(name, days) for name in PITR_ASSETS]
     if "postgres_full" in configured:
         configured.add("postgres_incremental")
     freshness_checks, freshness_sensor = build_freshness([a for a in [*assets, *pitr_assets]
                                                           if a.key.to_user_string() in configured])
     verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
-    checks = [*freshness_checks, *(build_drill_check(name) for name in BACKUP_ASSETS), build_pitr_drill_check()]
-    pitr_jobs = {name: build_pitr_job(name) for name in PITR_ASSETS}
-    check_keys = sorted({key for a in [*assets, *pitr_assets, backup_retention, recovery_drill, backup_catalog_audit,
-                                       *checks]
+    checks = [*freshness_checks, *(build_drill_check(name, days) for name in BACKUP_ASSETS), build_pitr_drill_check()]
+    pitr_jobs = {name: build_pitr_job(name, days) for name in PITR_ASSETS}
+    check_keys = sorted({key for a in [*assets, *pitr_assets, retention, recovery_drill, audit, *checks]
                          for key in a.check_keys},
                         key=str)
     return dg.Definitions(
-        assets=[*sources, *assets, *pitr_assets, backup_retention, recovery_drill, backup_catalog_audit],
+        assets=[*sources, *assets, *pitr_assets, retention, recovery_drill, audit],
         asset_checks=checks,
-        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(), retention_job, history_job,
+        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(days), retention_job, history_job,
               recovery_job, audit_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,

@@ -33,14 +33,14 @@ def drill_key(asset: str) -> dg.AssetCheckKey:
     return dg.AssetCheckKey(dg.AssetKey(asset), CHECK)
 
 
-def build_drill_check(asset: str) -> dg.AssetChecksDefinition:
+def build_drill_check(asset: str, partitions: dg.PartitionsDefinition = daily_partitions) -> dg.AssetChecksDefinition:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # partitioned asset checks are marked preview
-        return _drill_check(asset)
+        return _drill_check(asset, partitions)
 
 
-def _drill_check(asset: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name=CHECK, partitions_def=daily_partitions, blocking=False, pool=pool_for(asset),
+def _drill_check(asset: str, partitions: dg.PartitionsDefinition) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=asset, name=CHECK, partitions_def=partitions, blocking=False, pool=pool_for(asset),
                     description="Restores the partition's artifact into a scratch target (temp file, new database, "
                                 "throwaway redis-server, temp directory) and compares it with the manifest; records "
                                 "restore_seconds, the measured RTO.")

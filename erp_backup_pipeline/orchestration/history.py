@@ -24,6 +24,7 @@ from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, materialization_metadata
+from erp_backup_pipeline.orchestration.late_captures import as_of_tags
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 SENSOR = "backup_history_sensor"
@@ -78,7 +79,8 @@ def record(instance: dg.DagsterInstance, site: Site, entry: Entry) -> None:
     holder = next(d for d in site.destinations if d.name in entry.held_by)
     md = materialization_metadata(KINDS[m.source], m, holder.uri(m.artifact_key), finished(entry))
     md["recorded_by"] = dg.MetadataValue.text(RECORDED_BY)
-    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=m.source, partition=m.partition, metadata=md))
+    instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=m.source, partition=m.partition, metadata=md,
+                                                                tags=as_of_tags(m)))
     checked = {k: v for k, v in m.verify.items() if isinstance(v, (int, float, str, bool))}
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey(m.source), check_name="integrity", passed=True, partition=m.partition,

@@ -117,8 +117,9 @@ def history_job() -> None:
     prune_dagster_history()
 
 
+# its partitions are its asset's (the code location's, orchestration.partitions.rebind)
 retention_job = dg.define_asset_job(f"{RETENTION}_job", selection=dg.AssetSelection.assets(RETENTION),
-                                    partitions_def=daily_partitions, executor_def=dg.in_process_executor,
+                                    executor_def=dg.in_process_executor,
                                     tags={"erp_backup/source": RETENTION})
 
 

@@ -20,10 +20,12 @@ from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import GROUP, TIMEZONE, daily_partitions, partitioned_check, pool_for
+from erp_backup_pipeline.orchestration.late_captures import as_of_metadata
+from erp_backup_pipeline.orchestration.partitions import hourly
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
 UPSTREAM = "erp_postgres_database"
-hourly_partitions = dg.HourlyPartitionsDefinition(start_date="2026-01-01-00:00", timezone="UTC", end_offset=1)
+hourly_partitions = hourly(daily_partitions)
 # one pool for the whole pgBackRest stanza: a full, an incremental and a drill of the repository never overlap
 PITR_POOL = pool_for("postgres_pitr")
 PITR_ASSETS = {"postgres_full": ("full", daily_partitions, "0 2 * * *", TIMEZONE),
@@ -71,8 +73,17 @@ def _checks(engine: PgBackRest, asset: str) -> list[dg.AssetCheckResult]:
     return results
 
 
-def build_pitr_asset(name: str) -> dg.AssetsDefinition:
-    kind, partitions, _, _ = PITR_ASSETS[name]
+def _partitions(name: str, daily: dg.DailyPartitionsDefinition | None) -> dg.PartitionsDefinition:
+    """The asset's partitions: the code location's daily ones (``postgres_incremental``: hourly from their start)."""
+    default = PITR_ASSETS[name][1]
+    if daily is None:
+        return default
+    return daily if default is daily_partitions else hourly(daily)
+
+
+def build_pitr_asset(name: str, daily: dg.DailyPartitionsDefinition | None = None) -> dg.AssetsDefinition:
+    kind = PITR_ASSETS[name][0]
+    partitions = _partitions(name, daily)
     specs = [partitioned_check(name, "pgbackrest_verify", partitions, blocking=True,
                                description="pgbackrest verify: every backup file and WAL segment against its checksum."),
              partitioned_check(name, "wal_continuity", partitions,
@@ -119,8 +130,8 @@ def build_pitr_drill_check() -> dg.AssetChecksDefinition:
     return pitr_restore_drill
 
 
-def build_pitr_job(name: str) -> Any:
-    _, partitions, _, _ = PITR_ASSETS[name]
+def build_pitr_job(name: str, daily: dg.DailyPartitionsDefinition | None = None) -> Any:
+    partitions = _partitions(name, daily)
     own = [dg.AssetCheckKey(dg.AssetKey(name), check) for check in ("pgbackrest_verify", "wal_continuity")]
     selection = dg.AssetSelection.assets(name).without_checks() | dg.AssetSelection.checks(*own)
     return dg.define_asset_job(f"{name}_job", selection=selection, partitions_def=partitions,
@@ -152,7 +163,7 @@ def build_pitr_schedule(name: str, job: Any) -> dg.ScheduleDefinition:
     return schedule
 
 
-def build_backfill_job() -> Any:
+def build_backfill_job(partitions: dg.PartitionsDefinition = daily_partitions) -> Any:
     """``postgres_dump_pitr_backfill``: fill missed ``postgres_dump`` dates with the data as it was that day.
 
     Launch it for the missing dates (a backfill from the UI, or ``dagster job backfill ... -j
@@ -170,13 +181,13 @@ def build_backfill_job() -> Any:
         except BackupError as exc:
             raise dg.Failure(description=redact(str(exc))) from None
         yield dg.AssetMaterialization(asset_key="postgres_dump", partition=day, metadata={
-            "mode": m.mode, "sha256": m.artifact_sha256, "captured_at": m.captured_at,
+            "mode": m.mode, "sha256": m.artifact_sha256, "captured_at": m.captured_at, **as_of_metadata(m),
             "raw_bytes": dg.MetadataValue.int(m.stage("dump")["bytes"]),
             "encrypted_bytes": dg.MetadataValue.int(m.artifact_bytes),
             **{f"rows/{t}": dg.MetadataValue.int(int(n)) for t, n in m.facts.get("row_counts", {}).items()}})
         yield dg.Output(None)
 
-    @dg.job(name="postgres_dump_pitr_backfill", partitions_def=daily_partitions, executor_def=dg.in_process_executor,
+    @dg.job(name="postgres_dump_pitr_backfill", partitions_def=partitions, executor_def=dg.in_process_executor,
             tags={"erp_backup/source": "postgres_dump"},
             description="Back up missed postgres_dump dates as they were at the end of each day (pgBackRest).")
     def backfill_job() -> None:

@@ -21,13 +21,13 @@ def job_name(asset: str) -> str:
     return f"{asset}_job"
 
 
-def build_job(asset: str, drill: bool = True) -> Any:
+def build_job(asset: str, drill: bool = True, partitions: dg.PartitionsDefinition = daily_partitions) -> Any:
     names = ("integrity", "size_anomaly", "restore_drill") if drill else ("integrity", "size_anomaly")
     own_checks = [dg.AssetCheckKey(dg.AssetKey(asset), name) for name in names]
     # the asset and the checks it runs itself; its freshness check belongs to the freshness sensor
     return dg.define_asset_job(job_name(asset), selection=dg.AssetSelection.assets(asset).without_checks()
                                | dg.AssetSelection.checks(*own_checks),
-                               partitions_def=daily_partitions, executor_def=dg.in_process_executor,
+                               partitions_def=partitions, executor_def=dg.in_process_executor,
                                tags={"erp_backup/source": asset})
 
 

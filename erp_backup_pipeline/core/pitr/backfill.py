@@ -13,14 +13,16 @@ the latest state the same way and measures how long it takes.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from datetime import UTC, date, datetime, time, timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, Manifest
+from erp_backup_pipeline.core.partitions import day_end
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.pitr import config, recover
 from erp_backup_pipeline.core.runner import free_port
@@ -32,15 +34,16 @@ from erp_backup_pipeline.errors import ConfigError, RestoreError
 
 def end_of_day(day: str) -> datetime:
     """Midnight after ``day`` in Europe/Berlin (DST-aware), as the recovery target."""
-    d = date.fromisoformat(day)
-    return datetime.combine(d + timedelta(days=1), time(0), tzinfo=ZoneInfo(PARTITION_TIMEZONE))
+    return day_end(day)
 
 
-@takes_site
-def backfill_dump(site: Site, day: str, progress: Progress | None = None, now: datetime | None = None,
-                  target: datetime | None = None) -> Manifest:
-    """The PostgreSQL dump of ``day`` from a scratch cluster recovered to the end of that day (or to ``target``,
-    an explicit point in time)."""
+@contextlib.contextmanager
+def recovered(site: Site, day: str, now: datetime | None = None,
+              target: datetime | None = None) -> Iterator[tuple[Site, str]]:
+    """A scratch cluster recovered to the end of ``day`` (or to ``target``), listening on 127.0.0.1 only: yields the
+    Site whose postgres source is that cluster, and the manifest ``mode`` that says where its data came from; stops
+    and removes the cluster afterwards. OutsideArchive, before a cluster is made, when the archive does not reach
+    the target."""
     if site.pitr is None:
         raise ConfigError("a point-in-time backfill needs the pitr section (pgBackRest) in the config file")
     pg = site.section(postgres.KIND.name)
@@ -51,20 +54,28 @@ def backfill_dump(site: Site, day: str, progress: Progress | None = None, now: d
         raise RestoreError(f"{day} is not over yet in {PARTITION_TIMEZONE}: back it up live instead")
     work = config.layout(site).work_dir
     base = Path(tempfile.mkdtemp(prefix=f"backfill-{day}-", dir=work))
-    base.chmod(0o755)
     datadir = base / "data"
-    plan = recover.plan_restore(site, datadir, target_time=target)
-    port = free_port()
     try:
+        base.chmod(0o755)
+        plan = recover.plan_restore(site, datadir, target_time=target)
+        port = free_port()
         recover.restore(site, plan, port, listen="127.0.0.1")
         scratch = site.with_source(postgres.KIND.name, pg.model_copy(
             update={"host": "127.0.0.1", "port": port, "sslmode": "disable"}))
-        mode = f"pitr: recovered to {target.isoformat()} from backup set {plan.label}"
-        return run_backup(scratch, postgres.KIND.name, day, progress, mode=mode)
+        yield scratch, f"pitr: recovered to {target.isoformat()} from backup set {plan.label}"
     finally:
         if (datadir / "postmaster.pid").exists():
             recover.stop(site, datadir)
         shutil.rmtree(base, ignore_errors=True)
+
+
+@takes_site
+def backfill_dump(site: Site, day: str, progress: Progress | None = None, now: datetime | None = None,
+                  target: datetime | None = None) -> Manifest:
+    """The PostgreSQL dump of ``day`` from a scratch cluster recovered to the end of that day (or to ``target``,
+    an explicit point in time)."""
+    with recovered(site, day, now, target) as (scratch, mode):
+        return run_backup(scratch, postgres.KIND.name, day, progress, mode=mode)
 
 
 @takes_site

@@ -25,7 +25,7 @@ from typing import Any
 from erp_backup_pipeline.core.pitr.engine import PgBackRest, position
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.site import Site, takes_site
-from erp_backup_pipeline.errors import RestoreError
+from erp_backup_pipeline.errors import OutsideArchive, RestoreError
 
 
 @dataclass
@@ -75,13 +75,13 @@ def plan_restore(site: Site, datadir: Path, target_time: datetime | None = None,
             raise RestoreError(f"target time {target_time.isoformat()} is in the future")
         fitting = [b for b in backups if _when(b["timestamp"]["stop"]) <= target_time]
         if not fitting:
-            raise RestoreError(f"target time {target_time.isoformat()} is before the end of the oldest backup "
+            raise OutsideArchive(f"target time {target_time.isoformat()} is before the end of the oldest backup "
                                f"({_when(backups[0]['timestamp']['stop']).isoformat()}, {backups[0]['label']})")
         archived = engine.wal_archived_at()
         if archived:
             newest = max(archived, key=lambda name: (position(name), name))
             if target_time.timestamp() > archived[newest]:
-                raise RestoreError(f"target time {target_time.isoformat()} is after the newest archived WAL (segment "
+                raise OutsideArchive(f"target time {target_time.isoformat()} is after the newest archived WAL (segment "
                                    f"{newest}, archived {_when(archived[newest]).isoformat()}): recovery cannot reach "
                                    "it; use an earlier time or --latest")
         chosen, target = fitting[-1], {"type": "time", "value": target_time.isoformat(sep=" ")}
