@@ -25,7 +25,6 @@ from erp_backup_pipeline.core import catalog, late
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
-from erp_backup_pipeline.core.partitions import is_over
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
@@ -126,12 +125,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
     for name in names:
         try:
             with progress_reporter() as report:
-                if not args.from_archive and is_over(partition):  # said: it holds the data of now
-                    report(late.start_line(partition), 0, None, 0.0)
                 m = (cli_pitr.backfill(site, partition, report) if args.from_archive
                      else run_backup(site, name, partition, report))
+            note = late.late_note(m)  # a date that was over: it holds the data of the day it ran
             print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
-                  f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}")
+                  f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}" + (f"; {note}" if note else ""))
         except BackupError as exc:
             failed += 1
             print(f"erp-backup: error: {name} {partition}: {redact(str(exc))}", file=sys.stderr)
