@@ -1,7 +1,7 @@
 """How a backup of one daily partition begins, by the day it is for (Europe/Berlin):
 
 - a day not yet over: a live capture, as always (the dump stage);
-- a day that is over, for ``postgres_dump`` with point-in-time recovery on: that day recovered from the pgBackRest
+- a day that is over, for the PostgreSQL dump with point-in-time recovery on: that day recovered from the pgBackRest
   archive into a scratch cluster (``core.pitr.backfill``), dumped and compressed while the cluster runs; its data is
   as of midnight after the day, its manifest's ``mode`` says so, and it is not late;
 - any other day that is over, or one the archive does not reach: a late live capture, which holds the data of now,

@@ -1,8 +1,8 @@
 """The asset factory: one graph-backed, daily-partitioned asset per backup source.
 
 Ops: dump -> compress -> verify -> encrypt -> ship -> manifest, each one call into
-``core.pipeline``. The dump op begins the capture through ``core.capture_start``: for a date that is over, a
-``postgres_dump`` with PITR on is recovered from the archive (dumped and compressed there, so the compress op passes
+``core.pipeline``. The dump op begins the capture through ``core.capture_start``: for a date that is over, the
+PostgreSQL dump with PITR on is recovered from the archive (dumped and compressed there, so the compress op passes
 it on), anything else is a late capture, or refused. The verify op emits the blocking ``integrity`` check; the
 manifest op emits the materialization with numeric metadata, the artifact's URI and sha256, and ``data_as_of``
 (``orchestration.late_captures``).
@@ -179,7 +179,7 @@ def build_backup_asset(info: SourceKind, partitions: dg.PartitionsDefinition = d
            description="Check the source, its tools and the destinations; record source facts.")
     def dump(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource) -> pipeline.Capture:
         def start(site: Site, progress: Any) -> pipeline.Capture:
-            # live; for a day that is over: from the PITR archive (postgres_dump), else a late capture or a refusal
+            # live; for a day that is over: from the PITR archive (PostgreSQL), else a late capture or a refusal
             return capture_start.begin(site, name, context.partition_key, progress)
 
         return _run_stage(context, start, backup_settings)
