@@ -76,6 +76,11 @@ def test_command_line_backups_are_recorded_once_with_their_check_and_reach_the_m
         checks = instance.event_log_storage.get_asset_check_execution_history(
             dg.AssetCheckKey(dg.AssetKey("sqlite_backup"), "integrity"), limit=10)
         assert {(c.partition, c.status.value) for c in checks} >= {(by_cli, "SUCCEEDED"), (by_run, "SUCCEEDED")}
+        # each targets its partition's latest materialization: what the UI's per-partition check view counts as Passed
+        for partition in (by_cli, by_run):
+            [latest] = [c for c in checks if c.partition == partition][:1]
+            target = latest.event.dagster_event.event_specific_data.target_materialization_data
+            assert target is not None and target.storage_id == materializations(instance, partition)[0].storage_id
 
         # nothing twice, also after a restart (new definitions, no cursor: the manifests' sha256 decide)
         assert tick(config, instance) == "every backup of the last days is in Dagster's history"

@@ -3,9 +3,12 @@
 Ops: dump -> compress -> verify -> encrypt -> ship -> manifest, each one call into
 ``core.pipeline``. The dump op begins the capture through ``core.capture_start``: for a date that is over, the
 PostgreSQL dump with PITR on is recovered from the archive (dumped and compressed there, so the compress op passes
-it on), anything else is a late capture, or refused. The verify op emits the blocking ``integrity`` check; the
-manifest op emits the materialization with numeric metadata, the artifact's URI and sha256, and ``data_as_of``
-(``orchestration.late_captures``).
+it on), anything else is a late capture, or refused. The verify op gates everything after it: a failed verification
+fails the blocking ``integrity`` check there and the run; the manifest op emits the materialization with numeric
+metadata, the artifact's URI and sha256, and ``data_as_of`` (``orchestration.late_captures``), then the passed
+``integrity`` and ``size_anomaly`` checks. After it, not before: Dagster shows a partition's check as Passed only
+when its result targets the partition's latest materialization (the check's Partitions view; a result recorded
+before the materialization it belongs to shows as Missing there).
 """
 
 import warnings
@@ -156,6 +159,28 @@ def _operator_metadata(kind: SourceKind, m: Manifest, finished: datetime) -> dic
     }
 
 
+def integrity_passed(instance: dg.DagsterInstance, name: str, partition: str, run_id: str, verify: dict[str, Any],
+                     description: str | None = None) -> dg.AssetCheckEvaluation:
+    """The passed ``integrity`` check of one partition, targeting the materialization just recorded for it (by the
+    run ``run_id``; "" for one recorded outside a run): Dagster shows a check as Passed for a partition only when
+    its result targets the partition's latest materialization."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationTargetMaterializationData,
+    )
+
+    key = dg.AssetKey(name)
+    found = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1).records
+    target = None
+    if found and found[0].event_log_entry.run_id == run_id:
+        target = AssetCheckEvaluationTargetMaterializationData(
+            run_id=run_id, storage_id=found[0].storage_id, timestamp=found[0].timestamp)
+    md = {k: v for k, v in verify.items() if isinstance(v, (int, float, str, bool))}
+    return dg.AssetCheckEvaluation(asset_key=key, check_name="integrity", passed=True, metadata=md,
+                                   target_materialization_data=target, blocking=True, partition=partition,
+                                   description=description)
+
+
 def _size_check(name: str, backup_settings: BackupSettingsResource, m: Any) -> dg.AssetCheckResult:
     """Non-blocking: a suspiciously small backup warns (and alerts), it does not fail the run."""
     entries = catalog.of(backup_settings.site(), name).entries
@@ -202,7 +227,10 @@ def build_backup_asset(info: SourceKind, partitions: dg.PartitionsDefinition = d
         context.add_output_metadata(_stage_metadata(result))
         return result
 
-    @dg.op(name=f"{name}_verify", pool=pool, out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing)},
+    # integrity: a failed verification is reported here (the run stops); a passed one by the manifest op, after the
+    # materialization it belongs to (_integrity_passed)
+    @dg.op(name=f"{name}_verify", pool=pool,
+           out={"capture": dg.Out(), "integrity": dg.Out(dg.Nothing, is_required=False)},
            description="Publish the verification (decompressed bytes equal the dump; the source's own check).")
     def verify(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                capture: pipeline.Capture):  # type: ignore[no-untyped-def]
@@ -214,8 +242,6 @@ def build_backup_asset(info: SourceKind, partitions: dg.PartitionsDefinition = d
             raise dg.Failure(description=redact(str(exc))) from None
         except BackupError as exc:
             raise dg.Failure(description=redact(str(exc))) from None
-        md = {k: v for k, v in checked.verify.items() if isinstance(v, (int, float, str, bool))}
-        yield dg.AssetCheckResult(asset_key=name, check_name="integrity", passed=True, metadata=md)
         yield dg.Output(checked, "capture")
 
     @dg.op(name=f"{name}_encrypt", pool=pool, description="Publish what was encrypted and for whom (key fingerprints).")
@@ -236,11 +262,14 @@ def build_backup_asset(info: SourceKind, partitions: dg.PartitionsDefinition = d
     def manifest(context: dg.OpExecutionContext, backup_settings: BackupSettingsResource,
                  capture: pipeline.Capture):  # type: ignore[no-untyped-def]
         m = _run_stage(context, pipeline.stage_manifest, backup_settings, capture)
-        yield _size_check(name, backup_settings, m)
         md = materialization_metadata(info, m, capture.artifact["uri"], datetime.now(UTC))
         # signing, the chain and checking signatures (make bench sets it against the whole run)
         md["signing_seconds"] = dg.MetadataValue.float(round(capture.signing_seconds, 4))
         yield dg.Output(None, "result", metadata=md, tags=as_of_tags(m))
+        # the checks after the materialization, so that they target it (the module's docstring)
+        passed = integrity_passed(context.instance, name, context.partition_key, context.run_id, capture.verify)
+        context.log_event(passed)  # type: ignore[arg-type]  # Dagster records a check evaluation logged this way
+        yield _size_check(name, backup_settings, m)
 
     checks = [partitioned_check(name, "integrity", partitions, blocking=True,
                                 description="The artifact decompresses to the exact dump and passes the source's "

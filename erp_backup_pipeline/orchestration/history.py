@@ -23,7 +23,7 @@ from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.orchestration.assets import TIMEZONE, materialization_metadata
+from erp_backup_pipeline.orchestration.assets import TIMEZONE, integrity_passed, materialization_metadata
 from erp_backup_pipeline.orchestration.late_captures import as_of_tags
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
@@ -81,10 +81,8 @@ def record(instance: dg.DagsterInstance, site: Site, entry: Entry) -> None:
     md["recorded_by"] = dg.MetadataValue.text(RECORDED_BY)
     instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=m.source, partition=m.partition, metadata=md,
                                                                 tags=as_of_tags(m)))
-    checked = {k: v for k, v in m.verify.items() if isinstance(v, (int, float, str, bool))}
-    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
-        asset_key=dg.AssetKey(m.source), check_name="integrity", passed=True, partition=m.partition,
-        metadata=checked, description="verified when it was backed up (recorded from the catalog)"))
+    instance.report_runless_asset_event(integrity_passed(
+        instance, m.source, m.partition, "", m.verify, "verified when it was backed up (recorded from the catalog)"))
 
 
 def build_history_sensor() -> dg.SensorDefinition:
