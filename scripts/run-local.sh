@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
 # `make run`: demo ERP + key + config under ./var, one backup of today's partition of every
 # enabled asset through Dagster (so it shows in the UI's run history), then the UI on 127.0.0.1:$PORT (3000).
+# ERP_BACKUP_VAR=DIR puts all of it under DIR instead of ./var (relative to the repository, or absolute):
+# another demo installation, ./var untouched (the browser test of make run uses it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 bin=$root/.venv/bin
-export DAGSTER_HOME=$root/var/dagster_home
-export PORT=${PORT:-3000}   # the UI, and the run links in alerts (var/erp-backup.yaml reads it)
-export ERP_BACKUP_CONFIG=$root/var/erp-backup.yaml
+shown=${ERP_BACKUP_VAR:-var}   # as the user named it, in what this script prints
+case $shown in
+  /*) var=$shown ;;
+  *) var=$root/$shown ;;
+esac
+export DAGSTER_HOME=$var/dagster_home
+export PORT=${PORT:-3000}   # the UI, and the run links in alerts ($shown/erp-backup.yaml reads it)
+export ERP_BACKUP_CONFIG=$var/erp-backup.yaml
 module=erp_backup_pipeline.orchestration.definitions
 
-init_args=(--var var)
+init_args=(--var "$var")
 if [ -n "${PGDATABASE:-}" ]; then init_args+=(--postgres); fi
 "$bin/erp-backup" init "${init_args[@]}"
 mkdir -p "$DAGSTER_HOME"
@@ -32,24 +39,24 @@ enabled=$(echo "$names" | sed -n 2p)
 for asset in $all; do
   if [[ " $enabled " == *" $asset "* ]]; then
     echo "backing up $asset partition $today ..."
-    "$bin/dagster" asset materialize -m "$module" --select "$asset" --partition "$today" >var/last-run.log 2>&1 \
-      || { echo "backup of $asset failed; see var/last-run.log" >&2; tail -5 var/last-run.log >&2; exit 1; }
+    "$bin/dagster" asset materialize -m "$module" --select "$asset" --partition "$today" >"$var/last-run.log" 2>&1 \
+      || { echo "backup of $asset failed; see $shown/last-run.log" >&2; tail -5 "$var/last-run.log" >&2; exit 1; }
   elif [ "$asset" = postgres_dump ]; then
-    echo "$asset: skipped (not configured; export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm var/erp-backup.yaml; make run', or edit var/erp-backup.yaml)"
+    echo "$asset: skipped (not configured; export PGHOST/PGPORT/PGUSER/PGPASSWORD/PGDATABASE and run 'rm $shown/erp-backup.yaml; make run', or edit $shown/erp-backup.yaml)"
   else
-    echo "$asset: skipped (not configured; add it under sources: in var/erp-backup.yaml, see docs/reference/configuration.md)"
+    echo "$asset: skipped (not configured; add it under sources: in $shown/erp-backup.yaml, see docs/reference/configuration.md)"
   fi
 done
 
 cat <<INFO
 
-Everything is under $root/var:
-  demo ERP        var/demo-erp/ (SQLite database var/demo-erp/data/production.sqlite3)
-  age key         var/keys/backup.key (private, 0600) and var/keys/backup.pub
-  signing key     var/keys/signing.key (signs every manifest, 0600) and var/keys/signing.pub
-  config          var/erp-backup.yaml (ERP_BACKUP_CONFIG)
-  backups         var/backups/
-  Dagster home    var/dagster_home/
+Everything is under $var:
+  demo ERP        $shown/demo-erp/ (SQLite database $shown/demo-erp/data/production.sqlite3)
+  age key         $shown/keys/backup.key (private, 0600) and $shown/keys/backup.pub
+  signing key     $shown/keys/signing.key (signs every manifest, 0600) and $shown/keys/signing.pub
+  config          $shown/erp-backup.yaml (ERP_BACKUP_CONFIG)
+  backups         $shown/backups/
+  Dagster home    $shown/dagster_home/
 Catalog:
 INFO
 "$bin/erp-backup" list
