@@ -154,18 +154,8 @@ def test_a_fresh_make_run_backfills_missed_dates_from_the_ui_each_with_its_check
                 page.get_by_placeholder("Filter by name…").fill("")
 
                 # the operator backfills the three most recent missed dates through Materialize…
-                page.get_by_role("button", name="Materialize…").first.click()
-                dialog = page.get_by_role("dialog")
-                expect(dialog.get_by_text(f"Launch runs to materialize {ASSET}")).to_be_visible()
-                picker = dialog.get_by_placeholder("No matching partitions")
-                picker.fill(f"[{missed[0]}...{missed[-1]}]")
-                picker.press("Enter")
-                expect(dialog.get_by_text("3 partitions", exact=True)).to_be_visible()
-                page.screenshot(path=shots / "03-backfill-dialog.png")
-                dialog.get_by_role("button", name="Launch backfill").click()
-                toast = page.get_by_text(re.compile(r"Created backfill \w+"))
-                expect(toast).to_be_visible()
-                backfill = re.search(r"Created backfill (\w+)", toast.inner_text()).group(1)  # type: ignore[union-attr]
+                backfill = topology.backfill_from_the_ui(page, ASSET, missed[0], missed[-1], 3,
+                                                         shots / "03-backfill-dialog.png")
 
                 # make run's daemon runs them: one run per date, tagged with it, all succeeded
                 runs = topology.wait_for_backfill_runs(topo, backfill, 3, BACKFILL_TIMEOUT)

@@ -236,18 +236,8 @@ def test_the_operator_sees_lineage_and_partitions_and_backfills_missing_dates_fr
             page.screenshot(path=shots / "03-partitions-before.png")
 
             # the operator selects the missing dates and launches a backfill
-            page.get_by_role("button", name="Materialize…").first.click()
-            dialog = page.get_by_role("dialog")
-            expect(dialog.get_by_text(f"Launch runs to materialize {ASSET}")).to_be_visible()
-            picker = dialog.get_by_placeholder("No matching partitions")
-            picker.fill(f"[{missing[0]}...{missing[1]}]")
-            picker.press("Enter")
-            expect(dialog.get_by_text("2 partitions", exact=True)).to_be_visible()
-            page.screenshot(path=shots / "04-backfill-dialog.png")
-            dialog.get_by_role("button", name="Launch backfill").click()
-            toast = page.get_by_text(re.compile(r"Created backfill \w+"))
-            expect(toast).to_be_visible()
-            backfill = re.search(r"Created backfill (\w+)", toast.inner_text()).group(1)  # type: ignore[union-attr]
+            backfill = topology.backfill_from_the_ui(page, ASSET, missing[0], missing[1], 2,
+                                                     shots / "04-backfill-dialog.png")
             topo.start_daemon()
 
             # the runs succeed: the daemon runs them, the backfill page lists them as succeeded

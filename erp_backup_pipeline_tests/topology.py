@@ -282,6 +282,30 @@ def launch_asset_backfill(topo: Topology, asset: str, partitions: list[str]) -> 
     return str(result["backfillId"])
 
 
+def backfill_from_the_ui(page: Any, asset: str, first: str, last: str, count: int, shot: Path) -> str:
+    """On an asset's partitions page, as an operator does: Materialize…, the dates ``[first...last]`` in the
+    partition picker (``count`` of them), a screenshot of the dialog to ``shot``, Launch backfill; the backfill's id
+    from the toast."""
+    import re
+
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name="Materialize…").first.click()
+    dialog = page.get_by_role("dialog")
+    expect(dialog.get_by_text(f"Launch runs to materialize {asset}")).to_be_visible()
+    picker = dialog.get_by_placeholder("No matching partitions")
+    picker.fill(f"[{first}...{last}]")
+    picker.press("Enter")
+    expect(dialog.get_by_text(f"{count} partitions", exact=True)).to_be_visible()
+    page.screenshot(path=shot)
+    dialog.get_by_role("button", name="Launch backfill").click()
+    toast = page.get_by_text(re.compile(r"Created backfill \w+"))
+    expect(toast).to_be_visible()
+    found = re.search(r"Created backfill (\w+)", toast.inner_text())
+    assert found is not None
+    return found.group(1)
+
+
 def backfill_runs(topo: Topology, backfill_id: str) -> list[dict[str, Any]]:
     data = topo.graphql("""query($id: String!) { runsOrError(filter: {tags: [{key: "dagster/backfill", value: $id}]}) {
         ... on Runs { results { runId status startTime endTime tags { key value } } } } }""", {"id": backfill_id})
