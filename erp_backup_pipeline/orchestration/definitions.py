@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from erp_backup_pipeline.core.partitions import first_day
 from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration import partitions
@@ -34,26 +35,27 @@ from erp_backup_pipeline.orchestration.schedules import build_job, build_schedul
 from erp_backup_pipeline.settings import load_settings
 
 
-def _configured(config_path: str | None) -> tuple[set[str], bool]:
-    """The sources the config file enables (``postgres_full`` for a pitr section) and whether nightly runs
-    drill; all of them and True when the file cannot be read at load time."""
+def _installation(config_path: str | None) -> tuple[set[str], bool, str]:
+    """From one reading of the config file: the sources it enables (``postgres_full`` for a pitr section), whether
+    nightly runs drill, and the first day of the partitions (``core.partitions.first_day``); all of them, True and
+    ``DEFAULT_START`` when the file cannot be read at load time."""
     try:
         settings = load_settings(config_path)
         site = build_site(settings)
         pitr = {"postgres_full"} if site.pitr is not None else set()
-        return set(site.enabled()) | pitr, settings.checks.restore_drill
+        return set(site.enabled()) | pitr, settings.checks.restore_drill, first_day(site).isoformat()
     except BackupError:
-        return {*BACKUP_ASSETS, "postgres_full"}, True
+        return {*BACKUP_ASSETS, "postgres_full"}, True, partitions.DEFAULT_START
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
+    # an installation backs up PostgreSQL or SQLite, not both: no freshness alarm for a source it does not have
+    configured, nightly_drill, start = _installation(config_path)
     # one daily partitions definition, from the installation's first day, for every daily asset, check and job
-    days = partitions.daily(partitions.start_for(config_path))
+    days = partitions.daily(start)
     assets = [build_backup_asset(info, days) for info in BACKUP_ASSETS.values()]
     sources = [source_spec(info) for info in BACKUP_ASSETS.values()]
     retention, audit = partitions.rebind(backup_retention, days), partitions.rebind(backup_catalog_audit, days)
-    # an installation backs up PostgreSQL or SQLite, not both: no freshness alarm for a source it does not have
-    configured, nightly_drill = _configured(config_path)
     jobs = {name: build_job(name, drill=nightly_drill, partitions=days) for name in BACKUP_ASSETS}
     pitr_assets = [build_pitr_asset(name, days) for name in PITR_ASSETS]
     if "postgres_full" in configured:

@@ -1,24 +1,20 @@
 """The code location's partitions: one daily definition (Europe/Berlin) for every daily asset, check and job, and the
 hourly one of ``postgres_incremental``, both starting at the installation's first day.
 
-The first day is read when the definitions load (``core.partitions.first_day``): ``partitions.start`` from the
-configuration, else the one this host keeps in its state_dir (the day of its first backup, or ``DEFAULT_START``
-when the code location first loaded before any). When the configuration cannot be read at load, the dates begin at
-``DEFAULT_START``.
+The first day is read when the definitions load (``orchestration.definitions``, ``core.partitions.first_day``):
+``partitions.start`` from the configuration, else the one this host keeps in its state_dir (the day of its first
+backup, or ``DEFAULT_START`` when the code location first loaded before any). When the configuration cannot be read
+at load, the dates begin at ``DEFAULT_START``.
 """
 
 from __future__ import annotations
 
-import os
 from datetime import date
 
 import dagster as dg
 
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
-from erp_backup_pipeline.core.partitions import DEFAULT_FIRST_DAY, first_day
-from erp_backup_pipeline.core.site import build_site
-from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.settings import load_settings
+from erp_backup_pipeline.core.partitions import DEFAULT_FIRST_DAY
 
 DEFAULT_START = DEFAULT_FIRST_DAY.isoformat()
 
@@ -33,14 +29,6 @@ def hourly(daily_partitions: dg.DailyPartitionsDefinition) -> dg.HourlyPartition
     """Hourly partitions in UTC from the first hour of the daily partitions' first day."""
     first = daily_partitions.start.date().isoformat()
     return dg.HourlyPartitionsDefinition(start_date=f"{first}-00:00", timezone="UTC", end_offset=1)
-
-
-def start_for(config_path: str | os.PathLike[str] | None) -> str:
-    """The installation's first day for the configuration file (``DEFAULT_START`` when the file cannot be read)."""
-    try:
-        return first_day(build_site(load_settings(config_path))).isoformat()
-    except BackupError:
-        return DEFAULT_START
 
 
 def rebind(asset: dg.AssetsDefinition, partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
