@@ -12,10 +12,8 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from rich.console import Console
 
@@ -24,7 +22,7 @@ from erp_backup_pipeline.cli_args import partition_arg
 from erp_backup_pipeline.core import catalog, late
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.drill import restore_drill
-from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
@@ -116,7 +114,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     site = _site(args)
     names = site.enabled() if args.source == "all" else [_source_name(args.source)]
-    partition = args.partition or datetime.now(ZoneInfo(PARTITION_TIMEZONE)).date().isoformat()
+    partition = args.partition or today().isoformat()
     if args.from_archive and (names != [postgres.KIND.name] or not args.partition):
         raise ConfigError(f"--from-archive backs up {postgres.KIND.name} for a past --partition from the WAL archive")
     if not args.from_archive:  # a live capture of a date that is over: refused before anything is touched

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
-from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE, parse_partition
+from erp_backup_pipeline.core.manifest import parse_partition
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.errors import UsageError
 
 
@@ -15,7 +15,7 @@ def partition_arg(text: str, what: str = "--partition") -> str:
         day = parse_partition(text)
     except ValueError:
         raise UsageError(f"{what} {text!r} is not a date: write it YYYY-MM-DD, for example 2026-11-25") from None
-    today = datetime.now(ZoneInfo(PARTITION_TIMEZONE)).date()
-    if day > today + timedelta(days=1):
-        raise UsageError(f"{what} {text} is in the future: the newest partition is {today.isoformat()}")
+    current = today()
+    if day > current + timedelta(days=1):
+        raise UsageError(f"{what} {text} is in the future: the newest partition is {current.isoformat()}")
     return text

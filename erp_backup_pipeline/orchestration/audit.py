@@ -10,11 +10,11 @@ lies. Materializations from before manifests were signed carry no manifest key a
 
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from erp_backup_pipeline.core import audit, catalog
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, GROUP, TIMEZONE, daily_partitions, pool_for
@@ -84,7 +84,7 @@ audit_job = dg.define_asset_job(f"{AUDIT}_job", selection=dg.AssetSelection.asse
 
 
 def run_request(tick: datetime | None, why: str) -> dg.RunRequest:
-    partition = (tick or datetime.now(ZoneInfo(TIMEZONE))).astimezone(ZoneInfo(TIMEZONE)).date().isoformat()
+    partition = today(tick).isoformat()
     return dg.RunRequest(run_key=f"{AUDIT}:{why}:{partition}", partition_key=partition, job_name=audit_job.name)
 
 

@@ -13,17 +13,17 @@ recorded (the catalog rejects them, and the catalog audit names them).
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
 from erp_backup_pipeline.core import catalog, chain
 from erp_backup_pipeline.core.catalog import Entry
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.site import Site
 from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.errors import BackupError
-from erp_backup_pipeline.orchestration.assets import TIMEZONE, integrity_passed, materialization_metadata
+from erp_backup_pipeline.orchestration.assets import integrity_passed, materialization_metadata
 from erp_backup_pipeline.orchestration.late_captures import as_of_tags
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 
@@ -60,8 +60,8 @@ def finished(entry: Entry) -> datetime:
 def unrecorded(instance: dg.DagsterInstance, site: Site, now: datetime, days: int = DAYS) -> list[Entry]:
     """The complete, verified, authenticated captures of the last ``days`` partitions, finished at least ``SETTLE``
     ago, that Dagster has not recorded; oldest first."""
-    today = now.astimezone(ZoneInfo(TIMEZONE)).date()
-    partitions = [(today - timedelta(days=n)).isoformat() for n in range(days)]
+    newest = today(now)
+    partitions = [(newest - timedelta(days=n)).isoformat() for n in range(days)]
     todo: list[Entry] = []
     for source in site.enabled():
         found = [e for p in partitions for e in catalog.of(site, source, p).entries

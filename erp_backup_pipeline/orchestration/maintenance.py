@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
@@ -127,10 +128,7 @@ retention_job = dg.define_asset_job(f"{RETENTION}_job", selection=dg.AssetSelect
              default_status=dg.DefaultScheduleStatus.RUNNING,
              description="07:00: apply the retention policies, after every backup and nightly drill.")
 def retention_schedule(context: dg.ScheduleEvaluationContext):  # type: ignore[no-untyped-def]
-    from zoneinfo import ZoneInfo
-
-    tick = context.scheduled_execution_time
-    partition = tick.astimezone(ZoneInfo(TIMEZONE)).date().isoformat()
+    partition = today(context.scheduled_execution_time).isoformat()
     return dg.RunRequest(run_key=f"{RETENTION}:{partition}", partition_key=partition)
 
 

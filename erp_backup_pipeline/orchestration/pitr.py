@@ -16,6 +16,7 @@ from typing import Any
 
 import dagster as dg
 
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.pitr.engine import PgBackRest
 from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.errors import BackupError
@@ -153,9 +154,7 @@ def build_pitr_schedule(name: str, job: Any) -> dg.ScheduleDefinition:
             return dg.SkipReason(f"{name}: pitr is not configured (the pitr section of the config file)")
         tick = context.scheduled_execution_time
         if name == "postgres_full":
-            from zoneinfo import ZoneInfo
-
-            partition = tick.astimezone(ZoneInfo(TIMEZONE)).date().isoformat()
+            partition = today(tick).isoformat()
         else:
             partition = tick.astimezone(UTC).strftime("%Y-%m-%d-%H:00")
         return dg.RunRequest(run_key=f"{name}:{partition}", partition_key=partition)

@@ -7,10 +7,10 @@ files). A source that is not configured is skipped with a reason shown on the ti
 """
 
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import dagster as dg
 
+from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.sources import KINDS
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration.assets import TIMEZONE, daily_partitions
@@ -44,8 +44,7 @@ def build_schedule(asset: str, job: Any) -> dg.ScheduleDefinition:
             return dg.SkipReason(f"configuration error: {exc}")
         if asset not in enabled:
             return dg.SkipReason(f"{asset} is not configured (sources.{KINDS[asset].key} in the config file)")
-        tick = context.scheduled_execution_time
-        partition = tick.astimezone(ZoneInfo(TIMEZONE)).date().isoformat()
+        partition = today(context.scheduled_execution_time).isoformat()
         return dg.RunRequest(run_key=f"{asset}:{partition}", partition_key=partition)
 
     return nightly
