@@ -250,7 +250,7 @@ def test_rematerializing_a_partition_keeps_the_earlier_copy(tmp_path: Path, demo
     assert len(entries) == 2 and entries[0].manifest.captured_at <= entries[1].manifest.captured_at
 
 
-def test_schedule_requests_its_own_date_and_skips_unconfigured_sources(tmp_path: Path, demo_sqlite,
+def test_schedule_requests_its_own_date_and_unconfigured_sources_are_marked_not_run(tmp_path: Path, demo_sqlite,
                                                                         age_identity) -> None:
     config = write_config(tmp_path, age_identity, sources={"sqlite": {"path": str(demo_sqlite)}})
     local_defs = build_definitions(str(config))
@@ -260,9 +260,21 @@ def test_schedule_requests_its_own_date_and_skips_unconfigured_sources(tmp_path:
                                    repository_def=local_defs.get_repository_def()) as ctx:
         [request] = local_defs.resolve_schedule_def("sqlite_backup_nightly").evaluate_tick(ctx).run_requests
     assert request.partition_key == "2026-11-26"
+    # a source the config file does not have: no schedule, no job, its asset marked and not executable
+    assert "postgres_dump_nightly" not in {s.name for s in local_defs.schedules or []}
+    graph = local_defs.resolve_asset_graph()
+    absent = graph.get(dg.AssetKey("postgres_dump"))
+    assert not absent.is_executable and not absent.is_partitioned and absent.group_name == "erp_backups"
+    assert absent.tags["erp_backup/configured"] == "no"
+    assert (absent.description or "").startswith("NOT CONFIGURED") and "sources.postgres" in absent.description
+    assert graph.get(dg.AssetKey("sqlite_backup")).is_executable
+    assert [k.to_user_string() for k in graph.materializable_asset_keys if k.to_user_string() in BACKUP_ASSETS] \
+        == ["sqlite_backup"]
+    # a schedule loaded while the source was configured skips it once the file no longer has it
+    everything = build_definitions("/nonexistent/erp-backup.yaml")
     with dg.build_schedule_context(scheduled_execution_time=tick, resources=resources,
-                                   repository_def=local_defs.get_repository_def()) as ctx:
-        data = local_defs.resolve_schedule_def("postgres_dump_nightly").evaluate_tick(ctx)
+                                   repository_def=everything.get_repository_def()) as ctx:
+        data = everything.resolve_schedule_def("postgres_dump_nightly").evaluate_tick(ctx)
     assert not data.run_requests and "postgres_dump is not configured" in (data.skip_message or "")
 
 

@@ -25,7 +25,9 @@ from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup
 from erp_backup_pipeline.orchestration.definitions import build_definitions
 from erp_backup_pipeline.orchestration.late_captures import LATE_TAG
 from erp_backup_pipeline.orchestration.partitions import DEFAULT_START, daily
+from erp_backup_pipeline.orchestration.pitr import build_backfill_job, build_pitr_asset
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
+from erp_backup_pipeline.orchestration.schedules import build_job
 from erp_backup_pipeline.settings import load_settings
 from erp_backup_pipeline_tests import pitr_cluster as cluster
 from erp_backup_pipeline_tests.conftest import ERP_PASSWORD, catalog_entries
@@ -193,14 +195,19 @@ def test_the_partitions_begin_at_the_configured_first_day(tmp_path: Path, demo_s
     defs = build_definitions(str(config))
     found = daily_partitions_of(defs)
     days = daily("2026-11-20")
-    hourly = found.pop("postgres_incremental")
-    assert set(found) == {*BACKUP_ASSETS, "postgres_full", "backup_retention", "backup_catalog_audit"}
+    # what this installation backs up (the sources it does not have are not partitioned: unconfigured_spec)
+    assert set(found) == {"sqlite_backup", "backup_retention", "backup_catalog_audit"}
     assert all(p == days for p in found.values()), found
-    assert hourly.get_first_partition_key() == "2026-11-20-00:00"
     assert days.get_first_partition_key() == "2026-11-20"
-    for job in [*(f"{name}_job" for name in BACKUP_ASSETS), "postgres_full_job", "backup_retention_job",
-                "backup_catalog_audit_job", "postgres_dump_pitr_backfill"]:
+    for job in ["sqlite_backup_job", "backup_retention_job", "backup_catalog_audit_job"]:
         assert defs.resolve_job_def(job).partitions_def == days, job
+    # every factory takes the installation's days: the pitr assets' (hourly from them), every backup job's
+    hourly = build_pitr_asset("postgres_incremental", days).partitions_def
+    assert hourly is not None and hourly.get_first_partition_key() == "2026-11-20-00:00"
+    assert build_pitr_asset("postgres_full", days).partitions_def == days
+    for name in BACKUP_ASSETS:
+        assert build_job(name, partitions=days).partitions_def == days, name
+    assert build_backfill_job(days).partitions_def == days
     job = defs.resolve_job_def("sqlite_backup_job")
     with pytest.raises(dg.DagsterUnknownPartitionError):
         job.execute_in_process(partition_key="2026-11-19", instance=dg.DagsterInstance.ephemeral())

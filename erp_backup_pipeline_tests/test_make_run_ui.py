@@ -1,6 +1,7 @@
 """A fresh `make run` in a real browser: an installation that began four days ago and missed three dates backfills
 them from the UI, sees each one Materialized with every check Passed under its date, the late capture labelled as
-such and the restore command on the partition's page, and no date before the installation's first day.
+such and the restore command on the partition's page, and no date before the installation's first day; the sources
+the demo does not have are marked and left out of "Materialize all".
 
 scripts/run-local.sh runs as `make run` runs it (demo ERP, keys, config, today's backups, then `dagster dev` with
 webserver and daemon), with ERP_BACKUP_VAR pointing at a directory of the test, so ./var is left alone; the config
@@ -23,6 +24,8 @@ from zoneinfo import ZoneInfo
 
 import yaml
 
+from erp_backup_pipeline.core.sources import KINDS, enabled_sources
+from erp_backup_pipeline.settings import load_settings
 from erp_backup_pipeline_devkit.servers import free_port
 from erp_backup_pipeline_tests import topology
 from erp_backup_pipeline_tests.test_production import BROWSER_ARGS
@@ -32,6 +35,8 @@ CHECKS = ("integrity", "size_anomaly", "restore_drill")  # each per partition; t
 STARTUP_TIMEOUT = 180  # init, today's three backups through Dagster, then dagster dev loading the code location
 BACKFILL_TIMEOUT = 150  # the daemon's backfill iteration every 30 s; one run at a time (the pool), seconds each
 GREEN, GRAY = "div[style*='color-accent-green']", "div[style*='color-accent-gray']"  # materialized, missing
+MODULE = "erp_backup_pipeline.orchestration.definitions"  # make run's `dagster dev -m`: the location's name
+MAINTENANCE = ("backup_retention", "backup_catalog_audit", "recovery_drill")  # executable whatever is configured
 
 
 def berlin_today() -> date:
@@ -134,6 +139,20 @@ def test_a_fresh_make_run_backfills_missed_dates_from_the_ui_each_with_its_check
                 def row(day: str) -> Any:
                     page.get_by_placeholder("Filter by name…").fill(day)
                     return page.locator(f'[title="{day}"]').locator("xpath=../..")
+
+                # the backups the demo makes stand apart from the ones it does not: those are marked and not
+                # executable, and "Materialize all" launches only what is configured (and the maintenance assets)
+                enabled = enabled_sources(load_settings(config))
+                page.goto(f"{topo.url}/locations/{MODULE}/asset-groups/erp_backups")
+                expect(page.get_by_text(f"Materialize all ({len(enabled) + len(MAINTENANCE)})")).to_be_visible()
+                page.screenshot(path=shots / "00-group-materialize-all-only-configured.png")
+                absent = sorted(set(KINDS) - set(enabled))
+                assert absent, "the demo configures every source: nothing left to show unconfigured"
+                page.goto(f"{topo.url}/assets/{absent[0]}")
+                expect(page.get_by_text("External Asset", exact=True)).to_be_visible()
+                expect(page.get_by_text(re.compile(r"^NOT CONFIGURED in this installation"))).to_be_visible()
+                expect(page.get_by_role("button", name=re.compile(r"\bMaterialize$"))).to_be_disabled()
+                page.screenshot(path=shots / "00-unconfigured-source-marked.png")
 
                 # the dates begin at the first day: today materialized by make run, the four before it missing,
                 # and nothing before the first day (neither listed nor counted as missing)

@@ -297,6 +297,18 @@ def build_backup_asset(info: SourceKind, partitions: dg.PartitionsDefinition = d
     return backup_asset
 
 
+def unconfigured_spec(name: str, engine: str, upstream: str, section: str) -> dg.AssetSpec:
+    """A backup this installation does not make (its ``section`` is absent from the config file): shown in the
+    catalog, marked, without partitions, job or schedule, and not executable, so that no "Materialize" (one asset's
+    or "Materialize all") can launch it. The code location decides at load; adding the section needs a reload."""
+    return dg.AssetSpec(name, deps=[upstream], group_name=GROUP, kinds={engine}, owners=["team:erp-ops"],
+                        tags={"erp_backup/configured": "no", "erp_backup/source": engine},
+                        description=f"NOT CONFIGURED in this installation: nothing backs this up. To back it up, add "
+                                    f"the `{section}` section to the config file (docs/reference/configuration.md) "
+                                    "and reload the code location (Deployment > Reload, or restart the daemon and "
+                                    "the UI).")
+
+
 def source_spec(info: SourceKind) -> dg.AssetSpec:
     return dg.AssetSpec(info.upstream, description=info.upstream_description, group_name=SOURCE_GROUP,
                         kinds={info.engine}, owners=["team:erp-ops"])

@@ -7,7 +7,12 @@ from erp_backup_pipeline.core.site import build_site
 from erp_backup_pipeline.errors import BackupError
 from erp_backup_pipeline.orchestration import partitions
 from erp_backup_pipeline.orchestration.alerting import build_alert_sensor
-from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
+from erp_backup_pipeline.orchestration.assets import (
+    BACKUP_ASSETS,
+    build_backup_asset,
+    source_spec,
+    unconfigured_spec,
+)
 from erp_backup_pipeline.orchestration.audit import audit_job, audit_schedule, audit_weekly_schedule, backup_catalog_audit
 from erp_backup_pipeline.orchestration.drills import build_drill_check, build_verify_job, build_verify_schedule
 from erp_backup_pipeline.orchestration.freshness import build_freshness
@@ -49,29 +54,38 @@ def _installation(config_path: str | None) -> tuple[set[str], bool, str]:
 
 
 def build_definitions(config_path: str | None = None) -> dg.Definitions:
-    # an installation backs up PostgreSQL or SQLite, not both: no freshness alarm for a source it does not have
+    # what the installation backs up, from its config file: a source it does not have gets no job, schedule, check
+    # or freshness alarm, and its asset is shown marked and not executable (assets.unconfigured_spec)
     configured, nightly_drill, start = _installation(config_path)
-    # one daily partitions definition, from the installation's first day, for every daily asset, check and job
-    days = partitions.daily(start)
-    assets = [build_backup_asset(info, days) for info in BACKUP_ASSETS.values()]
-    sources = [source_spec(info) for info in BACKUP_ASSETS.values()]
-    retention, audit = partitions.rebind(backup_retention, days), partitions.rebind(backup_catalog_audit, days)
-    jobs = {name: build_job(name, drill=nightly_drill, partitions=days) for name in BACKUP_ASSETS}
-    pitr_assets = [build_pitr_asset(name, days) for name in PITR_ASSETS]
     if "postgres_full" in configured:
         configured.add("postgres_incremental")
-    freshness_checks, freshness_sensor = build_freshness([a for a in [*assets, *pitr_assets]
-                                                          if a.key.to_user_string() in configured])
+    # one daily partitions definition, from the installation's first day, for every daily asset, check and job
+    days = partitions.daily(start)
+    backups = [name for name in BACKUP_ASSETS if name in configured]
+    pitr = [name for name in PITR_ASSETS if name in configured]
+    assets = [build_backup_asset(BACKUP_ASSETS[name], days) for name in backups]
+    pitr_assets = [build_pitr_asset(name, days) for name in pitr]
+    absent = [*(unconfigured_spec(name, info.engine, info.upstream, f"sources.{info.key}")
+                for name, info in BACKUP_ASSETS.items() if name not in configured),
+              *(unconfigured_spec(name, "postgres", BACKUP_ASSETS["postgres_dump"].upstream, "pitr")
+                for name in PITR_ASSETS if name not in pitr)]
+    sources = [source_spec(info) for info in BACKUP_ASSETS.values()]
+    retention, audit = partitions.rebind(backup_retention, days), partitions.rebind(backup_catalog_audit, days)
+    jobs = {name: build_job(name, drill=nightly_drill, partitions=days) for name in backups}
+    freshness_checks, freshness_sensor = build_freshness([*assets, *pitr_assets])
     verify_job = build_verify_job([name for name in [*BACKUP_ASSETS, "postgres_full"] if name in configured])
-    checks = [*freshness_checks, *(build_drill_check(name, days) for name in BACKUP_ASSETS), build_pitr_drill_check()]
-    pitr_jobs = {name: build_pitr_job(name, days) for name in PITR_ASSETS}
+    checks = [*freshness_checks, *(build_drill_check(name, days) for name in backups),
+              *([build_pitr_drill_check()] if pitr else [])]
+    pitr_jobs = {name: build_pitr_job(name, days) for name in pitr}
+    # recovering a missed postgres_dump date from the pgBackRest archive needs both
+    backfill = [build_backfill_job(days)] if pitr and "postgres_dump" in configured else []
     check_keys = sorted({key for a in [*assets, *pitr_assets, retention, recovery_drill, audit, *checks]
                          for key in a.check_keys},
                         key=str)
     return dg.Definitions(
-        assets=[*sources, *assets, *pitr_assets, retention, recovery_drill, audit],
+        assets=[*sources, *assets, *pitr_assets, *absent, retention, recovery_drill, audit],
         asset_checks=checks,
-        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), build_backfill_job(days), retention_job, history_job,
+        jobs=[*jobs.values(), verify_job, *pitr_jobs.values(), *backfill, retention_job, history_job,
               recovery_job, audit_job],
         schedules=[*(build_schedule(name, job) for name, job in jobs.items()), build_verify_schedule(verify_job),
                    *(build_pitr_schedule(name, job) for name, job in pitr_jobs.items()), retention_schedule,

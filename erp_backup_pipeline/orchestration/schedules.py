@@ -1,9 +1,10 @@
-"""Jobs and schedules: one partitioned job per backup asset, scheduled at the original cron time.
+"""Jobs and schedules: one partitioned job per configured backup asset, scheduled at the original cron time.
 
 The databases are backed up at 02:00, Redis at 03:00, the configuration at 04:00 and the
 uploads at 05:00 Europe/Berlin (the original strategy's cron lines). A tick
 backs up the partition of its own date (the capture date, as the original scripts named their
-files). A source that is not configured is skipped with a reason shown on the tick.
+files). The code location builds them for the sources configured when it loads (``definitions``); a source
+removed from the config file since then is skipped with a reason shown on the tick.
 """
 
 from typing import Any
