@@ -62,10 +62,10 @@ INFO
 "$bin/erp-backup" list
 echo
 echo "Dagster UI on http://127.0.0.1:$PORT (schedules running; Ctrl-C stops it)"
-# Started in the background, a shell hands dagster dev ignored SIGINT/SIGTERM; restore the defaults so
-# Ctrl-C and `kill PID` stop it. It runs in $DAGSTER_HOME: started beside the top-level dagster.yaml (the file
+# `dg dev` (Dagster's dg CLI): webserver and daemon. Started in the background, a shell hands it ignored
+# SIGINT/SIGTERM; restore the defaults so Ctrl-C and `kill PID` stop it. It runs in $DAGSTER_HOME: started beside the top-level dagster.yaml (the file
 # copied there) it would warn that that one is not used.
 cd "$DAGSTER_HOME"
 exec "$bin/python" -c 'import os, signal, sys
 signal.signal(signal.SIGINT, signal.SIG_DFL); signal.signal(signal.SIGTERM, signal.SIG_DFL)
-os.execv(sys.argv[1], sys.argv[1:])' "$bin/dagster" dev -h 127.0.0.1 -p "$PORT" -m "$module"
+os.execv(sys.argv[1], sys.argv[1:])' "$bin/dg" dev --host 127.0.0.1 --port "$PORT" -m "$module"
