@@ -23,8 +23,11 @@ How a plan is made, per source:
   (``Plan.lock_until``: the bucket's start plus the count, were a backup taken daily from now on; a long-term
   class's year end); so does what it depends on. Prune extends its Object Lock to that end (``core.keep_locks``).
 
-A plan's rows (``Plan.as_rows``: what a dry run of prune prints) name a late capture as such (``core.late``: a live
-capture of a day that was over holds the data of the day it ran).
+A late capture (``core.late``: a live capture of a day that was over) holds the data of the day it ran, not of its
+partition, and is planned as what it is: a partition's own data represents it before a late capture of it (a late
+re-capture of a date never pushes out the backup made on that date), and a late capture falls into the day, week,
+month and year of the data it holds, so it never stands in for a period it holds nothing of. A plan's rows
+(``Plan.as_rows``: what a dry run of prune prints) name a late capture as such.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from erp_backup_pipeline.core.late import late_note
+from erp_backup_pipeline.core import late
 from erp_backup_pipeline.core.manifest import PARTITION_TIMEZONE
 
 if TYPE_CHECKING:  # only annotations: planning needs no destination code
@@ -155,7 +158,7 @@ class Plan:
 
 def _row(entry: Entry, action: str, reason: str) -> dict[str, str]:
     m = entry.manifest
-    note = late_note(m)  # a live capture of a day that was over: it holds another day's data
+    note = late.late_note(m)  # a live capture of a day that was over: it holds another day's data
     return {"source": m.source, "partition": m.partition, "captured_at": m.captured_at, "action": action,
             "reason": f"{reason}; {note}" if note else reason}
 
@@ -168,6 +171,8 @@ class _Item:
     keep: list[str] = field(default_factory=list)  # every reason to keep it; none: deleted for `drop`
     drop: str = ""
     until: tuple[date, str] | None = None  # the latest end of a weekly/monthly/yearly/long-term keep, and which
+    late: bool = False  # a late capture: its data is of ``data_day``, not of its partition's day
+    data_day: date | None = None  # the day whose data it holds: the buckets it falls into
 
     def keep_until(self, end: date | None, why: str) -> None:
         if end is not None and (self.until is None or end > self.until[0]):
@@ -185,6 +190,11 @@ class _Item:
         assert self.day is not None and self.captured is not None
         return self.day, self.captured
 
+    def data_order(self) -> tuple[date, bool, datetime]:
+        """Newest data first; of the same day's data, the capture made on that day before a late one."""
+        assert self.data_day is not None and self.captured is not None
+        return self.data_day, not self.late, self.captured
+
     def when(self) -> str:
         return f"{self.entry.manifest.partition}, captured {self.entry.manifest.captured_at}"
 
@@ -201,6 +211,9 @@ def _item(entry: Entry) -> _Item:
         item.captured = captured if captured.tzinfo else captured.replace(tzinfo=UTC)
     except (TypeError, ValueError):
         item.keep.append(f"capture time {m.captured_at!r} is unreadable: kept, never counted")
+    found = late.of(m)
+    item.late = found is not None and found.late
+    item.data_day = date.fromisoformat(found.day) if found is not None and item.late else item.day
     return item
 
 
@@ -250,30 +263,30 @@ def _select(items: list[_Item], policy: RetentionPolicy, now: datetime) -> None:
             for c in captures:
                 c.keep.append("not verified: kept, never counted")
             continue
-        rep = max(verified, key=lambda c: (c.good, c.order()))
+        rep = max(verified, key=lambda c: (c.good, not c.late, c.order()))  # its own day's data first
         reps.append(rep)
         rep.drop = f"in no bucket of the policy ({policy.describe()})"
         for c in captures:
             if c is not rep:
                 c.drop = (f"another capture of {day} (the one captured {rep.entry.manifest.captured_at} "
                           f"represents it), {within}")
-    reps.sort(key=lambda it: it.order(), reverse=True)
+    reps.sort(key=_Item.data_order, reverse=True)  # buckets by the data held: a late capture by its capture day
     for kind, count in (("daily", policy.keep_daily), ("weekly", policy.keep_weekly),
                         ("monthly", policy.keep_monthly), ("yearly", policy.keep_yearly)):
         seen: set[str] = set()
         for rep in reps:
-            assert rep.day is not None
-            label = bucket(kind, rep.day)
+            assert rep.data_day is not None
+            label = bucket(kind, rep.data_day)
             if label not in seen and len(seen) < count:
                 seen.add(label)
                 rep.keep.append(f"{kind} {label}")
-                rep.keep_until(keep_ends(kind, rep.day, count), f"{kind} {label}")
+                rep.keep_until(keep_ends(kind, rep.data_day, count), f"{kind} {label}")
     this_year = now.astimezone(ZONE).year
     for name, years in sorted(policy.long_term.items()):
         done: set[int] = set()
         for rep in reps:
-            assert rep.day is not None
-            year = rep.day.year
+            assert rep.data_day is not None
+            year = rep.data_day.year
             if year not in done and year + years >= this_year:
                 done.add(year)
                 rep.keep.append(f"{name} {year} (until {year + years}-12-31)")
