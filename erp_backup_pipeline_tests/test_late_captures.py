@@ -114,9 +114,9 @@ def test_the_retention_plan_names_a_late_capture() -> None:
     assert "late capture" not in rows["2026-11-06"] and "late capture" not in rows["2026-11-26"]
 
 
-def test_retention_plans_a_late_capture_by_the_data_it_holds() -> None:
-    """A late re-capture of a date never pushes out the backup made on that date, and a late capture never stands in
-    for a day, month or year it holds nothing of."""
+def test_retention_prefers_captures_of_their_own_date_to_late_ones() -> None:
+    """A late re-capture of a date never pushes out the backup made on that date, and a late capture keeps a month
+    only where the month has no capture of its own data; the dates a backfill filled stay (buckets by partition)."""
     src = "sqlite_backup"
     nov = [entry(src, date(2026, 11, d), at(date(2026, 11, d))) for d in range(1, 29)]  # 29 and 30 missed
     dec = [entry(src, date(2026, 12, d), at(date(2026, 12, d))) for d in range(1, 11)]
@@ -126,21 +126,24 @@ def test_retention_plans_a_late_capture_by_the_data_it_holds() -> None:
     result = plan([*nov, *dec, late_29, again_5], {src: policy}, at(date(2026, 12, 10), 12))
     kept = {e.manifest.captured_at: r for e, r in result.keep}
     gone = {e.manifest.captured_at: r for e, r in result.delete}
-    # November's monthly is the last capture holding November's data, not the late one labelled 29 November
+    # November's monthly is the last capture holding November's data, not the late one labelled 29 November,
+    # which keeps its date as a daily
     assert kept[nov[-1].manifest.captured_at] == "daily 2026-11-28; monthly 2026-11"
-    assert late_29.manifest.captured_at in gone
-    assert gone[late_29.manifest.captured_at].startswith("in no bucket of the policy")
+    assert kept[late_29.manifest.captured_at] == "daily 2026-11-29"
     # the capture made on 5 November represents its date; the late re-capture of it goes
     assert kept[nov[4].manifest.captured_at] == "daily 2026-11-05"
     assert gone[again_5.manifest.captured_at].startswith(
         f"another capture of 2026-11-05 (the one captured {nov[4].manifest.captured_at} represents it)")
-    # a late capture holding a day no other capture holds counts as that day's, named as a late capture
-    recent = plan([*dec[:-1], entry(src, date(2026, 11, 29), at(date(2026, 12, 10), 10))],
-                  {src: RetentionPolicy(keep_daily=3)}, at(date(2026, 12, 10), 12))
-    rows = {r["partition"]: r["reason"] for r in recent.as_rows()}
-    assert "daily 2026-12-10" in rows["2026-11-29"].split("; "), rows["2026-11-29"]
-    assert rows["2026-11-29"].endswith("holds the data of 2026-12-10, not of 2026-11-29")
-    assert {p for p, r in rows.items() if r.startswith("in no bucket")} == {f"2026-12-0{d}" for d in range(1, 8)}
+    rows = {(r["partition"], r["captured_at"]): r["reason"] for r in result.as_rows()}
+    assert rows[("2026-11-05", again_5.manifest.captured_at)].endswith(
+        "late capture: captured on 2026-12-03, holds the data of 2026-12-03, not of 2026-11-05")
+    # a month with nothing but late captures is kept by the newest of them, named as such
+    backfilled = [entry(src, date(2026, 10, d), at(date(2026, 12, 1), d)) for d in (20, 21, 22)]
+    only_late = plan([*backfilled, *dec], {src: RetentionPolicy(keep_daily=3, keep_monthly=3)},
+                     at(date(2026, 12, 10), 12))
+    reasons_of = {r["partition"]: r["reason"] for r in only_late.as_rows()}
+    assert reasons_of["2026-10-22"].startswith("monthly 2026-10;"), reasons_of["2026-10-22"]
+    assert reasons_of["2026-10-21"].startswith("in no bucket")
 
 
 # ------------------------------------------------------------------- in Dagster, in list, in prune

@@ -24,18 +24,21 @@ How a plan is made, per source:
   class's year end); so does what it depends on. Prune extends its Object Lock to that end (``core.keep_locks``).
 
 A late capture (``core.late``: a live capture of a day that was over) holds the data of the day it ran, not of its
-partition, and is planned as what it is: a partition's own data represents it before a late capture of it (a late
-re-capture of a date never pushes out the backup made on that date), and a late capture falls into the day, week,
-month and year of the data it holds, so it never stands in for a period it holds nothing of. A plan's rows
-(``Plan.as_rows``: what a dry run of prune prints) name a late capture as such.
+partition, and is planned as what it is: the capture made on its own date represents a partition before a late
+capture of it (a late re-capture never pushes out the backup made on that date), and a week, month or year is kept
+by the newest capture holding its own date's data, a late one only where the bucket has nothing else (a backfilled 29
+November taken in December never displaces 28 November as November's monthly). Buckets stay those of the partition
+date, so a backfill keeps the dates it filled. A plan's rows (``Plan.as_rows``: what a dry run of prune prints) name
+a late capture as such.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -171,8 +174,7 @@ class _Item:
     keep: list[str] = field(default_factory=list)  # every reason to keep it; none: deleted for `drop`
     drop: str = ""
     until: tuple[date, str] | None = None  # the latest end of a weekly/monthly/yearly/long-term keep, and which
-    late: bool = False  # a late capture: its data is of ``data_day``, not of its partition's day
-    data_day: date | None = None  # the day whose data it holds: the buckets it falls into
+    late: bool = False  # a late capture: it holds the data of a later day than its partition's
 
     def keep_until(self, end: date | None, why: str) -> None:
         if end is not None and (self.until is None or end > self.until[0]):
@@ -189,11 +191,6 @@ class _Item:
     def order(self) -> tuple[date, datetime]:
         assert self.day is not None and self.captured is not None
         return self.day, self.captured
-
-    def data_order(self) -> tuple[date, bool, datetime]:
-        """Newest data first; of the same day's data, the capture made on that day before a late one."""
-        assert self.data_day is not None and self.captured is not None
-        return self.data_day, not self.late, self.captured
 
     def when(self) -> str:
         return f"{self.entry.manifest.partition}, captured {self.entry.manifest.captured_at}"
@@ -213,7 +210,6 @@ def _item(entry: Entry) -> _Item:
         item.keep.append(f"capture time {m.captured_at!r} is unreadable: kept, never counted")
     found = late.of(m)
     item.late = found is not None and found.late
-    item.data_day = date.fromisoformat(found.day) if found is not None and item.late else item.day
     return item
 
 
@@ -270,25 +266,17 @@ def _select(items: list[_Item], policy: RetentionPolicy, now: datetime) -> None:
             if c is not rep:
                 c.drop = (f"another capture of {day} (the one captured {rep.entry.manifest.captured_at} "
                           f"represents it), {within}")
-    reps.sort(key=_Item.data_order, reverse=True)  # buckets by the data held: a late capture by its capture day
+    reps.sort(key=lambda it: it.order(), reverse=True)
     for kind, count in (("daily", policy.keep_daily), ("weekly", policy.keep_weekly),
                         ("monthly", policy.keep_monthly), ("yearly", policy.keep_yearly)):
-        seen: set[str] = set()
-        for rep in reps:
-            assert rep.data_day is not None
-            label = bucket(kind, rep.data_day)
-            if label not in seen and len(seen) < count:
-                seen.add(label)
-                rep.keep.append(f"{kind} {label}")
-                rep.keep_until(keep_ends(kind, rep.data_day, count), f"{kind} {label}")
+        for label, rep in list(_buckets(reps, partial(bucket, kind)).items())[:count]:
+            assert rep.day is not None
+            rep.keep.append(f"{kind} {label}")
+            rep.keep_until(keep_ends(kind, rep.day, count), f"{kind} {label}")
     this_year = now.astimezone(ZONE).year
     for name, years in sorted(policy.long_term.items()):
-        done: set[int] = set()
-        for rep in reps:
-            assert rep.data_day is not None
-            year = rep.data_day.year
-            if year not in done and year + years >= this_year:
-                done.add(year)
+        for year, rep in _buckets(reps, lambda day: day.year).items():
+            if year + years >= this_year:
                 rep.keep.append(f"{name} {year} (until {year + years}-12-31)")
                 rep.keep_until(date(year + years + 1, 1, 1), f"{name} {year}")
     for it in items:
@@ -297,6 +285,16 @@ def _select(items: list[_Item], policy: RetentionPolicy, now: datetime) -> None:
             it.keep.append("captured after the planning time")
         elif now - it.captured < policy.keep_within:
             it.keep.append(f"within {_human(policy.keep_within)}")
+
+
+def _buckets(reps: list[_Item], label: Callable[[date], Any]) -> dict[Any, _Item]:
+    """Newest bucket first (``reps`` newest first), each with the capture that keeps it: the newest holding its own
+    date's data, a late capture only where the bucket has no other."""
+    found: dict[Any, list[_Item]] = {}
+    for rep in reps:
+        assert rep.day is not None
+        found.setdefault(label(rep.day), []).append(rep)
+    return {key: next((r for r in members if not r.late), members[0]) for key, members in found.items()}
 
 
 def _protect(source: str, items: list[_Item], policy: RetentionPolicy, now: datetime, notes: list[str]) -> None:
