@@ -13,13 +13,13 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
-from erp_backup_pipeline import cli_pitr, cli_recover
+from erp_backup_pipeline import cli_address, cli_pitr, cli_recover
 from erp_backup_pipeline.cli_args import partition_arg
-from erp_backup_pipeline.core import catalog, late
+from erp_backup_pipeline.core import catalog, chain, late
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.partitions import today
@@ -31,7 +31,16 @@ from erp_backup_pipeline.core.site import Site, build_site
 from erp_backup_pipeline.core.sources import BY_KEY, KINDS, kind_of, postgres
 from erp_backup_pipeline.core.sources.redis import target_with_password
 from erp_backup_pipeline.core.streams import human_bytes, progress_text
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, ConfigError, UsageError
+from erp_backup_pipeline.errors import (
+    DESTINATION,
+    EXIT_STATUSES,
+    FAILURE,
+    INTERRUPTED,
+    BackupError,
+    ConfigError,
+    ExitStatus,
+    UsageError,
+)
 from erp_backup_pipeline.settings import load_settings, read_secret_file
 
 
@@ -119,19 +128,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from-archive backs up {postgres.KIND.name} for a past --partition from the WAL archive")
     if not args.from_archive:  # a live capture of a date that is over: refused before anything is touched
         late.check_allowed(site, partition)
-    failed = 0
+    failed: list[ExitStatus] = []
+    done: list[dict[str, Any]] = []
     for name in names:
         try:
             with progress_reporter() as report:
                 m = (cli_pitr.backfill(site, partition, report) if args.from_archive
                      else run_backup(site, name, partition, report))
             note = late.late_note(m)  # a date that was over: it holds the data of the day it ran
+            shipped = [n for n, r in m.destinations.items() if r.get("ok")]
+            done.append({"id": chain.digest(m.to_json())[:catalog.ID_LENGTH], "source": name, "partition": partition,
+                         "captured_at": m.captured_at, "artifact_bytes": m.artifact_bytes, "sha256": m.artifact_sha256,
+                         "destinations": shipped, "late": note is not None, **({"note": note} if note else {})})
             print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
-                  f"-> {', '.join(n for n, r in m.destinations.items() if r.get('ok'))}" + (f"; {note}" if note else ""))
+                  f"-> {', '.join(shipped)}" + (f"; {note}" if note else ""), file=sys.stderr if args.json else sys.stdout)
         except BackupError as exc:
-            failed += 1
+            failed.append(exc.status)
+            done.append({"source": name, "partition": partition, "error": {
+                "status": exc.status.code, "name": exc.status.name, "message": redact(str(exc))}})
             print(f"erp-backup: error: {name} {partition}: {redact(str(exc))}", file=sys.stderr)
-    return 1 if failed else 0
+    if args.json:
+        print(json.dumps({"backups": done}, indent=2))
+    # one failure, or several of one kind: its status; failures of different kinds: 1
+    return 0 if not failed else failed[0].code if len(set(failed)) == 1 else FAILURE.code
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -146,14 +165,14 @@ def cmd_list(args: argparse.Namespace) -> int:
                           "findings": found.findings, "gaps": found.gaps, "errors": errors}, indent=2))
     else:
         print(f"{'source':<16} {'partition':<11} {'captured_at':<26} {'raw':>10} {'artifact':>10} "
-              f"{'sha256':<14} {'verified':<8} destinations")
+              f"{'sha256':<14} {'id':<9} {'verified':<8} destinations")
         for r in rows:
             flag = "yes" if r["verified"] else "NO"
             where = ",".join(r["destinations"]) + ("" if r["complete"] else " (INCOMPLETE)")
             if r.get("late"):
                 where += f"  LATE: holds the data of {r['data_as_of'][:10]}"
             print(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
-                  f"{human_bytes(r['artifact_bytes']):>10} {r['sha256'][:12]:<14} {flag:<8} {where}")
+                  f"{human_bytes(r['artifact_bytes']):>10} {r['sha256'][:12]:<14} {r['id']:<9} {flag:<8} {where}")
         if found.rejected:
             print(f"rejected: {len(found.rejected)} file(s) that are not trusted and never used:")
             for item in found.rejected:
@@ -162,7 +181,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(redact(f"chain: {line}"))
     for err in errors:
         print(f"erp-backup: warning: {redact(err)}", file=sys.stderr)
-    return 1 if errors and not rows else 0
+    return DESTINATION.code if errors and not rows else 0  # nothing to list, and a destination could not be read
 
 
 def _as_of(manifest: Any) -> dict[str, Any]:
@@ -176,9 +195,10 @@ def _as_of(manifest: Any) -> dict[str, Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     site = _site(args)
+    at = cli_address.resolve(site, args, "source", default_latest=False)
     with progress_reporter() as report:
         read_data = 0 if args.read_data else args.read_data_sample
-        result = verify_backup(site, _source_name(args.source), args.partition, report, read_data)
+        result = verify_backup(site, at.source, at.partition, report, read_data, capture=at.capture)
     print(json.dumps(result, indent=2) if args.json else
           f"OK {result['source']} {result['partition']} captured {result['captured_at']}: "
           f"checksums match, decrypts, decompresses, {result['method']} passes ({result['seconds']} s)")
@@ -188,29 +208,26 @@ def cmd_verify(args: argparse.Namespace) -> int:
 DRILL_FIELDS = {"source", "partition", "captured_at", "ok", "restore_seconds", "seconds", "compared"}
 
 
-def _newest_partition(site: Site, source: str) -> str:
-    """The newest partition of the source in the catalog whose backup passed verification (the one a restore takes)."""
-    entries = catalog.of(site, source).entries
-    partitions = [e.manifest.partition for e in entries if e.manifest.verify.get("ok")]
-    if not partitions:
-        raise ArtifactNotFound(f"no backup of {source} in the catalog")
-    return max(partitions)
-
-
 def cmd_drill(args: argparse.Namespace) -> int:
     site = _site(args)
-    source = _source_name(args.source)
-    partition = args.partition or _newest_partition(site, source)
+    at = cli_address.resolve(site, args, "source", default_latest=True)
+    # latest: its date, so that a failure names it
+    partition = at.partition or (None if at.capture else catalog.latest(catalog.of(site, at.source).entries,
+                                                                         at.source).manifest.partition)
     try:
         with progress_reporter() as report:
-            result = restore_drill(site, source, partition, report)
+            result = restore_drill(site, at.source, partition, report, capture=at.capture)
     except BackupError as exc:
-        print(f"erp-backup: error: drill {source} {partition}: {redact(str(exc))}", file=sys.stderr)
-        return 1
+        exc.args = (f"drill {at.source} {partition or at.capture}: {exc}",)
+        raise
     counts = " ".join(f"{k}={v}" for k, v in result.items()
                       if k not in DRILL_FIELDS and isinstance(v, int) and not isinstance(v, bool))
-    print(f"OK {source} {partition} captured {result['captured_at']}: restored in {result['restore_seconds']} s "
-          f"(drill {result['seconds']} s); compared {result.get('compared', 'nothing')}" + (f": {counts}" if counts else ""))
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"OK {at.source} {result['partition']} captured {result['captured_at']}: restored in "
+          f"{result['restore_seconds']} s (drill {result['seconds']} s); compared {result.get('compared', 'nothing')}"
+          + (f": {counts}" if counts else ""))
     return 0
 
 
@@ -220,26 +237,31 @@ def cmd_restore(args: argparse.Namespace) -> int:
         if args.kind != "postgres":
             raise ConfigError("--target-time, --target-lsn and --latest are for postgres only")
         return cli_pitr.cmd_restore_pitr(site, args)
-    if not args.partition:
-        raise ConfigError("--partition is required (or, for postgres, --target-time/--target-lsn/--latest)")
-    source = _source_name(args.kind)
+    at = cli_address.resolve(site, args, "kind", default_latest=False)
+    args.kind, source = at.key, at.source
     options = _restore_options(args)
     target = args.to
     if source == "redis_snapshot" and target.startswith(("redis://", "rediss://")):
         target = target_with_password(target, _restore_password(args))
     elif args.password_file:
         raise ConfigError("--password-file is for a Redis restore target (redis://...)")
-    steps = restore_plan(site, source, args.partition, target, args.force, options)
-    print("restore plan:")
+    steps = restore_plan(site, source, at.partition, target, args.force, options, capture=at.capture)
+    human = sys.stderr if args.json else sys.stdout  # --json: the result alone on stdout
+    print("restore plan:", file=human)
     for i, step in enumerate(steps, 1):
-        print(f"  {i}. {step}")
+        print(f"  {i}. {step}", file=human)
     if args.dry_run:
-        print("dry run: nothing changed")
+        print("dry run: nothing changed", file=human)
+        if args.json:
+            print(json.dumps({"dry_run": True, "plan": steps}, indent=2))
         return 0
     with progress_reporter() as report:
-        result = restore_backup(site, source, args.partition, target, args.force, report, options)
+        result = restore_backup(site, source, at.partition, target, args.force, report, options, capture=at.capture)
+    if args.json:
+        print(json.dumps({"dry_run": False, "plan": steps, **result}, indent=2, default=str))
+        return 0
     kept = f"; previous target kept as {result['kept_aside']}" if result.get("kept_aside") else ""
-    print(f"restored {source} {args.partition} (captured {result['captured_at']}) into {result['target']} "
+    print(f"restored {source} {result['partition']} (captured {result['captured_at']}) into {result['target']} "
           f"in {result['seconds']} s{kept}")
     if result.get("roles_created"):
         print(f"roles created: {', '.join(result['roles_created'])}")
@@ -343,8 +365,34 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors end as every other error does: one ``erp-backup: error:`` line (after the usage),
+    exit status 2, and with ``--json`` the error object."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{self.prog.removeprefix('erp-backup ')}: {message}" if self.prog != "erp-backup" else message)
+
+
+def exit_status_table() -> str:
+    """The exit statuses, as ``--help`` ends with them (docs/reference/exit-codes.md is tested against it)."""
+    return "exit statuses:\n" + "\n".join(f"  {s.code:>3}  {s.name:<24} {s.meaning}" for s in EXIT_STATUSES)
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("erp_backup_pipeline")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="erp-backup", description="Backup and restore of the SteinmetZ ERP.")
+    p = _Parser(prog="erp-backup", description="Backup and restore of the SteinmetZ ERP.", epilog=exit_status_table(),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"erp-backup {version()}")
     p.add_argument("--config", help="config file (default: $ERP_BACKUP_CONFIG or ./erp-backup.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -366,6 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--from-archive", action="store_true",
                    help="the PostgreSQL dump of a past date as it was at the end of that day (pgBackRest, pitr "
                         "section)")
+    s.add_argument("--json", action="store_true", help="each backup (capture ID, sizes, destinations) or its error "
+                                                       "as JSON on stdout; the human lines go to stderr")
     s.set_defaults(func=cmd_backup)
 
     s = sub.add_parser("list", help="the catalog, from the manifests")
@@ -375,8 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("verify", help="re-download, check checksums, decrypt, decompress and verify a backup")
-    s.add_argument("source")
-    s.add_argument("--partition", required=True, type=partition_arg, help="YYYY-MM-DD")
+    cli_address.add_arguments(s, "source", default_latest=False)
     s.add_argument("--read-data", action="store_true",
                    help="uploads: also read back every earlier artifact the snapshot depends on")
     s.add_argument("--read-data-sample", type=int, metavar="K",
@@ -385,8 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_verify)
 
     s = sub.add_parser("drill", help="restore a backup into a scratch target and compare it with its manifest")
-    s.add_argument("source")
-    s.add_argument("--partition", type=partition_arg, help="YYYY-MM-DD (default: the newest verified one in the catalog)")
+    cli_address.add_arguments(s, "source", default_latest=True)
+    s.add_argument("--json", action="store_true", help="the drill's result as JSON on stdout")
     s.set_defaults(func=cmd_drill)
 
     s = sub.add_parser("prune", help="apply the retention policies: print the plan and delete what it deletes")
@@ -418,15 +467,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_site(a)))
 
     s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
-    s.add_argument("kind", choices=sorted(BY_KEY))
-    s.add_argument("--partition", type=partition_arg,
-                   help="YYYY-MM-DD (required, except for postgres point-in-time restores)")
+    cli_address.add_arguments(s, "kind", default_latest=False)
     cli_pitr.add_restore_arguments(s)
     s.add_argument("--to", required=True, help="sqlite: a file path; postgres: a database name (plain, or \"quoted\"), or with "
                    "--target-time/--target-lsn/--latest a new data directory; "
                    "redis: redis://[user@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    s.add_argument("--json", action="store_true", help="the plan and the result as JSON on stdout; the human lines "
+                                                       "go to stderr")
     s.add_argument("--force", action="store_true", help="replace an existing target, keeping it aside; follow a "
                    "symlink among its parents, restore into a directory another user owns")
     s.add_argument("--password-file", metavar="FILE", help="redis: the target's password, from this 0600 file "
@@ -441,25 +490,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _failed(status: ExitStatus, line: str, as_json: bool) -> int:
+    """One line on stderr; with ``--json`` also an error object on stdout (the status's name and the same line)."""
+    print(f"erp-backup: error: {line}" if status is not INTERRUPTED else "erp-backup: interrupted", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"error": {"status": status.code, "name": status.name, "message": line}}), flush=True)
+    return status.code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
-    except UsageError as exc:
-        print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
-        return 2
     except BackupError as exc:
-        print(f"erp-backup: error: {redact(str(exc))}", file=sys.stderr)
-        return 1
+        return _failed(exc.status, redact(str(exc)), as_json)
     except OSError as exc:  # a file system error no command turned into its own line: still one line
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"erp-backup: error: {redact((exc.strerror or type(exc).__name__) + where)}", file=sys.stderr)
-        return 1
+        return _failed(FAILURE, redact((exc.strerror or type(exc).__name__) + where), as_json)
     except KeyboardInterrupt:
-        print("erp-backup: interrupted", file=sys.stderr)
-        return 130
-
-
+        return _failed(INTERRUPTED, "interrupted", as_json)
 
 
 if __name__ == "__main__":

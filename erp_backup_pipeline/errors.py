@@ -1,19 +1,28 @@
-"""The exception hierarchy. Every error a user sees is one line that names the cause.
+"""The exception hierarchy and the exit statuses. Every error a user sees is one line that names the cause.
 
     BackupError                  base; ``str(err)`` is the one line shown to the user
     ├── ConfigError              the configuration file or a secret is wrong or missing
-    ├── SourceError              the ERP source cannot be read (connection, password, file)
-    │   └── SourceUnavailable    ... for now: it is down, restarting or unreachable (transient)
+    ├── SourceError              the ERP source cannot be read (connection, file)
+    │   ├── SourceUnavailable    ... for now: it is down, restarting or unreachable (transient)
+    │   └── SourceCredentialError  ... it refused the configured user or password
     ├── ToolError                an external program (pg_dump, gpg, ...) is missing or failed
-    ├── CodecError               compression or encryption failed (bad recipient, bad key)
-    ├── DestinationError         a destination cannot be written or read (bucket, disk full)
+    │   └── Busy                 ... it is locked by another process (pgBackRest's lock)
+    ├── CodecError               compression or encryption failed (bad recipient)
+    │   └── WrongKey             ... the identity does not decrypt the artifact
+    ├── DestinationError         a destination cannot be written or read (bucket, disk full, access denied)
     │   ├── DestinationUnavailable  ... for now: unreachable, overloaded, timing out (transient)
-    │   └── ArtifactNotFound     the requested object does not exist
+    │   └── ArtifactNotFound     the requested object or capture does not exist
+    │       └── OnlyRejected     ... only files the catalog rejects are there (status 1, not 10)
     ├── VerifyError              an artifact failed verification (checksum, integrity)
     ├── RestoreError             a restore was refused or failed (target not empty, ...)
-    │   └── OutsideArchive       ... a point in time the pgBackRest archive does not reach
-    ├── UsageError               the command line is wrong (a partition that is no date); exit status 2
+    │   ├── OutsideArchive       ... a point in time the pgBackRest archive does not reach
+    │   └── TargetCredentialError  ... the restore target refused the user or password
+    ├── Locked                   another process of this host holds the lock (a prune is running)
+    ├── UsageError               the command line is wrong (a partition that is no date)
     └── AlertError               an alert could not be delivered (webhook answered 500, SMTP down)
+
+``err.status`` is the exit status of ``erp-backup`` when the error ends a command (``EXIT_STATUSES``: a script can
+tell a wrong key from a corrupt artifact from a destination that is down, as with restic's and pgBackRest's).
 
 ``err.transient`` says whether a pause can cure it (the source or a destination was away for a moment): the
 place that raises knows, so retry decisions never read the message. Everything else is permanent: a wrong
@@ -25,11 +34,37 @@ output of external programs, and no code path formats a secret into a message.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+
+class ExitStatus(NamedTuple):
+    code: int
+    name: str  # in ``--json`` error objects
+    meaning: str
+
+
+OK = ExitStatus(0, "ok", "done: the command did what it says (a --dry-run printed its plan, --help its usage)")
+FAILURE = ExitStatus(1, "failure", "refused or failed for any other reason: a wrong configuration, a source, tool or "
+                                   "destination write that failed, a restore that was refused")
+USAGE = ExitStatus(2, "usage", "the command line is wrong: an unknown command or option, a missing or malformed value "
+                               "(a date that is not YYYY-MM-DD), an ambiguous capture ID")
+VERIFICATION = ExitStatus(3, "verification_failed", "a backup does not verify: a checksum, the decompressed bytes, "
+                                                    "the source's own check or a drill's comparison failed")
+NOT_FOUND = ExitStatus(10, "not_found", "nothing to act on: no capture with that ID, date or source in the catalog")
+LOCKED = ExitStatus(11, "locked", "busy: another process holds the lock (a prune is running, pgBackRest is busy)")
+CREDENTIALS = ExitStatus(12, "wrong_key_or_credential", "the age identity does not decrypt the artifact, or a source "
+                                                        "or target refused the user or password")
+DESTINATION = ExitStatus(13, "destination_unavailable", "a destination cannot be reached, read or written: "
+                                                        "unreachable, access denied, missing bucket or directory")
+INTERRUPTED = ExitStatus(130, "interrupted", "interrupted (Ctrl-C, SIGINT)")
+EXIT_STATUSES = (OK, FAILURE, USAGE, VERIFICATION, NOT_FOUND, LOCKED, CREDENTIALS, DESTINATION, INTERRUPTED)
+
 
 class BackupError(Exception):
     """Base class: the message is one line, fit to show an operator at 3 a.m."""
 
     transient = False  # a pause can cure it: worth another try
+    status = FAILURE  # the exit status of a command it ends
 
     def __str__(self) -> str:
         text = super().__str__()
@@ -48,6 +83,10 @@ class SourceUnavailable(SourceError):
     transient = True
 
 
+class SourceCredentialError(SourceError):
+    status = CREDENTIALS
+
+
 class ToolError(BackupError):
     pass
 
@@ -56,12 +95,20 @@ class ToolTimeout(ToolError):
     transient = True
 
 
+class Busy(ToolError):
+    status = LOCKED
+
+
 class CodecError(BackupError):
     pass
 
 
+class WrongKey(CodecError):
+    status = CREDENTIALS
+
+
 class DestinationError(BackupError):
-    pass
+    status = DESTINATION
 
 
 class DestinationUnavailable(DestinationError):
@@ -69,11 +116,18 @@ class DestinationUnavailable(DestinationError):
 
 
 class ArtifactNotFound(DestinationError):
-    pass
+    status = NOT_FOUND
+
+
+class OnlyRejected(ArtifactNotFound):
+    """Nothing trusted where files are: what is there was rejected (forged, misplaced, unsigned). Not "nothing
+    found": refused, as every untrusted input is."""
+
+    status = FAILURE
 
 
 class VerifyError(BackupError):
-    pass
+    status = VERIFICATION
 
 
 class RestoreError(BackupError):
@@ -84,9 +138,17 @@ class OutsideArchive(RestoreError):
     pass
 
 
+class TargetCredentialError(RestoreError):
+    status = CREDENTIALS
+
+
 class AlertError(BackupError):
     pass
 
 
+class Locked(BackupError):
+    status = LOCKED
+
+
 class UsageError(BackupError):
-    pass
+    status = USAGE

@@ -9,11 +9,13 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from erp_backup_pipeline.cli import build_parser
+from erp_backup_pipeline.errors import NOT_FOUND, VERIFICATION
 from erp_backup_pipeline_tests.conftest import signing_key, signing_section
 from erp_backup_pipeline_tests.docs import docs_text
 
@@ -26,17 +28,22 @@ def cli(*args: str, config: Path | None = None, check: bool = True) -> subproces
     return done
 
 
-@pytest.fixture
-def config(tmp_path: Path, demo_sqlite: Path, age_identity) -> Path:
+def write_config(tmp_path: Path, age_identity: Any, sources: dict[str, Any]) -> Path:
+    """erp-backup.yaml of one local destination (tmp_path/backups) and these sources."""
     path = tmp_path / "erp-backup.yaml"
     path.write_text(yaml.safe_dump({
         "staging_dir": str(tmp_path / "staging"),
         "encryption": {"recipients": [age_identity[1]], "identity_file": str(age_identity[0])},
         "signing": signing_section(),
         "destinations": [{"type": "local", "path": str(tmp_path / "backups")}],
-        "sources": {"sqlite": {"path": str(demo_sqlite)}},
+        "sources": sources,
     }))
     return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, demo_sqlite: Path, age_identity) -> Path:
+    return write_config(tmp_path, age_identity, {"sqlite": {"path": str(demo_sqlite)}})
 
 
 def test_keygen_writes_a_private_identity_and_refuses_to_overwrite(tmp_path: Path) -> None:
@@ -76,7 +83,8 @@ def test_drill_restores_the_newest_backup_into_a_scratch_target(tmp_path: Path, 
     import sqlite3
 
     empty = cli("drill", "sqlite", config=config, check=False)
-    assert empty.returncode == 1 and empty.stderr.strip() == "erp-backup: error: no backup of sqlite_backup in the catalog"
+    assert empty.returncode == NOT_FOUND.code
+    assert empty.stderr.strip() == "erp-backup: error: no backup of sqlite_backup in the catalog"
     cli("backup", "sqlite", "--partition", "2026-11-24", config=config)
     cli("backup", "sqlite", "--partition", "2026-11-25", config=config)
     with sqlite3.connect(demo_sqlite) as db:
@@ -87,8 +95,8 @@ def test_drill_restores_the_newest_backup_into_a_scratch_target(tmp_path: Path, 
     assert re.fullmatch(rf"OK sqlite_backup 2026-11-25 captured \S+: restored in [0-9.]+ s \(drill [0-9.]+ s\); "
                         rf"compared rows per table: tables={len(tables)} rows={rows}\n", out), out
     assert float(re.search(r"restored in ([0-9.]+) s", out).group(1)) > 0  # type: ignore[union-attr]
-    assert cli("drill", "sqlite_backup", "--partition", "2026-11-24", config=config).stdout.startswith(
-        "OK sqlite_backup 2026-11-24 ")
+    assert re.match(r"OK sqlite_backup 2026-11-24 ",
+                    cli("drill", "sqlite_backup", "--partition", "2026-11-24", config=config).stdout)
     staging = tmp_path / "staging"
     assert not [p for p in staging.iterdir() if p.name.startswith(("drill-", "restore-"))]
 
@@ -98,7 +106,7 @@ def test_drill_of_a_damaged_artifact_fails_in_one_line(tmp_path: Path, config: P
     [artifact] = (tmp_path / "backups").rglob("*.sqlite3.zst.age")
     artifact.write_bytes(artifact.read_bytes()[:-10] + b"0123456789")
     failed = cli("drill", "sqlite", config=config, check=False)
-    assert failed.returncode == 1 and failed.stdout == "" and "Traceback" not in failed.stderr
+    assert failed.returncode == VERIFICATION.code and failed.stdout == "" and "Traceback" not in failed.stderr
     line = failed.stderr.strip().splitlines()[-1]  # after any progress lines
     assert failed.stderr.count("erp-backup: error") == 1
     assert line.startswith("erp-backup: error: drill sqlite_backup 2026-11-25: no intact copy of the artifact: ")
@@ -107,7 +115,7 @@ def test_drill_of_a_damaged_artifact_fails_in_one_line(tmp_path: Path, config: P
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path, config: Path) -> None:
     missing = cli("verify", "sqlite", "--partition", "2020-01-01", config=config, check=False)
-    assert missing.returncode == 1
+    assert missing.returncode == NOT_FOUND.code
     assert missing.stderr.strip() == "erp-backup: error: no backup of sqlite_backup for partition 2020-01-01"
     bad = tmp_path / "bad.yaml"
     bad.write_text(f"encryption: {{recipients: [age1x]}}\nsigning: {{key_file: {signing_key()}}}\n"

@@ -40,9 +40,11 @@ from erp_backup_pipeline.core.manifest import (
     safe_part,
 )
 from erp_backup_pipeline.core.site import Site, takes_site
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, UsageError, VerifyError
 
 MAX_MANIFEST_BYTES = 1 << 20
+ID_LENGTH = 8  # hex digits of a capture ID, as restic shows its snapshots'
+MIN_ID_PREFIX = 4
 CLOCK_SKEW = timedelta(minutes=5)
 LEGACY = ("unsigned (legacy: written before manifests were signed; `erp-backup catalog adopt` verifies it end to "
           "end and signs it)")
@@ -54,9 +56,15 @@ class Entry:
     held_by: list[str] = field(default_factory=list)
     sha256: str = ""  # of the manifest's bytes: the chain links by it
 
+    @property
+    def id(self) -> str:
+        """The capture's short ID: the first 8 hex digits of its signed manifest's sha256 (``ID_LENGTH``), the same on
+        every destination and in every listing; a restore, verify or drill takes it, or any longer prefix."""
+        return self.sha256[:ID_LENGTH]
+
     def as_row(self) -> dict[str, Any]:
         m = self.manifest
-        return {"source": m.source, "partition": m.partition, "captured_at": m.captured_at,
+        return {"id": self.id, "source": m.source, "partition": m.partition, "captured_at": m.captured_at,
                 "raw_bytes": m.stage("dump")["bytes"], "artifact_bytes": m.artifact_bytes,
                 "sha256": m.artifact_sha256, "verified": bool(m.verify.get("ok")), "complete": m.complete,
                 "destinations": sorted(self.held_by), "key": m.artifact_key, "mode": m.mode,
@@ -279,14 +287,46 @@ def read(destinations: Iterable[Destination], prefix: str, trust: Trust, source:
     return catalog
 
 
-def latest(entries: list[Entry], source: str, partition: str) -> Entry:
-    """The newest verified, complete capture of a source's partition."""
-    matching = [e for e in entries if e.manifest.source == source and e.manifest.partition == partition
-                and e.manifest.verify.get("ok")]
+def latest(entries: list[Entry], source: str, partition: str | None = None) -> Entry:
+    """The newest verified, complete capture of a source's partition; without a partition, of its newest partition
+    that has a verified capture (``latest``: what a restore takes by default)."""
+    verified = [e for e in entries if e.manifest.source == source and e.manifest.verify.get("ok")]
+    if partition is None:
+        if not verified:
+            raise ArtifactNotFound(f"no backup of {source} in the catalog")
+        partition = max(e.manifest.partition for e in verified)
+    matching = [e for e in verified if e.manifest.partition == partition]
     if not matching:
         raise ArtifactNotFound(f"no backup of {source} for partition {partition}")
     complete = [e for e in matching if e.manifest.complete]
     return (complete or matching)[-1]
+
+
+def by_id(entries: list[Entry], capture: str, source: str | None = None, partition: str | None = None) -> Entry:
+    """The one capture whose ID begins with ``capture`` (a hex prefix of at least ``MIN_ID_PREFIX`` digits), of
+    ``source`` and ``partition`` when given. ArtifactNotFound when none is; UsageError when several are; VerifyError
+    when it did not verify at backup time (nothing is restored from it)."""
+    wanted = capture.lower()
+    if not is_capture_id(wanted):
+        raise UsageError(f"capture ID {capture!r} is not one: {MIN_ID_PREFIX} to 64 hex digits, as `erp-backup list` "
+                         "shows them")
+    hits = [e for e in entries if e.sha256.startswith(wanted) and (source is None or e.manifest.source == source)
+            and (partition is None or e.manifest.partition == partition)]
+    of = " of " + " ".join(x for x in (source, partition) if x) if source or partition else ""
+    if not hits:
+        raise ArtifactNotFound(f"no capture {capture}{of} in the catalog (`erp-backup list` shows the IDs)")
+    if len(hits) > 1:
+        raise UsageError(f"capture ID {capture} is ambiguous: {len(hits)} captures begin with it "
+                         f"({', '.join(e.sha256[:12] for e in hits[:3])}); give more digits")
+    found = hits[0]
+    if not found.manifest.verify.get("ok"):
+        raise VerifyError(f"capture {found.id} ({found.manifest.source} {found.manifest.partition}, captured "
+                          f"{found.manifest.captured_at}) did not verify when it was made: nothing is restored from it")
+    return found
+
+
+def is_capture_id(text: str) -> bool:
+    return MIN_ID_PREFIX <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text.lower())
 
 
 @takes_site

@@ -25,9 +25,11 @@ from erp_backup_pipeline.core.streams import Progress
 
 
 @takes_site
-def restore_drill(site: Site, source: str, partition: str, progress: Progress | None = None) -> dict[str, Any]:
-    """Drill one partition; VerifyError (or another BackupError) when it does not restore as recorded."""
-    entry = find_entry(site, source, partition)
+def restore_drill(site: Site, source: str, partition: str | None, progress: Progress | None = None,
+                  capture: str | None = None) -> dict[str, Any]:
+    """Drill a capture (``find_entry``: by ID, the newest of the partition, or ``latest``); VerifyError (or another
+    BackupError) when it does not restore as recorded."""
+    entry = find_entry(site, source, partition, capture)
     m = entry.manifest
     src = site.source(source)
     site.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -36,7 +38,8 @@ def restore_drill(site: Site, source: str, partition: str, progress: Progress | 
 
     def restore(target: str, **options: Any) -> dict[str, Any]:
         t = time.monotonic()
-        result = restore_backup(site, source, partition, target, progress=progress, options=options or None)
+        result = restore_backup(site, source, m.partition, target, progress=progress, options=options or None,
+                                capture=entry.sha256)  # this very capture
         timing["restore"] = time.monotonic() - t
         return result
 
@@ -45,7 +48,7 @@ def restore_drill(site: Site, source: str, partition: str, progress: Progress | 
         details = src.drill(restore, workdir, m.facts, m.verify)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
+    return {"source": source, "partition": m.partition, "id": entry.id, "captured_at": m.captured_at, "ok": True,
             "restore_seconds": round(timing.get("restore", 0.0), 3), "seconds": round(time.monotonic() - t0, 3),
             **details}
 

@@ -29,7 +29,10 @@ No Dagster here: the CLI (``erp-backup prune``) and the orchestration call it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -54,7 +57,7 @@ from erp_backup_pipeline.core.runner import redact
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX
 from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.sources.uploads import STATE_FILE as UPLOADS_STATE  # under state_dir (save_state)
-from erp_backup_pipeline.errors import BackupError
+from erp_backup_pipeline.errors import BackupError, Locked
 
 _STAYS = "; stays where locked: "  # a planned deletion's reason, when Object Lock holds it on some destination
 
@@ -120,6 +123,37 @@ def prune(site: Site, now: datetime | None = None, dry_run: bool = True, log: Lo
     if dry_run:
         return PruneResult(first, True, kept=list(first.keep), orphans=first_orphans,
                            locks=keep_locks.extend(first.lock_until, by_name, True, log))
+    with _only_prune(site.state_dir):
+        return _apply(site, first, first_orphans, destinations, now, log)
+
+
+LOCK_FILE = "prune.lock"
+
+
+@contextlib.contextmanager
+def _only_prune(state_dir: Path) -> Iterator[None]:
+    """One deleting prune at a time on this host (the command line's and the retention asset's): Locked at once,
+    not a wait, when another holds ``state_dir/prune.lock``."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(state_dir) / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Locked(f"another prune is running on this host (it holds {path}); nothing was deleted: run it "
+                         "again when that one has finished") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _apply(site: Site, first: Plan, first_orphans: list[tuple[Orphan, str, str]], destinations: list[Destination], now: datetime,
+           log: Log) -> PruneResult:
+    """Plan again right before deleting, and delete what both plans delete."""
+    policies = site.policies
+    state_file = site.state_dir / UPLOADS_STATE
+    by_name = {d.name: d for d in destinations}
     # right before deleting: what is there now
     fresh, fresh_orphans = _plan(site, destinations, policies, now, state_file)
     reviewed = {e.manifest.key for e, _ in first.delete}

@@ -25,19 +25,23 @@ from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
 from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, OnlyRejected, VerifyError
 
 
 @takes_site
-def find_entry(site: Site, source: str, partition: str) -> Entry:
-    """The newest verified capture of the partition that is authenticated; ArtifactNotFound naming what was rejected
-    there when none is."""
+def find_entry(site: Site, source: str, partition: str | None = None, capture: str | None = None) -> Entry:
+    """The authenticated capture a command acts on: the one with the ID ``capture`` (of ``partition`` when given),
+    else the newest verified capture of ``partition``, else of the newest partition (``latest``). ArtifactNotFound
+    naming what was rejected there when there is none."""
     found = catalog.of(site, source, partition)
     try:
+        if capture:
+            return catalog.by_id(found.entries, capture, source, partition)
         return latest(found.entries, source, partition)
     except ArtifactNotFound:
         if found.rejected:
-            raise ArtifactNotFound(f"no authenticated backup of {source} for partition {partition}: "
+            where = f"for partition {partition}" if partition else "in the catalog"
+            raise OnlyRejected(f"no authenticated backup of {source} {where}: "
                                    f"{len(found.rejected)} file(s) there are rejected, first {found.rejected[0].line()}"
                                    ) from None
         raise
@@ -128,12 +132,12 @@ def _read_back(site: Site, entry: Entry) -> None:
 
 
 @takes_site
-def verify_backup(site: Site, source: str, partition: str, progress: Progress | None = None,
-                  read_data: int | None = None) -> dict[str, Any]:
+def verify_backup(site: Site, source: str, partition: str | None, progress: Progress | None = None,
+                  read_data: int | None = None, capture: str | None = None) -> dict[str, Any]:
     """Re-download, check checksums, decrypt, decompress and run the source's own verification. For a
     backup built on earlier ones (uploads), check that each of them still exists, and with ``read_data``
     also read them back: 0 = all of them, K = a random sample of K."""
-    return verify_entry(site, find_entry(site, source, partition), progress, read_data)
+    return verify_entry(site, find_entry(site, source, partition, capture), progress, read_data)
 
 
 @takes_site
@@ -164,17 +168,17 @@ def verify_entry(site: Site, entry: Entry, progress: Progress | None = None,
         for key in chosen:
             _read_back(site, depends[key])
         extra["depends_on_read"] = len(chosen)
-    return {"source": source, "partition": partition, "captured_at": m.captured_at, "ok": True,
+    return {"source": source, "partition": partition, "id": entry.id, "captured_at": m.captured_at, "ok": True,
             "seconds": round(time.monotonic() - t0, 2), **details, **extra}
 
 
 @takes_site
-def restore_plan(site: Site, source: str, partition: str, target: str, force: bool,
-                 options: dict[str, Any] | None = None) -> list[str]:
-    entry = find_entry(site, source, partition)
+def restore_plan(site: Site, source: str, partition: str | None, target: str, force: bool,
+                 options: dict[str, Any] | None = None, capture: str | None = None) -> list[str]:
+    entry = find_entry(site, source, partition, capture)
     m = entry.manifest
     steps = [f"use {m.source} {m.partition} captured {m.captured_at} ({m.artifact_bytes} bytes, "
-             f"sha256 {m.artifact_sha256[:12]}...) from {', '.join(entry.held_by)}",
+             f"sha256 {m.artifact_sha256[:12]}...) from {', '.join(entry.held_by)} (capture {entry.id})",
              "download and check sha256, then " + " | ".join(
                  f"{e['codec']} decrypt" if e["stage"] == "encrypt" else f"{e['codec']} decompress"
                  for e in reversed(m.chain) if e["stage"] in ("encrypt", "compress"))]
@@ -186,11 +190,12 @@ def _shown_target(target: str) -> str:
 
 
 @takes_site
-def restore_backup(site: Site, source: str, partition: str, target: str, force: bool = False,
-                   progress: Progress | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Restore the newest verified capture of the partition into a NEW target. ``options`` are the source's own
-    restore options (PostgreSQL: ``no_owner``, ``server``)."""
-    entry = find_entry(site, source, partition)
+def restore_backup(site: Site, source: str, partition: str | None, target: str, force: bool = False,
+                   progress: Progress | None = None, options: dict[str, Any] | None = None,
+                   capture: str | None = None) -> dict[str, Any]:
+    """Restore a capture (``find_entry``: by ID, the newest verified one of the partition, or ``latest``) into a NEW
+    target. ``options`` are the source's own restore options (PostgreSQL: ``no_owner``, ``server``)."""
+    entry = find_entry(site, source, partition, capture)
     m = entry.manifest
     src = site.source(source)
     t0 = time.monotonic()
@@ -213,5 +218,5 @@ def restore_backup(site: Site, source: str, partition: str, target: str, force: 
         except OSError as exc:  # permission denied, a read-only file system, a full disk: one line
             raise restore_os_error(exc, _shown_target(target)) from None
         _check_plain(reader, m)
-    return {"source": source, "partition": partition, "captured_at": m.captured_at,
+    return {"source": source, "partition": m.partition, "id": entry.id, "captured_at": m.captured_at,
             "seconds": round(time.monotonic() - t0, 2), **result}

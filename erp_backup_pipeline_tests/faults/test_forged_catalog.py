@@ -45,6 +45,7 @@ from erp_backup_pipeline.core.manifest import MANIFEST_SUFFIX, Manifest
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import PruneRefused, prune
 from erp_backup_pipeline.core.signing import SIGNATURE_SUFFIX, load_signer
+from erp_backup_pipeline.errors import VERIFICATION
 from erp_backup_pipeline.settings import Settings, load_settings
 from erp_backup_pipeline_tests.conftest import s3_destination, signing_key, signing_section
 from erp_backup_pipeline_tests.faults.tools import local_files, s3_objects
@@ -802,7 +803,7 @@ def test_manifest_bound_to_its_own_artifact(world: World, where: str, mode: str)
             for argv in (("verify", "sqlite", "--partition", b.partition),
                          ("restore", "sqlite", "--partition", b.partition, "--to", str(target))):
                 rc, _, err = cli(world, *argv)
-                line = one_error_line(rc, err, argv[0])
+                line = one_error_line(rc, err, argv[0], expected=VERIFICATION.code)  # corrupt everywhere: 3
                 assert re.match(r"^no intact copy of the artifact: local: .*checksum mismatch.*; offsite: .*checksum "
                                 r"mismatch", line), line
             assert not target.exists()

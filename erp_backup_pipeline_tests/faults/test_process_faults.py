@@ -29,6 +29,7 @@ from erp_backup_pipeline.core.destinations import s3 as s3_module
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import verify_backup
+from erp_backup_pipeline.errors import DESTINATION
 from erp_backup_pipeline.orchestration.assets import daily_partitions
 from erp_backup_pipeline.orchestration.pitr import hourly_partitions
 from erp_backup_pipeline_tests.conftest import (
@@ -331,7 +332,7 @@ def test_a_long_s3_outage_fails_the_run_with_one_line_and_no_manifest_points_at_
         t0 = time.monotonic()
         rc, out, err = _finish(start_cli(config, "backup", "sqlite_backup", "--partition", KILLED))
         print(f"failed after {time.monotonic() - t0:.1f} s, {proxy.count('503')} requests refused: {err}")
-        assert rc == 1 and out == "" and "Traceback" not in err
+        assert rc == DESTINATION.code and out == "" and "Traceback" not in err  # the destination is down: 13
         [line] = error_lines(err)
         assert line.startswith(f"erp-backup: error: sqlite_backup {KILLED}: ") and "SlowDown" in line, line
         tries = proxy.count("503", is_upload_part)

@@ -26,7 +26,7 @@ import yaml
 from erp_backup_pipeline.cli import main
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.restore import restore_backup, verify_backup
-from erp_backup_pipeline.errors import ConfigError
+from erp_backup_pipeline.errors import CREDENTIALS, ConfigError
 from erp_backup_pipeline.orchestration.assets import BACKUP_ASSETS, build_backup_asset, source_spec
 from erp_backup_pipeline.orchestration.resources import BackupSettingsResource
 from erp_backup_pipeline_tests.conftest import (
@@ -139,7 +139,7 @@ def test_no_secret_in_argv_logs_events_metadata_manifests_or_errors(
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             assert main(["--config", str(good), "verify", "postgres", "--partition", DAY]) == 0
             assert main(["--config", str(good), "restore", "postgres", "--partition", DAY, "--to", erp_db + "_r"]) == 0
-            assert main(["--config", str(bad), "backup", "postgres", "--partition", DAY]) == 1
+            assert main(["--config", str(bad), "backup", "postgres", "--partition", DAY]) == CREDENTIALS.code
         texts += [out.getvalue(), err.getvalue()]
 
     pg_runs = [a for a in argvs if Path(a[0]).name in ("pg_dump", "pg_restore")]

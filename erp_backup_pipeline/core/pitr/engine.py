@@ -19,7 +19,7 @@ from typing import Any
 from erp_backup_pipeline.core.pitr.config import layout
 from erp_backup_pipeline.core.runner import find_program, redact
 from erp_backup_pipeline.core.site import Configuration, Site, build_site
-from erp_backup_pipeline.errors import ToolError, ToolTimeout, VerifyError
+from erp_backup_pipeline.errors import Busy, ToolError, ToolTimeout, VerifyError
 
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(?:-[0-9a-f]{40})?(?:\.[a-z0-9]+)?$")
 SEGMENTS_PER_LOG = 0x100  # 16 MiB WAL segments (PostgreSQL's default wal_segment_size)
@@ -31,6 +31,9 @@ def _error_line(text: str) -> str:
         if "ERROR:" in ln:
             return ln.split("ERROR:", 1)[1].strip()
     return lines[-1] if lines else "no output"
+
+
+LOCK_ACQUIRE_ERROR = 50  # pgBackRest's exit status when another process holds its lock
 
 
 class PgBackRest:
@@ -56,8 +59,10 @@ class PgBackRest:
         except subprocess.TimeoutExpired:
             raise ToolTimeout(f"pgbackrest {command} timed out after {timeout:.0f} s") from None
         if done.returncode != 0:
-            raise ToolError(f"pgbackrest {command} failed (exit {done.returncode}): "
-                            f"{redact(_error_line(done.stderr + done.stdout))}")
+            # 50: pgBackRest's LockAcquireError, another pgbackrest holds the stanza's lock (a backup is running)
+            kind = Busy if done.returncode == LOCK_ACQUIRE_ERROR else ToolError
+            raise kind(f"pgbackrest {command} failed (exit {done.returncode}): "
+                       f"{redact(_error_line(done.stderr + done.stdout))}")
         return done.stdout
 
     # --- the stanza

@@ -38,7 +38,15 @@ from erp_backup_pipeline.core.sources import postgres_restore as onto
 from erp_backup_pipeline.core.sources.base import ALLOW_EMPTY, WithPassword, compare_counts
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import ConfigError, RestoreError, SourceError, SourceUnavailable, ToolError, VerifyError
+from erp_backup_pipeline.errors import (
+    ConfigError,
+    RestoreError,
+    SourceCredentialError,
+    SourceError,
+    SourceUnavailable,
+    ToolError,
+    VerifyError,
+)
 
 
 class PostgresSourceSettings(WithPassword):
@@ -68,9 +76,16 @@ _NOT_READY = ("the database system is starting up", "the database system is shut
               "connection timed out", "could not receive data from server")
 
 
+_REFUSED = re.compile(r"password authentication failed|no password supplied|authentication failed|"
+                      r"pg_hba\.conf rejects connection|^role \".*\" does not exist")
+
+
 def _failure(where: str, what: str, text: str) -> SourceError:
-    """``where: what: text`` as SourceUnavailable when the server was away for a moment, else SourceError."""
-    kind = SourceUnavailable if any(p in text.lower() for p in _NOT_READY) else SourceError
+    """``where: what: text`` as SourceUnavailable when the server was away for a moment, SourceCredentialError when
+    it refused the user or password, else SourceError."""
+    low = text.lower()
+    kind = (SourceUnavailable if any(p in low for p in _NOT_READY)
+            else SourceCredentialError if _REFUSED.search(low) else SourceError)
     return kind(f"{where}: {what}: {text}")
 
 
