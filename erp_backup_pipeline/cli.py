@@ -20,12 +20,13 @@ from rich.console import Console
 from erp_backup_pipeline import cli_address, cli_pitr, cli_recover
 from erp_backup_pipeline.cli_args import partition_arg
 from erp_backup_pipeline.core import catalog, chain, late
+from erp_backup_pipeline.core import check as repo_check
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.drill import restore_drill
 from erp_backup_pipeline.core.partitions import today
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
-from erp_backup_pipeline.core.restore import restore_backup, restore_plan, verify_backup
+from erp_backup_pipeline.core.restore import list_files, restore_backup, restore_plan, verify_backup
 from erp_backup_pipeline.core.runner import redact, register_secrets
 from erp_backup_pipeline.core.site import Site, build_site
 from erp_backup_pipeline.core.sources import BY_KEY, KINDS, kind_of, postgres
@@ -36,10 +37,13 @@ from erp_backup_pipeline.errors import (
     EXIT_STATUSES,
     FAILURE,
     INTERRUPTED,
+    ArtifactNotFound,
     BackupError,
     ConfigError,
+    DestinationError,
     ExitStatus,
     UsageError,
+    VerifyError,
 )
 from erp_backup_pipeline.settings import load_settings, read_secret_file
 
@@ -159,7 +163,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         return cli_recover.print_sets(site)
     found = catalog.of(site, _source_name(args.source) if args.source else None)
     errors = found.errors
-    rows = [{**e.as_row(), **_as_of(e.manifest)} for e in found.entries]
+    checks = repo_check.last_checks(site)
+    rows = [{**e.as_row(), **_as_of(e.manifest), **_last_check(checks.get(e.sha256))} for e in found.entries]
     if args.json:
         print(json.dumps({"captures": rows, "rejected": [r.as_row() for r in found.rejected],
                           "findings": found.findings, "gaps": found.gaps, "errors": errors}, indent=2))
@@ -169,6 +174,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         for r in rows:
             flag = "yes" if r["verified"] else "NO"
             where = ",".join(r["destinations"]) + ("" if r["complete"] else " (INCOMPLETE)")
+            if r.get("checked_at"):
+                where += f"  checked {r['checked_at'][:10]} " + ("ok" if r["check_ok"] else "FAILED")
             if r.get("late"):
                 where += f"  LATE: holds the data of {r['data_as_of'][:10]}"
             print(f"{r['source']:<16} {r['partition']:<11} {r['captured_at']:<26} {human_bytes(r['raw_bytes']):>10} "
@@ -184,6 +191,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     return DESTINATION.code if errors and not rows else 0  # nothing to list, and a destination could not be read
 
 
+def _last_check(record: dict[str, Any] | None) -> dict[str, Any]:
+    """When ``erp-backup check`` last checked the capture, and its result (``check_problem``: the first problem)."""
+    if not record:
+        return {}
+    return {"checked_at": record.get("checked_at"), "check_ok": bool(record.get("ok")),
+            "check_read_data": bool(record.get("read_data")),
+            **({"check_problem": redact(str(record["problem"]))} if record.get("problem") else {})}
+
+
 def _as_of(manifest: Any) -> dict[str, Any]:
     """``data_as_of`` (the recovery target, or the capture time) and ``late`` (a live capture of a date that was
     over: it holds the data of the day it ran), for list."""
@@ -191,6 +207,63 @@ def _as_of(manifest: Any) -> dict[str, Any]:
     if found is None:
         return {}
     return {"data_as_of": found.iso, "late": found.late}
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    site = _site(args)
+    subset = (repo_check.Subset() if args.read_data else
+              repo_check.Subset.parse(args.read_data_subset) if args.read_data_subset else None)
+    human = sys.stderr if args.json else sys.stdout
+
+    def line(text: str) -> None:
+        print(redact(text), file=human, flush=True)
+
+    result = repo_check.check(site, _source_name(args.source) if args.source else None, subset, line)
+    read = sum(1 for c in result.captures if c.read_data)
+    bad = [c for c in result.captures if not c.ok]
+    for problem in result.problems:
+        line(f"problem: {problem}")
+    for error in result.errors:
+        line(f"destination unreadable: {error}")
+    line(f"checked {len(result.captures)} capture(s) on {len(site.destinations)} destination(s), read the data of "
+         f"{read}: {len(bad)} capture(s) with problems, {len(result.problems)} catalog problem(s)")
+    failure: BackupError | None = None
+    if bad or result.problems:
+        first = bad[0].problems[0] if bad else result.problems[0]
+        failure = VerifyError(f"check: {len(bad)} capture(s) with problems, {len(result.problems)} catalog problem(s); "
+                              f"first: {first}")
+    elif result.errors:
+        failure = DestinationError(f"check: {len(result.errors)} destination(s) could not be read; first: "
+                                   f"{result.errors[0]}")
+    if failure is not None:
+        print(f"erp-backup: error: {redact(str(failure))}", file=sys.stderr)
+    if args.json:  # one object, the error in it: the result is what a script wants most when something is wrong
+        print(json.dumps({"ok": result.ok, "captures": [c.as_row() for c in result.captures],
+                          "problems": [redact(p) for p in result.problems],
+                          "errors": [redact(e) for e in result.errors],
+                          **({"error": {"status": failure.status.code, "name": failure.status.name,
+                                        "message": redact(str(failure))}} if failure else {})}, indent=2))
+    return failure.status.code if failure else 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    site = _site(args)
+    at = cli_address.resolve(site, args, "source", default_latest=False)
+    entry, files = list_files(site, at.source, at.partition, at.capture, args.path)
+    if args.path and not files:
+        raise ArtifactNotFound(f"{args.path}: not in capture {entry.id} ({at.source} {entry.manifest.partition})")
+    m = entry.manifest
+    if args.json:
+        print(json.dumps({"id": entry.id, "source": m.source, "partition": m.partition,
+                          "captured_at": m.captured_at, "files": files}, indent=2))
+        return 0
+    print(f"capture {entry.id}: {m.source} {m.partition} captured {m.captured_at}, {len(files)} entries",
+          file=sys.stderr)
+    for f in files:
+        size = human_bytes(f["size"]) if f.get("size") is not None else ""
+        shown = f["path"] + ("/" if f["type"] == "dir" else f" -> {f['linkname']}" if f.get("linkname") else "")
+        print(redact(f"{f['type']:<8} {size:>10}  {f.get('mtime', ''):<25} {shown}"))
+    return 0
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -273,11 +346,16 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def _restore_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The source's own restore options; PostgreSQL's only for a PostgreSQL restore."""
+    """The source's own restore options: PostgreSQL's for a PostgreSQL restore, --include for a file tree."""
+    options: dict[str, Any] = {}
+    if args.include:
+        if args.kind not in ("config", "uploads"):
+            raise UsageError("--include picks files of a config or uploads capture")
+        options["include"] = list(args.include)
     if args.kind != "postgres":
         if args.no_owner or args.server:
             raise ConfigError("--no-owner and --server are for postgres only")
-        return {}
+        return options
     return {"no_owner": args.no_owner, "server": args.server}
 
 
@@ -397,13 +475,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="create the demo ERP, an age key and a config under VAR")
-    s.add_argument("--var", default="var")
+    s.add_argument("--var", default="var", metavar="DIR", help="where the demo ERP, keys, config and backups go "
+                                                              "(default: var)")
     s.add_argument("--postgres", action="store_true", help="also configure the PostgreSQL source from PG* variables")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("keygen", help="make an age identity file (or with --signing a manifest signing key), mode "
                                       "0600, and print its public key")
-    s.add_argument("--output", "-o", required=True)
+    s.add_argument("--output", "-o", required=True, metavar="FILE", help="the new key file (mode 0600; an existing "
+                                                                        "file is never overwritten)")
     s.add_argument("--signing", action="store_true",
                    help="an ssh-ed25519 signing key for manifests (signing.key_file) instead of an age identity")
     s.set_defaults(func=cmd_keygen)
@@ -419,8 +499,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_backup)
 
     s = sub.add_parser("list", help="the catalog, from the manifests")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--source")
+    s.add_argument("--json", action="store_true", help="captures (with their IDs and last check), rejected files, "
+                                                       "chain findings and gaps as JSON on stdout")
+    s.add_argument("--source", help="one source only")
     s.add_argument("--sets", action="store_true", help="one line per date: its backup set and whether it is complete")
     s.set_defaults(func=cmd_list)
 
@@ -430,8 +511,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="uploads: also read back every earlier artifact the snapshot depends on")
     s.add_argument("--read-data-sample", type=int, metavar="K",
                    help="uploads: read back K randomly chosen earlier artifacts it depends on")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the result (with the capture ID) as JSON on stdout")
     s.set_defaults(func=cmd_verify)
+
+    s = sub.add_parser("check", help="check every capture on every destination: manifests and chains, each "
+                                     "object's presence and size; with --read-data its sha256 (no key needed)")
+    s.add_argument("--source", help="one source only")
+    reading = s.add_mutually_exclusive_group()
+    reading.add_argument("--read-data", action="store_true",
+                         help="read back every copy of every capture and compare its sha256 with the manifest")
+    reading.add_argument("--read-data-subset", metavar="N/M|P%",
+                         help="read back the captures of group N of M (by capture ID; N=1..M in turn reads all) or a "
+                              "random P percent")
+    s.add_argument("--json", action="store_true", help="every capture's result and the problems as JSON on stdout; "
+                                                       "the lines go to stderr")
+    s.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("ls", help="list the files of a config or uploads capture (read from its artifact, checked)")
+    cli_address.add_arguments(s, "source", default_latest=False, extra="PATH")
+    s.add_argument("--json", action="store_true", help="the capture and its files (path, type, size, sha256, mtime) "
+                                                       "as JSON on stdout")
+    s.set_defaults(func=cmd_ls)
 
     s = sub.add_parser("drill", help="restore a backup into a scratch target and compare it with its manifest")
     cli_address.add_arguments(s, "source", default_latest=True)
@@ -440,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("prune", help="apply the retention policies: print the plan and delete what it deletes")
     s.add_argument("--dry-run", action="store_true", help="print the plan, delete nothing")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="the plan's rows, counts, notes and lock extensions as JSON on "
+                                                       "stdout; the deletion lines go to stderr")
     s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("catalog", help="the authenticated catalog: adopt manifests written before signing")
@@ -455,8 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("metrics", help="Prometheus metrics from the Dagster instance")
     msub = s.add_subparsers(dest="metrics_command", required=True)
     m = msub.add_parser("serve", help="serve /metrics (the instance of $DAGSTER_HOME)")
-    m.add_argument("--port", type=int, default=9188)
-    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--port", type=int, default=9188, help="the port to serve on (default: 9188)")
+    m.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
     m.set_defaults(func=cmd_metrics)
 
     cli_recover.add_parser(sub, _site)
@@ -473,6 +574,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "--target-time/--target-lsn/--latest a new data directory; "
                    "redis: redis://[user@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory")
+    s.add_argument("--include", action="append", metavar="PATH",
+                   help="config, uploads: restore only this file, directory or glob (repeatable; `erp-backup ls` "
+                        "lists the paths); into a new directory as a whole restore")
     s.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     s.add_argument("--json", action="store_true", help="the plan and the result as JSON on stdout; the human lines "
                                                        "go to stderr")
@@ -488,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "user=postgres' (no dbname, no password: PGPASSWORD or ~/.pgpass)")
     s.set_defaults(func=cmd_restore)
     return p
+
+
+BROKEN_PIPE = 141  # 128 + SIGPIPE: what a shell reports for a tool whose reader closed the pipe
 
 
 def _failed(status: ExitStatus, line: str, as_json: bool) -> int:
@@ -506,6 +613,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except BackupError as exc:
         return _failed(exc.status, redact(str(exc)), as_json)
+    except BrokenPipeError:  # the reader went away (`| head`): quiet, as a shell tool killed by SIGPIPE
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return BROKEN_PIPE
     except OSError as exc:  # a file system error no command turned into its own line: still one line
         where = f": {exc.filename}" if exc.filename else ""
         return _failed(FAILURE, redact((exc.strerror or type(exc).__name__) + where), as_json)

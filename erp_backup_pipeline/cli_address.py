@@ -43,15 +43,21 @@ class Address:
         return " ".join(x for x in (self.key, self.capture or self.partition or LATEST) if x)
 
 
-def add_arguments(parser: argparse.ArgumentParser, dest: str, default_latest: bool) -> None:
-    """SOURCE|ID [CAPTURE], --partition, --capture."""
+def add_arguments(parser: argparse.ArgumentParser, dest: str, default_latest: bool, extra: str | None = None) -> None:
+    """SOURCE|ID [CAPTURE], --partition, --capture; with ``extra`` (``ls``'s PATH) one more optional positional,
+    after the capture (``args.path``)."""
     sources = ", ".join(BY_KEY)
     parser.add_argument(dest, metavar="SOURCE|ID",
                         help=f"the source ({sources}) or a capture ID from `erp-backup list` (8 hex digits; a "
                              "longer prefix of the manifest's sha256 works too)")
-    parser.add_argument("which", nargs="?", metavar="CAPTURE",
-                        help=f"{LATEST} (the newest verified capture of the newest date) or a capture ID" +
-                             (f" (default: {LATEST})" if default_latest else ""))
+    which = (f"{LATEST} (the newest verified capture of the newest date) or a capture ID" +
+             (f" (default: {LATEST})" if default_latest else ""))
+    if extra:
+        parser.add_argument("which", nargs="*", metavar=f"[CAPTURE] [{extra}]",
+                            help=f"CAPTURE: {which}, not with an ID or --partition; {extra}: a file, a directory "
+                                 "(everything under it) or a glob over whole paths")
+    else:
+        parser.add_argument("which", nargs="?", metavar="CAPTURE", help=which)
     parser.add_argument("--partition", type=partition_arg, metavar="YYYY-MM-DD",
                         help="the newest verified capture of this date (Europe/Berlin)")
     parser.add_argument("--capture", metavar="ID", help="with --partition: this capture of the date instead of the "
@@ -61,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser, dest: str, default_latest: bo
 def resolve(site: Site, args: argparse.Namespace, dest: str, default_latest: bool) -> Address:
     """The capture the arguments name; UsageError for a wrong combination, ArtifactNotFound for an unknown ID."""
     first: str = getattr(args, dest)
+    if isinstance(args.which, list):  # [CAPTURE] [PATH]: a capture only after a source without --partition
+        rest = list(args.which)
+        named = KINDS.get(first) or BY_KEY.get(first)
+        args.which = rest.pop(0) if rest and named is not None and not args.partition else None
+        if len(rest) > 1:
+            raise UsageError(f"one path at most, not {len(rest)}: {' '.join(rest)}")
+        args.path = rest[0] if rest else None
     which: str | None = args.which
     if which is not None and args.partition:
         raise UsageError(f"give either {which!r} or --partition, not both")

@@ -126,6 +126,22 @@ def test_errors_are_one_line_without_traceback(tmp_path: Path, config: Path) -> 
                                   "(did you mean 'required'?)")
 
 
+def test_every_option_and_argument_has_help_text() -> None:
+    import argparse
+
+    def missing(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sp in action.choices.items():
+                    found += missing(sp, f"{path} {name}")
+            elif not action.help and not isinstance(action, argparse._HelpAction):
+                found.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+        return found
+
+    assert missing(build_parser(), "erp-backup") == []
+
+
 def test_the_cli_reference_documents_every_command_and_option() -> None:
     text = docs_text("reference", "cli.md")
     parser = build_parser()

@@ -97,7 +97,10 @@ def test_missing_object_and_delete(dest: Any) -> None:
     with pytest.raises(ArtifactNotFound):
         dest.open_reader("p/none.bin")
     assert not dest.exists("p/none.bin")
+    with pytest.raises(ArtifactNotFound):
+        dest.size("p/none.bin")
     put_bytes(dest, "p/d.bin", b"x")
+    assert dest.size("p/d.bin") == 1
     dest.delete("p/d.bin")
     dest.delete("p/d.bin")  # deleting a missing key is not an error
     assert not dest.exists("p/d.bin")

@@ -24,8 +24,9 @@ from erp_backup_pipeline.core.destinations import get
 from erp_backup_pipeline.core.manifest import Manifest
 from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
 from erp_backup_pipeline.core.site import Site, takes_site
+from erp_backup_pipeline.core.sources.files_common import selector
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, OnlyRejected, VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, OnlyRejected, UsageError, VerifyError
 
 
 @takes_site
@@ -170,6 +171,25 @@ def verify_entry(site: Site, entry: Entry, progress: Progress | None = None,
         extra["depends_on_read"] = len(chosen)
     return {"source": source, "partition": partition, "id": entry.id, "captured_at": m.captured_at, "ok": True,
             "seconds": round(time.monotonic() - t0, 2), **details, **extra}
+
+
+@takes_site
+def list_files(site: Site, source: str, partition: str | None = None, capture: str | None = None,
+               path: str | None = None) -> tuple[Entry, list[dict[str, Any]]]:
+    """The files of a file-tree capture (config, uploads; ``find_entry`` picks it), read from its artifact, each
+    checked as a restore checks it; with ``path`` only that file or what lies under that directory (a glob matches
+    whole paths: ``*.pdf``, ``2026/*``)."""
+    src = site.source(source)
+    if not hasattr(src, "list_files"):
+        raise UsageError(f"{source} is not a file tree: ls lists the files of config and uploads captures")
+    entry = find_entry(site, source, partition, capture)
+    m = entry.manifest
+    with fetched(site, entry) as fetched_path, open(fetched_path, "rb") as fh:
+        reader = plaintext_reader(site, m, fh)
+        files = src.list_files(reader)
+        _check_plain(reader, m)
+    selected = selector([path] if path else None)
+    return entry, [f for f in files if selected is None or selected(f["path"])]
 
 
 @takes_site

@@ -69,6 +69,9 @@ class Destination(Protocol):
 
     def exists(self, key: str) -> bool: ...
 
+    def size(self, key: str) -> int:
+        """The stored object's size in bytes; ArtifactNotFound when it is not there."""
+
     def delete(self, key: str) -> None: ...
 
     def replace(self, key: str, data: bytes) -> None: ...

@@ -11,6 +11,7 @@ import builtins
 import errno
 import os
 import secrets
+import stat
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -173,6 +174,17 @@ class LocalDestination:
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+    def size(self, key: str) -> int:
+        try:
+            st = os.stat(self.path_for(key), follow_symlinks=False)
+        except FileNotFoundError:
+            raise ArtifactNotFound(f"{self.uri(key)} not found") from None
+        except OSError as exc:
+            raise _os_error(self.uri(key), exc) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ArtifactNotFound(f"{self.uri(key)} is not a file")
+        return st.st_size
 
     def delete(self, key: str) -> None:
         try:

@@ -347,6 +347,10 @@ class S3Destination:
         except ArtifactNotFound:
             return False
 
+    def size(self, key: str) -> int:
+        head = self.call("head", key, self.client.head_object, Bucket=self.bucket, Key=self.object_key(key))
+        return int(head["ContentLength"])
+
     def replace(self, key: str, data: bytes) -> None:
         """One PutObject over the key: S3 replaces an object atomically (a versioned bucket keeps the old one)."""
         self.call("put", key, self.client.put_object, Bucket=self.bucket, Key=self.object_key(key), Body=data,

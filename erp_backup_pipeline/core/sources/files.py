@@ -29,7 +29,16 @@ from pydantic import Field
 from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.sources.base import DirectorySettings
 from erp_backup_pipeline.core.sources.files_capture import _MAGIC, _Archiver, _expand, _member_name, _TarDump
-from erp_backup_pipeline.core.sources.files_common import INDEX_NAME, _hash_member, _kind, _mismatch, _read_archive, shown
+from erp_backup_pipeline.core.sources.files_common import (
+    INDEX_NAME,
+    _hash_member,
+    _kind,
+    _mismatch,
+    _read_archive,
+    include_step,
+    listing,
+    shown,
+)
 from erp_backup_pipeline.core.sources.files_restore import diff_summary, plan_restore, restore_tree
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.errors import SourceError, VerifyError
@@ -123,13 +132,22 @@ class FilesSource:
         return {"method": "tar list + sha256 per member", "members": len(observed),
                 "bytes": sum(o["size"] for o in observed.values() if o["type"] == "file")}
 
-    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
-        return plan_restore(target, force, facts)
+    def list_files(self, reader: IO[bytes] | Any) -> list[dict[str, Any]]:
+        """The archive's files (its index, each member checked against it while read)."""
+        observed, index = _read_archive(reader, _observe)
+        problem = _mismatch(index, observed)
+        if problem:
+            raise VerifyError(f"files: {problem}")
+        return listing(index)
+
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any],
+                     include: list[str] | None = None) -> list[str]:
+        return include_step(include) + plan_restore(target, force, facts)
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Any = None, facts: dict[str, Any] | None = None,
-                attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
-        return restore_tree(reader, target, force)
+                attachments: dict[str, bytes] | None = None, include: list[str] | None = None) -> dict[str, Any]:
+        return restore_tree(reader, target, force, include)
 
     def drill(self, restore: Callable[[str], dict[str, Any]], workdir: Path, facts: dict[str, Any],
               verify: dict[str, Any]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ It imports no other files_* module. Messages name paths, never contents: a ``.en
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -116,3 +117,41 @@ def _mismatch(index: list[dict[str, Any]], observed: dict[str, dict[str, Any]]) 
             return f"member {shown(name)}: link target differs from the index"
     missing = next((n for n in expected if n not in observed), None)
     return f"member {shown(missing)} is in the index but not in the archive" if missing is not None else None
+
+
+def listing(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A capture's file list as ``erp-backup ls`` shows it (from a config archive's index or an uploads snapshot),
+    sorted by path: path, type, size (files), sha256 (files), mtime (UTC), linkname (symlinks)."""
+    out = []
+    for e in entries:
+        mtime = e["mtime_ns"] / 1e9 if isinstance(e.get("mtime_ns"), int) else e.get("mtime")
+        row: dict[str, Any] = {"path": e["name"], "type": e.get("type", "file")}
+        if row["type"] == "file":
+            row["size"] = e.get("size")
+            row["sha256"] = e.get("sha256")
+        if isinstance(mtime, int | float):
+            row["mtime"] = datetime.fromtimestamp(mtime, UTC).isoformat(timespec="seconds")
+        if e.get("linkname"):
+            row["linkname"] = e["linkname"]
+        out.append(row)
+    return sorted(out, key=lambda r: r["path"])
+
+
+def selector(patterns: list[str] | None) -> Callable[[str], bool] | None:
+    """Which paths of a capture ``--include`` (or ``ls PATH``) names: a path itself, everything under a directory,
+    or a glob over whole paths (``*.pdf``, ``invoices/2026-*``); None (everything) without patterns."""
+    wanted = [p.strip("/") for p in patterns or [] if p.strip("/")]
+    if not wanted:
+        return None
+
+    def selected(name: str) -> bool:
+        return any(fnmatch.fnmatchcase(name, w) if any(c in w for c in "*?[") else
+                   name == w or name.startswith(w + "/") for w in wanted)
+
+    return selected
+
+
+def include_step(include: list[str] | None) -> list[str]:
+    """The plan's line for ``--include`` (none without it)."""
+    return [f"only {', '.join(include)} (and the directories above); every other member is read and checked, not "
+            "written"] if include else []

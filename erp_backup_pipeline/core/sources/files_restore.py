@@ -40,10 +40,11 @@ from erp_backup_pipeline.core.sources.files_common import (
     _read_archive,
     _reason,
     _stamp,
+    selector,
     shown,
 )
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import RestoreError, VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, RestoreError, VerifyError
 
 _EXAMPLES = 5  # paths named per category in a dry-run plan
 
@@ -65,8 +66,11 @@ def _owner_ids(member: tarfile.TarInfo) -> tuple[int, int]:
 class _Extractor:
     """Writes members under a fresh directory, never through a link; symlinks and directory metadata last."""
 
-    def __init__(self, dest: Path) -> None:
+    def __init__(self, dest: Path, selected: Callable[[str], bool] | None = None) -> None:
         self.dest = os.path.realpath(dest)
+        self.selected = selected  # --include: only these members are written; every member is still checked
+        self.written = 0  # members written
+        self.written_files = 0
         self.as_root = os.geteuid() == 0
         self.dirs: list[tarfile.TarInfo] = []
         self.links: list[tarfile.TarInfo] = []
@@ -99,6 +103,13 @@ class _Extractor:
         return path
 
     def _member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
+        if self.selected is not None and not self.selected(member.name):
+            self._path(member.name)  # unsafe names are refused whether or not they are asked for
+            return {"type": _kind(member), "size": member.size if member.isreg() else 0,
+                    **({"sha256": _hash_member(tar, member)} if member.isreg() else {}),
+                    **({"linkname": member.linkname} if member.issym() else {})}
+        self.written += 1
+        self.written_files += member.isreg()
         if member.isreg():
             digest = self._guarded(member, lambda m: self._file(tar, m))
             return {"type": "file", "size": member.size, "sha256": digest}
@@ -213,8 +224,9 @@ def _diff_lines(diff: dict[str, list[str]], t: Path) -> list[str]:
     return lines
 
 
-def restore_tree(reader: IO[bytes] | Any, target: str, force: bool) -> dict[str, Any]:
-    """Extract into a fresh sibling directory, check it against the index, then put it in place."""
+def restore_tree(reader: IO[bytes] | Any, target: str, force: bool, include: list[str] | None = None) -> dict[str, Any]:
+    """Extract into a fresh sibling directory (with ``include``: only the files and directories it names, every
+    member still checked), check it against the index, then put it in place."""
     t = check_target(target, force)
     if _occupied(t) and not force:
         raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside and restore "
@@ -223,7 +235,11 @@ def restore_tree(reader: IO[bytes] | Any, target: str, force: bool) -> dict[str,
     make_parents(t)
     partial = Path(tempfile.mkdtemp(prefix=f"{t.name}.partial-{stamp}-", dir=t.parent))  # 0700
     try:
-        files = _Extractor(partial).run(reader)
+        extractor = _Extractor(partial, selector(include))
+        files = extractor.run(reader)
+        if include and not extractor.written:
+            raise ArtifactNotFound(f"--include {' '.join(include)}: matches nothing in the capture (`erp-backup ls` lists "
+                               "it); nothing restored")
         kept = _make_room(t, force, stamp)
         try:
             partial.rename(t)
@@ -234,7 +250,8 @@ def restore_tree(reader: IO[bytes] | Any, target: str, force: bool) -> dict[str,
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return {"target": str(t), "kept_aside": str(kept) if kept else None, "files": files}
+    return {"target": str(t), "kept_aside": str(kept) if kept else None,
+            "files": extractor.written_files if include else files, **({"include": include} if include else {})}
 
 
 def _make_room(t: Path, force: bool, stamp: str) -> Path | None:

@@ -41,11 +41,11 @@ from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
 from erp_backup_pipeline.core.sources.base import DirectorySettings
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
-from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, shown
+from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, include_step, listing, selector, shown
 from erp_backup_pipeline.core.sources.files_restore import _make_room, _occupied
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, RestoreError, SourceError, VerifyError
 
 
 class UploadsSettings(DirectorySettings):
@@ -225,11 +225,18 @@ class UploadsSource:
         return {"method": "tar list + sha256 per blob", "files": sum(e["type"] == "file" for e in snapshot),
                 "blobs": len(blobs), "bytes": sum(blobs.values())}
 
-    def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
+    def list_files(self, reader: IO[bytes] | Any) -> list[dict[str, Any]]:
+        """The snapshot's files: the whole tree of its date, also what earlier artifacts hold (every blob of this
+        artifact checked against its sha256 while read)."""
+        return listing(_read(reader, None)[1])
+
+    def restore_plan(self, target: str, force: bool, facts: dict[str, Any],
+                     include: list[str] | None = None) -> list[str]:
         t = Path(target).absolute()
-        steps = [f"read this artifact and the {len(facts.get('depends_on', []))} earlier one(s) holding unchanged "
-                 f"content; build {facts.get('files', '?')} file(s) in {t}.partial-<timestamp>, every file checked "
-                 "by sha256"]
+        steps = include_step(include)
+        steps += [f"read this artifact and the {len(facts.get('depends_on', []))} earlier one(s) holding unchanged "
+                  f"content; build {facts.get('files', '?')} file(s) in {t}.partial-<timestamp>, every file checked "
+                  "by sha256"]
         if _occupied(t):
             steps.append(f"move the existing {t} aside to {t}.before-restore-<timestamp>" if force
                          else f"REFUSE: {t} is not empty (use --force to keep it aside)")
@@ -237,7 +244,7 @@ class UploadsSource:
 
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Fetch | None = None, facts: dict[str, Any] | None = None,
-                attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
+                attachments: dict[str, bytes] | None = None, include: list[str] | None = None) -> dict[str, Any]:
         t = check_target(target, force)
         if _occupied(t) and not force:
             raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside")
@@ -248,6 +255,7 @@ class UploadsSource:
             store = partial / ".erp-blobs"
             store.mkdir(mode=0o700)
             _, snapshot = _read(reader, store)
+            snapshot = _included(snapshot, include)  # --include: the named files, and the directories above them
             for holder in sorted({e["holder"] for e in snapshot if e["type"] == "file" and e["holder"]}):
                 if fetch is None:
                     raise RestoreError(f"uploads: the snapshot needs {holder}, and no way to fetch it was given")
@@ -261,7 +269,21 @@ class UploadsSource:
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
-        return {"target": str(t), "kept_aside": str(kept) if kept else None, "files": files}
+        return {"target": str(t), "kept_aside": str(kept) if kept else None, "files": files,
+                **({"include": include} if include else {})}
+
+
+def _included(snapshot: list[dict[str, Any]], include: list[str] | None) -> list[dict[str, Any]]:
+    selected = selector(include)
+    if selected is None:
+        return snapshot
+    chosen = [e for e in snapshot if selected(e["name"])]
+    if not chosen:
+        raise ArtifactNotFound(f"--include {' '.join(include or [])}: matches nothing in the capture (`erp-backup ls` "
+                           "lists it); nothing restored")
+    above = {"/".join(e["name"].split("/")[:i]) for e in chosen for i in range(1, e["name"].count("/") + 1)}
+    names = {e["name"] for e in chosen}
+    return [e for e in snapshot if e["name"] in names or (e["type"] == "dir" and e["name"] in above)]
 
 
 def _read(reader: IO[bytes] | Any, store: Path | None,
