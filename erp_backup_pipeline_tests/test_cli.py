@@ -79,6 +79,21 @@ def test_backup_list_verify_restore(tmp_path: Path, config: Path) -> None:
     assert "Traceback" not in refused.stderr
 
 
+def test_a_restore_target_of_the_wrong_kind_is_refused_even_with_force(tmp_path: Path, config: Path) -> None:
+    """SQLite restores into a file: a directory (or a path ending in /) is refused, and --force never moves a
+    directory aside to put a database file in its place."""
+    cli("backup", "sqlite", "--partition", "2026-11-25", config=config)
+    folder = tmp_path / "restore-here"
+    (folder / "keep").mkdir(parents=True)
+    for target, force in ((str(folder), ["--force"]), (str(tmp_path / "new") + "/", []), (str(folder), ["--dry-run"])):
+        done = cli("restore", "sqlite", "latest", "--to", target, *force, config=config, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith(f"erp-backup: error: restore target {target.rstrip('/')}")
+        assert "this restore writes one file; give its path, e.g." in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("restore-here")) == ["restore-here"]
+    assert (folder / "keep").is_dir() and not (tmp_path / "new").exists()
+
+
 def test_drill_restores_the_newest_backup_into_a_scratch_target(tmp_path: Path, config: Path, demo_sqlite: Path) -> None:
     import sqlite3
 

@@ -70,6 +70,21 @@ def check_target(target: str | os.PathLike[str], force: bool, inside: bool = Fal
     return t
 
 
+def require_kind(target: str | os.PathLike[str], kind: str, example: str = "") -> None:
+    """RestoreError, whatever --force says, when the target is of the other kind: a directory (or a path written
+    with a trailing slash) where the restore writes one file, or an existing file where it builds a directory.
+    --force keeps an existing target aside; it never turns a directory into a database file."""
+    text = os.fspath(target)
+    shown = os.path.abspath(text)
+    if kind == "file" and (text.endswith(("/", os.sep)) or (os.path.isdir(text) and not os.path.islink(text))):
+        what = "is a directory" if os.path.isdir(text) else "names a directory (it ends with /)"
+        raise RestoreError(f"restore target {shown} {what}: this restore writes one file; give its path, e.g. "
+                           f"{os.path.join(shown, example)}")
+    if kind == "dir" and os.path.lexists(text) and not os.path.islink(text) and not os.path.isdir(text):
+        raise RestoreError(f"restore target {shown} is a file: this restore builds a directory; give a new directory, "
+                           f"e.g. {shown}.d")
+
+
 def _check_holder(t: Path, holder: Path) -> None:
     st = os.stat(holder)
     me = os.geteuid()

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
+from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, require_kind
 from erp_backup_pipeline.core.sources.files_common import (
     INDEX_NAME,
     _hash_member,
@@ -197,6 +197,7 @@ def diff_summary(index: list[dict[str, Any]], live_dir: Path) -> dict[str, list[
 
 def plan_restore(target: str, force: bool, facts: dict[str, Any]) -> list[str]:
     """The steps ``restore_tree`` would take; with the manifest's index, what it would change in an existing target."""
+    require_kind(target, "dir")
     t = Path(target).absolute()
     owners = "owners too (running as root)" if os.geteuid() == 0 else "not owners (not running as root)"
     steps = [f"extract the tar into {t}.partial-<timestamp>: names checked (never absolute, no '..', never "
@@ -227,6 +228,7 @@ def _diff_lines(diff: dict[str, list[str]], t: Path) -> list[str]:
 def restore_tree(reader: IO[bytes] | Any, target: str, force: bool, include: list[str] | None = None) -> dict[str, Any]:
     """Extract into a fresh sibling directory (with ``include``: only the files and directories it names, every
     member still checked), check it against the index, then put it in place."""
+    require_kind(target, "dir")
     t = check_target(target, force)
     if _occupied(t) and not force:
         raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside and restore "

@@ -18,7 +18,14 @@ from pydantic import Field
 
 from erp_backup_pipeline.core.config import Model
 from erp_backup_pipeline.core.retention import RetentionPolicy
-from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, private_dir, put_in_place
+from erp_backup_pipeline.core.safe_target import (
+    check_target,
+    create_file,
+    make_parents,
+    private_dir,
+    put_in_place,
+    require_kind,
+)
 from erp_backup_pipeline.core.sources.base import ALLOW_EMPTY, compare_counts
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
@@ -142,6 +149,7 @@ class SqliteSource:
                 "rows": sum(counts.values())}
 
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any]) -> list[str]:
+        require_kind(target, "file", "production.sqlite3")
         t = Path(target).absolute()
         steps = [f"write the restored database into a new private directory beside {t}, run PRAGMA integrity_check"]
         taken = [p for p in _with_sidecars(t) if os.path.lexists(p)]
@@ -154,6 +162,7 @@ class SqliteSource:
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Any = None, facts: dict[str, Any] | None = None,
                 attachments: dict[str, bytes] | None = None) -> dict[str, Any]:
+        require_kind(target, "file", "production.sqlite3")
         t = check_target(target, force)
         taken = [p for p in _with_sidecars(t) if os.path.lexists(p)]
         if taken and not force:

@@ -38,7 +38,7 @@ from pydantic import Field
 
 from erp_backup_pipeline.core import statefile
 from erp_backup_pipeline.core.retention import RetentionPolicy
-from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents
+from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, require_kind
 from erp_backup_pipeline.core.sources.base import DirectorySettings
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
 from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, include_step, listing, selector, shown
@@ -232,6 +232,7 @@ class UploadsSource:
 
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any],
                      include: list[str] | None = None) -> list[str]:
+        require_kind(target, "dir")
         t = Path(target).absolute()
         steps = include_step(include)
         steps += [f"read this artifact and the {len(facts.get('depends_on', []))} earlier one(s) holding unchanged "
@@ -245,6 +246,7 @@ class UploadsSource:
     def restore(self, reader: IO[bytes] | Any, target: str, force: bool, workdir: Path,
                 fetch: Fetch | None = None, facts: dict[str, Any] | None = None,
                 attachments: dict[str, bytes] | None = None, include: list[str] | None = None) -> dict[str, Any]:
+        require_kind(target, "dir")
         t = check_target(target, force)
         if _occupied(t) and not force:
             raise RestoreError(f"restore target {shown(t)} is not empty; use --force to keep it aside")
