@@ -570,8 +570,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
     cli_address.add_arguments(s, "kind", default_latest=False)
     cli_pitr.add_restore_arguments(s)
-    s.add_argument("--to", required=True, help="sqlite: a file path (never a directory); postgres: a database name (plain, or \"quoted\"), or with "
-                   "--target-time/--target-lsn/--latest a new data directory; "
+    s.add_argument("--to", required=True,
+                   help="sqlite: a file path (never a directory); postgres: a database name (plain, or \"quoted\"), "
+                   "or with --target-time/--target-lsn/--latest a new data directory; "
                    "redis: redis://[user@]host:port of an empty instance, or a directory for dump.rdb; "
                    "config, uploads: a new directory (never a file)")
     s.add_argument("--include", action="append", metavar="PATH",
