@@ -23,7 +23,7 @@ from erp_backup_pipeline.core import catalog, chain, late
 from erp_backup_pipeline.core import check as repo_check
 from erp_backup_pipeline.core.codecs.age import generate_identity
 from erp_backup_pipeline.core.drill import restore_drill
-from erp_backup_pipeline.core.partitions import today
+from erp_backup_pipeline.core.partitions import is_over, today
 from erp_backup_pipeline.core.pipeline import run_backup
 from erp_backup_pipeline.core.prune import prune
 from erp_backup_pipeline.core.restore import list_files, restore_backup, restore_plan, verify_backup
@@ -132,6 +132,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         raise ConfigError(f"--from-archive backs up {postgres.KIND.name} for a past --partition from the WAL archive")
     if not args.from_archive:  # a live capture of a date that is over: refused before anything is touched
         late.check_allowed(site, partition)
+    if args.dry_run:
+        return _backup_plan(site, names, partition, args)
     failed: list[ExitStatus] = []
     done: list[dict[str, Any]] = []
     for name in names:
@@ -155,6 +157,30 @@ def cmd_backup(args: argparse.Namespace) -> int:
         print(json.dumps({"backups": done}, indent=2))
     # one failure, or several of one kind: its status; failures of different kinds: 1
     return 0 if not failed else failed[0].code if len(set(failed)) == 1 else FAILURE.code
+
+
+def _backup_plan(site: Site, names: list[str], partition: str, args: argparse.Namespace) -> int:
+    """``backup --dry-run``: what each backup would read, how it would be packed and where it would go; it reads
+    and writes nothing (the configuration is checked as a backup checks it)."""
+    comp, enc = site.compressor().name, site.encryptor().name
+    dests = [{"name": d.name, "uri": d.uri(site.prefix + "/"), "required": d.required} for d in site.destinations]
+    plans = []
+    for name in names:
+        reads = ("the pgBackRest archive, recovered to the end of " + partition if args.from_archive
+                 else site.source(name).where)
+        when = None if args.from_archive else late.start_line(partition) if is_over(partition) else None
+        plans.append({"source": name, "partition": partition, "reads": redact(reads), "compression": comp,
+                      "encryption": enc, "destinations": dests, "late": when is not None,
+                      **({"note": when} if when else {})})
+    if args.json:
+        print(json.dumps({"dry_run": True, "backups": plans}, indent=2))
+        return 0
+    for plan in plans:
+        where = ", ".join(f"{d['name']} ({d['uri']}{', required' if d['required'] else ''})" for d in dests)
+        print(f"{plan['source']} {partition}: would read {plan['reads']}; {comp} compress, {enc} encrypt, ship to "
+              f"{where}" + (f"; {plan['note']}" if plan.get("note") else ""))
+    print("dry run: nothing read or written")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -496,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "section)")
     s.add_argument("--json", action="store_true", help="each backup (capture ID, sizes, destinations) or its error "
                                                        "as JSON on stdout; the human lines go to stderr")
+    s.add_argument("--dry-run", action="store_true", help="say what each backup would read, how it would be packed "
+                                                          "and where it would go; read and write nothing")
     s.set_defaults(func=cmd_backup)
 
     s = sub.add_parser("list", help="the catalog, from the manifests")

@@ -94,6 +94,20 @@ def test_a_restore_target_of_the_wrong_kind_is_refused_even_with_force(tmp_path:
     assert (folder / "keep").is_dir() and not (tmp_path / "new").exists()
 
 
+def test_backup_dry_run_says_what_it_would_read_and_where_and_touches_nothing(tmp_path: Path, config: Path,
+                                                                               demo_sqlite: Path) -> None:
+    before = sorted(p for p in tmp_path.rglob("*") if p.name != "erp-backup.yaml")
+    out = cli("backup", "sqlite", "--dry-run", config=config).stdout.splitlines()
+    assert re.fullmatch(rf"sqlite_backup \d{{4}}-\d\d-\d\d: would read SQLite database {re.escape(str(demo_sqlite))}; "
+                        rf"zstd compress, age encrypt, ship to local \(file://{re.escape(str(tmp_path))}/backups/\S+, required\)",
+                        out[0]), out
+    assert out[-1] == "dry run: nothing read or written"
+    plan = json.loads(cli("backup", "sqlite", "--partition", "2026-11-25", "--dry-run", "--json", config=config).stdout)
+    [only] = plan["backups"]
+    assert plan["dry_run"] and only["late"] and "is over" in only["note"]
+    assert sorted(p for p in tmp_path.rglob("*") if p.name != "erp-backup.yaml") == before  # nothing written
+
+
 def test_drill_restores_the_newest_backup_into_a_scratch_target(tmp_path: Path, config: Path, demo_sqlite: Path) -> None:
     import sqlite3
 

@@ -51,6 +51,10 @@ class Source(Protocol):
     kind: str
     extension: str
 
+    @property
+    def where(self) -> str:
+        """What it reads, for an operator: ``postgres erp@db:5432/erp``, ``SQLite database /srv/erp/db.sqlite3``."""
+
     def prepare(self, workdir: Any) -> dict[str, Any]: ...
 
     def open_dump(self, workdir: Any, facts: dict[str, Any]) -> DumpStream: ...

@@ -93,6 +93,10 @@ class FilesSource:
             self._root = os.path.commonpath([_base(p) for p in self._patterns]) if self._patterns else os.sep
         self.root = Path(self._root)
 
+    @property
+    def where(self) -> str:
+        return "configuration files " + ", ".join(str(p) for p in self.paths)
+
     def prepare(self, workdir: Path) -> dict[str, Any]:
         if not self._patterns:
             raise SourceError("files: no paths configured")

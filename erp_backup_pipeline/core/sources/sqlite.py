@@ -94,6 +94,10 @@ class SqliteSource:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
+    @property
+    def where(self) -> str:
+        return f"SQLite database {self.path}"
+
     def restored_rows(self, target: str) -> dict[str, int]:
         """Rows per table of a restored copy (the file ``target``)."""
         return check_file(Path(target))[1]

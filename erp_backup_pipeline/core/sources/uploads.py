@@ -160,6 +160,10 @@ class UploadsSource:
         self.excludes = list(excludes or [])
         self.follow_symlinks = follow_symlinks
 
+    @property
+    def where(self) -> str:
+        return f"uploads directory {self.path}"
+
     def _root(self) -> tuple[str, str | None]:
         """The directory to walk, and the link it was reached through (None: the configured path itself)."""
         link = None
