@@ -186,7 +186,7 @@ def _backup_plan(site: Site, names: list[str], partition: str, args: argparse.Na
 def cmd_list(args: argparse.Namespace) -> int:
     site = _site(args)
     if args.sets:
-        return cli_recover.print_sets(site)
+        return cli_recover.print_sets(site, args.json)
     found = catalog.of(site, _source_name(args.source) if args.source else None)
     errors = found.errors
     checks = repo_check.last_checks(site)

@@ -240,3 +240,27 @@ def test_the_exit_status_table_is_one_table_in_help_and_docs() -> None:
         assert f"| {s.code} | `{s.name}` | {s.meaning} |" in docs, s
     version = cli("--version").stdout.strip()
     assert re.fullmatch(r"erp-backup \d+\.\d+\.\d+\S*", version), version
+
+
+# ------------------------------------------------------------------- --json on the other verbs
+
+
+def test_sets_recover_and_runbook_answer_in_json(tmp_path: Path, config: Path) -> None:
+    cli("backup", "sqlite", "--partition", DAY, config=config)
+    [row] = captures(config)
+    sets = json.loads(cli("list", "--sets", "--json", config=config).stdout)
+    assert sets["errors"] == [] and [(s["date"], s["complete"], s["captures"]) for s in sets["sets"]] == \
+        [(DAY, True, {"sqlite_backup": row["id"]})]
+    done = cli("recover", "--date", DAY, "--to", str(tmp_path / "rec"), "--json", config=config)
+    report = json.loads(done.stdout)  # the lines went to stderr
+    assert report["captures"] == {"sqlite_backup": row["id"]} and not report["dry_run"]
+    assert report["checks"] and all(c["ok"] for c in report["checks"])
+    assert "recovery plan for" in done.stderr
+    runbook = json.loads(cli("runbook", "--output", str(tmp_path / "rb.md"), "--json", config=config).stdout)
+    assert runbook["output"] == str(tmp_path / "rb.md") and "text" not in runbook
+    assert runbook["lines"] == (tmp_path / "rb.md").read_text().count("\n")
+    # a failure under --json: the error object, on every verb
+    for argv in (["recover", "--date", "2020-01-01", "--to", str(tmp_path / "none")],
+                 ["ls", "sqlite", "latest"], ["restore", "0badc0de", "--to", str(tmp_path / "x")]):
+        done = cli(*argv, "--json", config=config, check=False)
+        assert done.returncode != 0 and json.loads(done.stdout)["error"]["message"], (argv, done.stdout)
