@@ -92,9 +92,31 @@ class _Bar:
         self._bar.update(self._tasks[stage], completed=done, total=total)
 
 
+def _progress_json(stage: str, done: int, total: int | None, seconds: float) -> None:
+    """``--progress json``: one JSON object per line on stderr, a message or a stage's bytes so far."""
+    if not done and total is None and not seconds:
+        record: dict[str, Any] = {"type": "message", "message": redact(stage)}
+    else:
+        record = {"type": "progress", "stage": stage, "bytes": done, "total": total, "seconds": round(seconds, 3)}
+    print(json.dumps(record), file=sys.stderr, flush=True)
+
+
+def _no_progress(stage: str, done: int, total: int | None, seconds: float) -> None:
+    return None
+
+
+PROGRESS_MODES = ("auto", "plain", "json", "none")
+_progress_mode = "auto"  # --progress, set by main for the command it runs
+
+
 @contextlib.contextmanager
 def progress_reporter() -> Iterator[Any]:
-    if sys.stderr.isatty():
+    """auto: a live bar on a terminal, plain lines otherwise; plain; json (one object per line); none."""
+    if _progress_mode == "json":
+        yield _progress_json
+    elif _progress_mode == "none":
+        yield _no_progress
+    elif _progress_mode == "auto" and sys.stderr.isatty():
         with _Bar() as bar:
             yield bar
     else:
@@ -146,8 +168,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
             done.append({"id": chain.digest(m.to_json())[:catalog.ID_LENGTH], "source": name, "partition": partition,
                          "captured_at": m.captured_at, "artifact_bytes": m.artifact_bytes, "sha256": m.artifact_sha256,
                          "destinations": shipped, "late": note is not None, **({"note": note} if note else {})})
-            print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
-                  f"-> {', '.join(shipped)}" + (f"; {note}" if note else ""), file=sys.stderr if args.json else sys.stdout)
+            if not args.json:  # --json: the object says it all
+                print(f"{name} {partition}: {human_bytes(m.artifact_bytes)} sha256 {m.artifact_sha256[:16]} "
+                      f"-> {', '.join(shipped)}" + (f"; {note}" if note else ""))
         except BackupError as exc:
             failed.append(exc.status)
             done.append({"source": name, "partition": partition, "error": {
@@ -498,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"erp-backup {version()}")
     p.add_argument("--config", help="config file (default: $ERP_BACKUP_CONFIG or ./erp-backup.yaml)")
+    p.add_argument("--progress", choices=PROGRESS_MODES, default="auto",
+                   help="progress on stderr: auto (a live bar on a terminal, a line every 5 s otherwise), plain, json "
+                        "(one JSON object per line) or none")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("init", help="create the demo ERP, an age key and a config under VAR")
@@ -639,6 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     as_json = "--json" in argv
     try:
         args = build_parser().parse_args(argv)
+        global _progress_mode
+        _progress_mode = args.progress
         return int(args.func(args))
     except BackupError as exc:
         return _failed(exc.status, redact(str(exc)), as_json)

@@ -264,3 +264,13 @@ def test_sets_recover_and_runbook_answer_in_json(tmp_path: Path, config: Path) -
                  ["ls", "sqlite", "latest"], ["restore", "0badc0de", "--to", str(tmp_path / "x")]):
         done = cli(*argv, "--json", config=config, check=False)
         assert done.returncode != 0 and json.loads(done.stdout)["error"]["message"], (argv, done.stdout)
+
+
+def test_progress_as_json_lines_on_request(config: Path) -> None:
+    done = cli("--progress", "json", "backup", "sqlite", "--partition", DAY, "--json", config=config)
+    records = [json.loads(line) for line in done.stderr.splitlines()]  # every line one object
+    assert {r["type"] for r in records} <= {"message", "progress"} and records
+    assert any("shipped to local" in r.get("message", "") for r in records)
+    [made] = json.loads(done.stdout)["backups"]
+    quiet = cli("--progress", "none", "verify", made["id"], config=config)
+    assert quiet.stderr == "" and quiet.stdout.startswith("OK ")
