@@ -127,6 +127,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     from erp_backup_pipeline.core.init import init_demo
 
     config = init_demo(Path(args.var), with_postgres=args.postgres)
+    if args.json:
+        print(json.dumps({"var": str(Path(args.var).absolute()), "config": str(config)}, indent=2))
+        return 0
     print(f"demo ERP, key and config ready under {Path(args.var).absolute()}")
     print(f"config: {config}")
     return 0
@@ -137,10 +140,16 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         from erp_backup_pipeline.core.signing import generate
 
         line = generate(Path(args.output))
+        if args.json:
+            print(json.dumps({"key_file": args.output, "kind": "signing", "public_key": line}, indent=2))
+            return 0
         print(f"signing key written to {args.output} (mode 0600); set signing.key_file on the host that backs up")
         print(f"public key (signing.public_keys of the hosts that verify and restore): {line}")
         return 0
     public = generate_identity(Path(args.output))
+    if args.json:
+        print(json.dumps({"key_file": args.output, "kind": "age", "public_key": public}, indent=2))
+        return 0
     print(f"identity written to {args.output} (mode 0600); keep it OFF the backup host")
     print(f"public key (put it in encryption.recipients): {public}")
     return 0
@@ -468,19 +477,24 @@ def cmd_catalog_adopt(args: argparse.Namespace) -> int:
     from erp_backup_pipeline.core.adopt import adopt
 
     site = _site(args)
-    done = adopt(site, dry_run=args.dry_run, log=lambda line: print(redact(line), flush=True),
+    human = sys.stderr if args.json else sys.stdout
+    done = adopt(site, dry_run=args.dry_run, log=lambda line: print(redact(line), file=human, flush=True),
                  include_partial=args.include_partial)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, "captures": [
+            {"source": e.manifest.source, "partition": e.manifest.partition, "captured_at": e.manifest.captured_at,
+             "action": action, "detail": redact(detail)} for e, action, detail in done]}, indent=2))
     for entry, action, detail in done:
         m = entry.manifest
         if args.dry_run or action == "kept":
-            print(redact(f"{m.source:<16} {m.partition:<11} {m.captured_at:<26} {action:<8} {detail}"))
+            print(redact(f"{m.source:<16} {m.partition:<11} {m.captured_at:<26} {action:<8} {detail}"), file=human)
     adopted = sum(1 for _, a, _ in done if a == "adopted")
     kept = sum(1 for _, a, _ in done if a == "kept")
     if args.dry_run:
         print(f"dry run: {sum(1 for _, a, _ in done if a == 'adopt')} unsigned capture(s) would be verified and "
-              f"signed, {sum(1 for _, a, _ in done if a == 'kept')} not; nothing changed")
+              f"signed, {sum(1 for _, a, _ in done if a == 'kept')} not; nothing changed", file=human)
         return 0
-    print(f"adopted {adopted}, not adopted {kept} (they stay rejected)")
+    print(f"adopted {adopted}, not adopted {kept} (they stay rejected)", file=human)
     return 1 if kept else 0
 
 
@@ -530,6 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--var", default="var", metavar="DIR", help="where the demo ERP, keys, config and backups go "
                                                               "(default: var)")
     s.add_argument("--postgres", action="store_true", help="also configure the PostgreSQL source from PG* variables")
+    s.add_argument("--json", action="store_true", help="where everything went, as JSON on stdout")
     s.set_defaults(func=cmd_init)
 
     s = sub.add_parser("keygen", help="make an age identity file (or with --signing a manifest signing key), mode "
@@ -538,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                         "file is never overwritten)")
     s.add_argument("--signing", action="store_true",
                    help="an ssh-ed25519 signing key for manifests (signing.key_file) instead of an age identity")
+    s.add_argument("--json", action="store_true", help="the key file and its public key as JSON on stdout")
     s.set_defaults(func=cmd_keygen)
 
     s = sub.add_parser("backup", help="back up a source (or all) for a partition, without Dagster")
@@ -605,6 +621,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include-partial", action="store_true",
                    help="also captures that not every destination holds (check them first: a writer at one "
                         "destination can plant an unsigned manifest)")
+    c.add_argument("--json", action="store_true", help="each capture and what was done with it as JSON on stdout; the "
+                                                       "lines go to stderr")
     c.set_defaults(func=cmd_catalog_adopt)
 
     s = sub.add_parser("metrics", help="Prometheus metrics from the Dagster instance")
@@ -619,7 +637,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("pg", help="PostgreSQL point-in-time recovery (pgBackRest)")
     pg = s.add_subparsers(dest="pg_command", required=True)
     g = pg.add_parser("setup", help="write pgBackRest's config, print postgresql.conf lines, stanza-create and check")
-    g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_site(a)))
+    g.add_argument("--json", action="store_true", help="the config file, the postgresql.conf lines and the "
+                                                       "restore_command as JSON on stdout")
+    g.set_defaults(func=lambda a: cli_pitr.cmd_pg_setup(_site(a), a.json))
 
     s = sub.add_parser("restore", help="restore a backup into a NEW file, database or data directory")
     cli_address.add_arguments(s, "kind", default_latest=False)

@@ -9,6 +9,8 @@ anything, and ends with the started server's timeline (or the exact command to s
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,23 +26,28 @@ def _require_pitr(site: Site) -> None:
         raise ConfigError("pitr is not configured: add a pitr section to the config file (docs/guide/pitr.md)")
 
 
-def cmd_pg_setup(site: Site) -> int:
+def cmd_pg_setup(site: Site, as_json: bool = False) -> int:
     _require_pitr(site)
+    out = sys.stderr if as_json else sys.stdout
     path = config.write(site)
-    print(f"wrote {path} (0600, owner {site.pgbackrest.os_user})")
-    print("postgresql.conf needs (then restart PostgreSQL):")
-    for line in config.postgresql_lines(site):
-        print(f"  {line}")
-    print("for a standby or a recovery by hand (pgbackrest restore writes it by itself):")
-    print(f"  {config.restore_command(site)}")
+    lines = config.postgresql_lines(site)
+    print(f"wrote {path} (0600, owner {site.pgbackrest.os_user})", file=out)
+    print("postgresql.conf needs (then restart PostgreSQL):", file=out)
+    for line in lines:
+        print(f"  {line}", file=out)
+    print("for a standby or a recovery by hand (pgbackrest restore writes it by itself):", file=out)
+    print(f"  {config.restore_command(site)}", file=out)
     engine = PgBackRest(site)
     try:
         engine.stanza_create()
-        print(f"stanza {site.pgbackrest.stanza}: created (or already there)")
+        print(f"stanza {site.pgbackrest.stanza}: created (or already there)", file=out)
         engine.check()
     except BackupError as exc:
         raise BackupError(f"pg setup: {exc} (is postgresql.conf set as above and PostgreSQL restarted?)") from None
-    print("check: the cluster archives into the repository: ok")
+    print("check: the cluster archives into the repository: ok", file=out)
+    if as_json:
+        print(json.dumps({"config": str(path), "postgresql_conf": lines, "restore_command": config.restore_command(site),
+                          "stanza": site.pgbackrest.stanza, "check": "ok"}, indent=2))
     return 0
 
 

@@ -274,3 +274,14 @@ def test_progress_as_json_lines_on_request(config: Path) -> None:
     [made] = json.loads(done.stdout)["backups"]
     quiet = cli("--progress", "none", "verify", made["id"], config=config)
     assert quiet.stderr == "" and quiet.stdout.startswith("OK ")
+
+
+def test_init_keygen_and_adopt_answer_in_json(tmp_path: Path, config: Path) -> None:
+    made = json.loads(cli("init", "--var", str(tmp_path / "var"), "--json").stdout)
+    assert Path(made["config"]).is_file() and made["var"] == str(tmp_path / "var")
+    key = json.loads(cli("keygen", "--output", str(tmp_path / "k.key"), "--json").stdout)
+    assert key["kind"] == "age" and key["public_key"].startswith("age1") and (tmp_path / "k.key").is_file()
+    signing = json.loads(cli("keygen", "--signing", "--output", str(tmp_path / "s.key"), "--json").stdout)
+    assert signing["kind"] == "signing" and signing["public_key"].startswith("ssh-ed25519 ")
+    adopted = json.loads(cli("catalog", "adopt", "--dry-run", "--json", config=config).stdout)
+    assert adopted == {"dry_run": True, "captures": []}
