@@ -3,26 +3,24 @@
     BackupError                  base; ``str(err)`` is the one line shown to the user
     ├── ConfigError              the configuration file or a secret is wrong or missing
     ├── SourceError              the ERP source cannot be read (connection, file)
-    │   ├── SourceUnavailable    ... for now: it is down, restarting or unreachable (transient)
-    │   └── SourceCredentialError  ... it refused the configured user or password
+    │   └── SourceUnavailable    ... for now: it is down, restarting or unreachable (transient)
     ├── ToolError                an external program (pg_dump, gpg, ...) is missing or failed
-    │   └── Busy                 ... it is locked by another process (pgBackRest's lock)
-    ├── CodecError               compression or encryption failed (bad recipient)
-    │   └── WrongKey             ... the identity does not decrypt the artifact
+    ├── CodecError               compression or encryption failed (bad recipient, wrong identity)
     ├── DestinationError         a destination cannot be written or read (bucket, disk full, access denied)
     │   ├── DestinationUnavailable  ... for now: unreachable, overloaded, timing out (transient)
     │   └── ArtifactNotFound     the requested object or capture does not exist
-    │       └── OnlyRejected     ... only files the catalog rejects are there (status 1, not 10)
     ├── VerifyError              an artifact failed verification (checksum, integrity)
     ├── RestoreError             a restore was refused or failed (target not empty, ...)
-    │   ├── OutsideArchive       ... a point in time the pgBackRest archive does not reach
-    │   └── TargetCredentialError  ... the restore target refused the user or password
+    │   └── OutsideArchive       ... a point in time the pgBackRest archive does not reach
     ├── Locked                   another process of this host holds the lock (a prune is running)
     ├── UsageError               the command line is wrong (a partition that is no date)
     └── AlertError               an alert could not be delivered (webhook answered 500, SMTP down)
 
 ``err.status`` is the exit status of ``erp-backup`` when the error ends a command (``EXIT_STATUSES``: a script can
-tell a wrong key from a corrupt artifact from a destination that is down, as with restic's and pgBackRest's).
+tell a wrong key from a corrupt artifact from a destination that is down, as with restic's and pgBackRest's). Each
+class has its own; the place that raises refines it where the class alone cannot tell (``status=CREDENTIALS`` on the
+SourceError of a refused password, on the CodecError of an identity that does not match, ``LOCKED`` on pgBackRest's
+lock, ``FAILURE`` on an ArtifactNotFound where only rejected files are).
 
 ``err.transient`` says whether a pause can cure it (the source or a destination was away for a moment): the
 place that raises knows, so retry decisions never read the message. Everything else is permanent: a wrong
@@ -66,6 +64,11 @@ class BackupError(Exception):
     transient = False  # a pause can cure it: worth another try
     status = FAILURE  # the exit status of a command it ends
 
+    def __init__(self, *args: object, status: ExitStatus | None = None) -> None:
+        super().__init__(*args)
+        if status is not None:  # the raiser knows better than the class (the module's docstring)
+            self.status = status
+
     def __str__(self) -> str:
         text = super().__str__()
         return " ".join(text.split()) if text else self.__class__.__name__
@@ -83,10 +86,6 @@ class SourceUnavailable(SourceError):
     transient = True
 
 
-class SourceCredentialError(SourceError):
-    status = CREDENTIALS
-
-
 class ToolError(BackupError):
     pass
 
@@ -95,16 +94,8 @@ class ToolTimeout(ToolError):
     transient = True
 
 
-class Busy(ToolError):
-    status = LOCKED
-
-
 class CodecError(BackupError):
     pass
-
-
-class WrongKey(CodecError):
-    status = CREDENTIALS
 
 
 class DestinationError(BackupError):
@@ -119,13 +110,6 @@ class ArtifactNotFound(DestinationError):
     status = NOT_FOUND
 
 
-class OnlyRejected(ArtifactNotFound):
-    """Nothing trusted where files are: what is there was rejected (forged, misplaced, unsigned). Not "nothing
-    found": refused, as every untrusted input is."""
-
-    status = FAILURE
-
-
 class VerifyError(BackupError):
     status = VERIFICATION
 
@@ -136,10 +120,6 @@ class RestoreError(BackupError):
 
 class OutsideArchive(RestoreError):
     pass
-
-
-class TargetCredentialError(RestoreError):
-    status = CREDENTIALS
 
 
 class AlertError(BackupError):

@@ -26,7 +26,7 @@ from erp_backup_pipeline.core.safe_target import create_file, restore_os_error
 from erp_backup_pipeline.core.site import Site, takes_site
 from erp_backup_pipeline.core.sources.files_common import selector
 from erp_backup_pipeline.core.streams import CHUNK, HashingReader, PipeProducer, Progress
-from erp_backup_pipeline.errors import ArtifactNotFound, BackupError, OnlyRejected, UsageError, VerifyError
+from erp_backup_pipeline.errors import FAILURE, ArtifactNotFound, BackupError, UsageError, VerifyError
 
 
 @takes_site
@@ -42,9 +42,9 @@ def find_entry(site: Site, source: str, partition: str | None = None, capture: s
     except ArtifactNotFound:
         if found.rejected:
             where = f"for partition {partition}" if partition else "in the catalog"
-            raise OnlyRejected(f"no authenticated backup of {source} {where}: "
-                                   f"{len(found.rejected)} file(s) there are rejected, first {found.rejected[0].line()}"
-                                   ) from None
+            # only untrusted files there: refused as untrusted input is (1), not "nothing found"
+            raise ArtifactNotFound(f"no authenticated backup of {source} {where}: {len(found.rejected)} file(s) there "
+                                   f"are rejected, first {found.rejected[0].line()}", status=FAILURE) from None
         raise
 
 

@@ -13,7 +13,7 @@ from typing import IO, Any
 
 import pyrage
 
-from erp_backup_pipeline.errors import CodecError, ConfigError, WrongKey
+from erp_backup_pipeline.errors import CREDENTIALS, CodecError, ConfigError
 
 MAGIC = b"age-encryption.org/v1"
 
@@ -126,6 +126,6 @@ def _guarded(fn: Any, src: Any, dst: Any, what: str) -> None:
         if box:
             raise box[0] from None
         if isinstance(exc, pyrage.DecryptError) and "no matching keys" in str(exc).lower():
-            raise WrongKey(f"age: {what} ({exc}: the identity of encryption.identity_file is not one this artifact "
-                           "was encrypted to)") from None
+            raise CodecError(f"age: {what} ({exc}: the identity of encryption.identity_file is not one this artifact "
+                             "was encrypted to)", status=CREDENTIALS) from None
         raise CodecError(f"age: {what} ({exc})") from None

@@ -19,7 +19,7 @@ from typing import Any
 from erp_backup_pipeline.core.pitr.config import layout
 from erp_backup_pipeline.core.runner import find_program, redact
 from erp_backup_pipeline.core.site import Configuration, Site, build_site
-from erp_backup_pipeline.errors import Busy, ToolError, ToolTimeout, VerifyError
+from erp_backup_pipeline.errors import LOCKED, ToolError, ToolTimeout, VerifyError
 
 _SEGMENT = re.compile(r"^([0-9A-F]{8})([0-9A-F]{8})([0-9A-F]{8})(?:-[0-9a-f]{40})?(?:\.[a-z0-9]+)?$")
 SEGMENTS_PER_LOG = 0x100  # 16 MiB WAL segments (PostgreSQL's default wal_segment_size)
@@ -60,9 +60,9 @@ class PgBackRest:
             raise ToolTimeout(f"pgbackrest {command} timed out after {timeout:.0f} s") from None
         if done.returncode != 0:
             # 50: pgBackRest's LockAcquireError, another pgbackrest holds the stanza's lock (a backup is running)
-            kind = Busy if done.returncode == LOCK_ACQUIRE_ERROR else ToolError
-            raise kind(f"pgbackrest {command} failed (exit {done.returncode}): "
-                       f"{redact(_error_line(done.stderr + done.stdout))}")
+            raise ToolError(f"pgbackrest {command} failed (exit {done.returncode}): "
+                            f"{redact(_error_line(done.stderr + done.stdout))}",
+                            status=LOCKED if done.returncode == LOCK_ACQUIRE_ERROR else None)
         return done.stdout
 
     # --- the stanza

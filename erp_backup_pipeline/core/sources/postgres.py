@@ -39,9 +39,9 @@ from erp_backup_pipeline.core.sources.base import ALLOW_EMPTY, WithPassword, com
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
 from erp_backup_pipeline.errors import (
+    CREDENTIALS,
     ConfigError,
     RestoreError,
-    SourceCredentialError,
     SourceError,
     SourceUnavailable,
     ToolError,
@@ -81,12 +81,12 @@ _REFUSED = re.compile(r"password authentication failed|no password supplied|auth
 
 
 def _failure(where: str, what: str, text: str) -> SourceError:
-    """``where: what: text`` as SourceUnavailable when the server was away for a moment, SourceCredentialError when
-    it refused the user or password, else SourceError."""
+    """``where: what: text`` as SourceUnavailable when the server was away for a moment, else SourceError (with the
+    exit status of a wrong credential when it refused the user or password)."""
     low = text.lower()
-    kind = (SourceUnavailable if any(p in low for p in _NOT_READY)
-            else SourceCredentialError if _REFUSED.search(low) else SourceError)
-    return kind(f"{where}: {what}: {text}")
+    if any(p in low for p in _NOT_READY):
+        return SourceUnavailable(f"{where}: {what}: {text}")
+    return SourceError(f"{where}: {what}: {text}", status=CREDENTIALS if _REFUSED.search(low) else None)
 
 
 _TABLE_DATA = re.compile(r"^\d+; \d+ (?P<oid>\d+) TABLE DATA ")

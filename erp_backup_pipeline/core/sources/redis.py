@@ -37,11 +37,10 @@ from erp_backup_pipeline.core.sources.base import WithPassword
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import (
+    CREDENTIALS,
     RestoreError,
-    SourceCredentialError,
     SourceError,
     SourceUnavailable,
-    TargetCredentialError,
     VerifyError,
 )
 
@@ -176,9 +175,9 @@ class RedisSource:
             # down, or still loading its data, is a pause away; a refused password (a ConnectionError too) is not
             away = isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and \
                 not isinstance(exc, redis.AuthenticationError)
-            kind = (SourceUnavailable if away else SourceCredentialError if isinstance(exc, redis.AuthenticationError)
-                    else SourceError)
-            raise kind(f"{self.where}: cannot connect: {_reason(exc)}") from None
+            refused = CREDENTIALS if isinstance(exc, redis.AuthenticationError) else None
+            raise (SourceUnavailable(f"{self.where}: cannot connect: {_reason(exc)}") if away else
+                   SourceError(f"{self.where}: cannot connect: {_reason(exc)}", status=refused)) from None
         keyspace = {k: int(v["keys"]) for k, v in info.items() if re.fullmatch(r"db\d+", k) and isinstance(v, dict)}
         return {"engine": f"Redis {info.get('redis_version', '?')}", "keyspace": keyspace,
                 "keys": sum(keyspace.values()), "aof_enabled": bool(info.get("aof_enabled"))}
@@ -212,8 +211,8 @@ class RedisSource:
                 args = ["AUTH", self.username, self._password] if self.username else ["AUTH", self._password]
                 reply = self._command(sock, *args)
                 if not reply.startswith(b"+"):
-                    raise SourceCredentialError(f"{self.where}: authentication failed: "
-                                                f"{redact(reply[1:].decode('utf-8', 'replace'))}")
+                    raise SourceError(f"{self.where}: authentication failed: "
+                                      f"{redact(reply[1:].decode('utf-8', 'replace'))}", status=CREDENTIALS)
             # diskless: the snapshot streams while the server's fork produces it, and the server's own
             # dump.rdb is neither written nor needed (it waits repl-diskless-sync-delay first, 5 s by default)
             self._command(sock, "REPLCONF", "capa", "eof")
@@ -319,8 +318,8 @@ class RedisSource:
         try:
             keyspace = {k: v for k, v in target.info("keyspace").items() if isinstance(v, dict)}
         except redis.RedisError as exc:
-            kind = TargetCredentialError if isinstance(exc, redis.AuthenticationError) else RestoreError
-            raise kind(f"restore target {shown}: cannot connect: {_reason(exc)}") from None
+            refused = CREDENTIALS if isinstance(exc, redis.AuthenticationError) else None
+            raise RestoreError(f"restore target {shown}: cannot connect: {_reason(exc)}", status=refused) from None
         kept = None
         if keyspace:
             if not force:
