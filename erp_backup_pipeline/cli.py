@@ -174,7 +174,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                      else run_backup(site, name, partition, report))
             note = late.late_note(m)  # a date that was over: it holds the data of the day it ran
             shipped = [n for n, r in m.destinations.items() if r.get("ok")]
-            done.append({"id": chain.digest(m.to_json())[:catalog.ID_LENGTH], "source": name, "partition": partition,
+            done.append({"id": catalog.short_id(chain.digest(m.to_json())), "source": name, "partition": partition,
                          "captured_at": m.captured_at, "artifact_bytes": m.artifact_bytes, "sha256": m.artifact_sha256,
                          "destinations": shipped, "late": note is not None, **({"note": note} if note else {})})
             if not args.json:  # --json: the object says it all
@@ -182,8 +182,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
                       f"-> {', '.join(shipped)}" + (f"; {note}" if note else ""))
         except BackupError as exc:
             failed.append(exc.status)
-            done.append({"source": name, "partition": partition, "error": {
-                "status": exc.status.code, "name": exc.status.name, "message": redact(str(exc))}})
+            done.append({"source": name, "partition": partition, **_error_object(exc.status, redact(str(exc)))})
             print(f"erp-backup: error: {name} {partition}: {redact(str(exc))}", file=sys.stderr)
     if args.json:
         print(json.dumps({"backups": done}, indent=2))
@@ -299,8 +298,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": result.ok, "captures": [c.as_row() for c in result.captures],
                           "problems": [redact(p) for p in result.problems],
                           "errors": [redact(e) for e in result.errors],
-                          **({"error": {"status": failure.status.code, "name": failure.status.name,
-                                        "message": redact(str(failure))}} if failure else {})}, indent=2))
+                          **(_error_object(failure.status, redact(str(failure))) if failure else {})}, indent=2))
     return failure.status.code if failure else 0
 
 
@@ -342,14 +340,15 @@ DRILL_FIELDS = {"source", "partition", "captured_at", "ok", "restore_seconds", "
 def cmd_drill(args: argparse.Namespace) -> int:
     site = _site(args)
     at = cli_address.resolve(site, args, "source", default_latest=True)
-    # latest: its date, so that a failure names it
-    partition = at.partition or (None if at.capture else catalog.latest(catalog.of(site, at.source).entries,
-                                                                         at.source).manifest.partition)
+    partition, capture = at.partition, at.capture
+    if not partition and not capture:  # latest: its date, so that a failure names it, and that very capture
+        newest = catalog.latest(catalog.of(site, at.source).entries, at.source)
+        partition, capture = newest.manifest.partition, newest.sha256
     try:
         with progress_reporter() as report:
-            result = restore_drill(site, at.source, partition, report, capture=at.capture)
+            result = restore_drill(site, at.source, partition, report, capture=capture)
     except BackupError as exc:
-        exc.args = (f"drill {at.source} {partition or at.capture}: {exc}",)
+        exc.args = (f"drill {at.source} {partition or capture}: {exc}",)
         raise
     counts = " ".join(f"{k}={v}" for k, v in result.items()
                       if k not in DRILL_FIELDS and isinstance(v, int) and not isinstance(v, bool))
@@ -676,8 +675,13 @@ def _failed(status: ExitStatus, line: str, as_json: bool) -> int:
     """One line on stderr; with ``--json`` also an error object on stdout (the status's name and the same line)."""
     print(f"erp-backup: error: {line}" if status is not INTERRUPTED else "erp-backup: interrupted", file=sys.stderr)
     if as_json:
-        print(json.dumps({"error": {"status": status.code, "name": status.name, "message": line}}), flush=True)
+        print(json.dumps(_error_object(status, line)), flush=True)
     return status.code
+
+
+def _error_object(status: ExitStatus, message: str) -> dict[str, Any]:
+    """What ``--json`` says of a failure: ``{"error": {"status", "name", "message"}}``."""
+    return {"error": {"status": status.code, "name": status.name, "message": message}}
 
 
 def main(argv: list[str] | None = None) -> int:

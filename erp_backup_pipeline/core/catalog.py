@@ -58,9 +58,7 @@ class Entry:
 
     @property
     def id(self) -> str:
-        """The capture's short ID: the first 8 hex digits of its signed manifest's sha256 (``ID_LENGTH``), the same on
-        every destination and in every listing; a restore, verify or drill takes it, or any longer prefix."""
-        return self.sha256[:ID_LENGTH]
+        return short_id(self.sha256)
 
     def as_row(self) -> dict[str, Any]:
         m = self.manifest
@@ -323,6 +321,12 @@ def by_id(entries: list[Entry], capture: str, source: str | None = None, partiti
         raise VerifyError(f"capture {found.id} ({found.manifest.source} {found.manifest.partition}, captured "
                           f"{found.manifest.captured_at}) did not verify when it was made: nothing is restored from it")
     return found
+
+
+def short_id(manifest_sha256: str) -> str:
+    """A capture's ID: the first 8 hex digits of its signed manifest's sha256 (``ID_LENGTH``), the same on every
+    destination and in every listing; a restore, verify or drill takes it, or any longer prefix."""
+    return manifest_sha256[:ID_LENGTH]
 
 
 def is_capture_id(text: str) -> bool:

@@ -20,10 +20,8 @@ different captures with one sequence a **fork**, a ledger or local head whose ca
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -140,12 +138,8 @@ def locked(state_dir: Path, source: str) -> Iterator[None]:
     # state_dir itself 0700 as core.sources.uploads makes it (mkdir(parents=True) gives the parents the umask's mode)
     Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     path.parent.mkdir(exist_ok=True, mode=0o700)
-    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with statefile.locked(path.with_suffix(".lock")):
         yield
-    finally:
-        os.close(fd)
 
 
 def load_state(state_dir: Path, source: str) -> Ledger | None:

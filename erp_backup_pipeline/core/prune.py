@@ -30,14 +30,12 @@ No Dagster here: the CLI (``erp-backup prune``) and the orchestration call it.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from erp_backup_pipeline.core import catalog, commit, keep_locks
+from erp_backup_pipeline.core import catalog, commit, keep_locks, statefile
 from erp_backup_pipeline.core.catalog import Entry
 from erp_backup_pipeline.core.destinations import Destination
 from erp_backup_pipeline.core.manifest import Manifest
@@ -124,52 +122,22 @@ def prune(site: Site, now: datetime | None = None, dry_run: bool = True, log: Lo
         return PruneResult(first, True, kept=list(first.keep), orphans=first_orphans,
                            locks=keep_locks.extend(first.lock_until, by_name, True, log))
     with _only_prune(site.state_dir):
-        return _apply(site, first, first_orphans, destinations, now, log)
-
-
-LOCK_FILE = "prune.lock"
-
-
-@contextlib.contextmanager
-def _only_prune(state_dir: Path) -> Iterator[None]:
-    """One deleting prune at a time on this host (the command line's and the retention asset's): Locked at once,
-    not a wait, when another holds ``state_dir/prune.lock``."""
-    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = Path(state_dir) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Locked(f"another prune is running on this host (it holds {path}); nothing was deleted: run it "
-                         "again when that one has finished") from None
-        yield
-    finally:
-        os.close(fd)
-
-
-def _apply(site: Site, first: Plan, first_orphans: list[tuple[Orphan, str, str]], destinations: list[Destination], now: datetime,
-           log: Log) -> PruneResult:
-    """Plan again right before deleting, and delete what both plans delete."""
-    policies = site.policies
-    state_file = site.state_dir / UPLOADS_STATE
-    by_name = {d.name: d for d in destinations}
-    # right before deleting: what is there now
-    fresh, fresh_orphans = _plan(site, destinations, policies, now, state_file)
-    reviewed = {e.manifest.key for e, _ in first.delete}
-    result = PruneResult(fresh, False, kept=list(fresh.keep))
-    todo = []
-    for entry, reason in fresh.delete:
-        if entry.manifest.key in reviewed:
-            todo.append((entry, reason))
-        else:
-            result.kept.append((entry, f"deletable only in the catalog read again before deleting: left for the "
-                                       f"next prune (otherwise: {reason})"))
-    todo = _recorded(site, todo, result, log)
-    _delete(todo, by_name, result, log)
-    result.orphans += sweep(first_orphans, fresh_orphans, by_name, log)
-    result.locks = keep_locks.extend(fresh.lock_until, by_name, False, log)
-    return result
+        # right before deleting: what is there now
+        fresh, fresh_orphans = _plan(site, destinations, policies, now, state_file)
+        reviewed = {e.manifest.key for e, _ in first.delete}
+        result = PruneResult(fresh, False, kept=list(fresh.keep))
+        todo = []
+        for entry, reason in fresh.delete:
+            if entry.manifest.key in reviewed:
+                todo.append((entry, reason))
+            else:
+                result.kept.append((entry, f"deletable only in the catalog read again before deleting: left for the "
+                                           f"next prune (otherwise: {reason})"))
+        todo = _recorded(site, todo, result, log)
+        _delete(todo, by_name, result, log)
+        result.orphans += sweep(first_orphans, fresh_orphans, by_name, log)
+        result.locks = keep_locks.extend(fresh.lock_until, by_name, False, log)
+        return result
 
 
 def _recorded(site: Site, todo: list[tuple[Entry, str]], result: PruneResult, log: Log) -> list[tuple[Entry, str]]:
@@ -188,6 +156,20 @@ def _recorded(site: Site, todo: list[tuple[Entry, str]], result: PruneResult, lo
         else:
             kept += items
     return kept
+
+
+LOCK_FILE = "prune.lock"
+
+
+@contextlib.contextmanager
+def _only_prune(state_dir: Path) -> Iterator[None]:
+    """One deleting prune at a time on this host (the command line's and the retention asset's): Locked at once,
+    not a wait, when another holds ``state_dir/prune.lock``."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = Path(state_dir) / LOCK_FILE
+    with statefile.locked(path, busy=Locked(f"another prune is running on this host (it holds {path}); nothing was "
+                                            "deleted: run it again when that one has finished")):
+        yield
 
 
 def _plan(site: Site, destinations: list[Destination], policies: dict[str, RetentionPolicy], now: datetime,

@@ -77,6 +77,15 @@ def _observe(tar: tarfile.TarFile, member: tarfile.TarInfo) -> dict[str, Any]:
     return seen
 
 
+def _checked_archive(reader: IO[bytes] | Any) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Every member observed and the archive's index, the two agreeing (VerifyError otherwise)."""
+    observed, index = _read_archive(reader, _observe)
+    problem = _mismatch(index, observed)
+    if problem:
+        raise VerifyError(f"files: {problem}")
+    return observed, index
+
+
 class FilesSource:
     kind = "files"
     extension = "tar"
@@ -122,10 +131,7 @@ class FilesSource:
         return _TarDump(_Archiver(self._patterns, self._root, self.excludes, Path(workdir), follow=self.follow_symlinks))
 
     def verify(self, reader: IO[bytes] | Any, workdir: Path, facts: dict[str, Any]) -> dict[str, Any]:
-        observed, index = _read_archive(reader, _observe)
-        problem = _mismatch(index, observed)
-        if problem:
-            raise VerifyError(f"files: {problem}")
+        observed, index = _checked_archive(reader)
         recorded = facts.get("index")
         if recorded is not None:  # the manifest's list (absent while the backup itself is verified)
             ours = {e["name"]: (e.get("type"), e.get("sha256")) for e in index}
@@ -138,11 +144,7 @@ class FilesSource:
 
     def list_files(self, reader: IO[bytes] | Any) -> list[dict[str, Any]]:
         """The archive's files (its index, each member checked against it while read)."""
-        observed, index = _read_archive(reader, _observe)
-        problem = _mismatch(index, observed)
-        if problem:
-            raise VerifyError(f"files: {problem}")
-        return listing(index)
+        return listing(_checked_archive(reader)[1])
 
     def restore_plan(self, target: str, force: bool, facts: dict[str, Any],
                      include: list[str] | None = None) -> list[str]:

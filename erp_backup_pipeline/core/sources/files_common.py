@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from typing import IO, Any
 
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import VerifyError
+from erp_backup_pipeline.errors import ArtifactNotFound, VerifyError
 
 INDEX_NAME = ".erp-backup-index.json"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -149,6 +149,12 @@ def selector(patterns: list[str] | None) -> Callable[[str], bool] | None:
                    name == w or name.startswith(w + "/") for w in wanted)
 
     return selected
+
+
+def nothing_included(include: list[str]) -> ArtifactNotFound:
+    """The refusal of an ``--include`` that names nothing in the capture (before anything is put in place)."""
+    return ArtifactNotFound(f"--include {' '.join(include)}: matches nothing in the capture (`erp-backup ls` lists "
+                            "it); nothing restored")
 
 
 def include_step(include: list[str] | None) -> list[str]:

@@ -40,11 +40,12 @@ from erp_backup_pipeline.core.sources.files_common import (
     _read_archive,
     _reason,
     _stamp,
+    nothing_included,
     selector,
     shown,
 )
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import ArtifactNotFound, RestoreError, VerifyError
+from erp_backup_pipeline.errors import RestoreError, VerifyError
 
 _EXAMPLES = 5  # paths named per category in a dry-run plan
 
@@ -240,8 +241,7 @@ def restore_tree(reader: IO[bytes] | Any, target: str, force: bool, include: lis
         extractor = _Extractor(partial, selector(include))
         files = extractor.run(reader)
         if include and not extractor.written:
-            raise ArtifactNotFound(f"--include {' '.join(include)}: matches nothing in the capture (`erp-backup ls` lists "
-                               "it); nothing restored")
+            raise nothing_included(include)
         kept = _make_room(t, force, stamp)
         try:
             partial.rename(t)

@@ -38,6 +38,7 @@ from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK, copy_stream
 from erp_backup_pipeline.errors import (
     CREDENTIALS,
+    ExitStatus,
     RestoreError,
     SourceError,
     SourceUnavailable,
@@ -138,6 +139,11 @@ class _SyncStream:
             pass
 
 
+def _refused(exc: BaseException) -> ExitStatus | None:
+    """The exit status of an error that is Redis refusing the user or password, else None (the class's own)."""
+    return CREDENTIALS if isinstance(exc, redis.AuthenticationError) else None
+
+
 class RedisSource:
     kind = "redis"
     extension = "rdb"
@@ -175,9 +181,8 @@ class RedisSource:
             # down, or still loading its data, is a pause away; a refused password (a ConnectionError too) is not
             away = isinstance(exc, (redis.ConnectionError, redis.TimeoutError)) and \
                 not isinstance(exc, redis.AuthenticationError)
-            refused = CREDENTIALS if isinstance(exc, redis.AuthenticationError) else None
             raise (SourceUnavailable(f"{self.where}: cannot connect: {_reason(exc)}") if away else
-                   SourceError(f"{self.where}: cannot connect: {_reason(exc)}", status=refused)) from None
+                   SourceError(f"{self.where}: cannot connect: {_reason(exc)}", status=_refused(exc))) from None
         keyspace = {k: int(v["keys"]) for k, v in info.items() if re.fullmatch(r"db\d+", k) and isinstance(v, dict)}
         return {"engine": f"Redis {info.get('redis_version', '?')}", "keyspace": keyspace,
                 "keys": sum(keyspace.values()), "aof_enabled": bool(info.get("aof_enabled"))}
@@ -318,8 +323,7 @@ class RedisSource:
         try:
             keyspace = {k: v for k, v in target.info("keyspace").items() if isinstance(v, dict)}
         except redis.RedisError as exc:
-            refused = CREDENTIALS if isinstance(exc, redis.AuthenticationError) else None
-            raise RestoreError(f"restore target {shown}: cannot connect: {_reason(exc)}", status=refused) from None
+            raise RestoreError(f"restore target {shown}: cannot connect: {_reason(exc)}", status=_refused(exc)) from None
         kept = None
         if keyspace:
             if not force:

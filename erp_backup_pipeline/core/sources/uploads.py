@@ -41,11 +41,19 @@ from erp_backup_pipeline.core.retention import RetentionPolicy
 from erp_backup_pipeline.core.safe_target import check_target, create_file, make_parents, require_kind
 from erp_backup_pipeline.core.sources.base import DirectorySettings
 from erp_backup_pipeline.core.sources.files_capture import _Archiver, _TarDump, _Unreadable
-from erp_backup_pipeline.core.sources.files_common import _reason, _stamp, include_step, listing, selector, shown
+from erp_backup_pipeline.core.sources.files_common import (
+    _reason,
+    _stamp,
+    include_step,
+    listing,
+    nothing_included,
+    selector,
+    shown,
+)
 from erp_backup_pipeline.core.sources.files_restore import _make_room, _occupied
 from erp_backup_pipeline.core.sources.kind import SourceKind
 from erp_backup_pipeline.core.streams import CHUNK
-from erp_backup_pipeline.errors import ArtifactNotFound, RestoreError, SourceError, VerifyError
+from erp_backup_pipeline.errors import RestoreError, SourceError, VerifyError
 
 
 class UploadsSettings(DirectorySettings):
@@ -285,8 +293,7 @@ def _included(snapshot: list[dict[str, Any]], include: list[str] | None) -> list
         return snapshot
     chosen = [e for e in snapshot if selected(e["name"])]
     if not chosen:
-        raise ArtifactNotFound(f"--include {' '.join(include or [])}: matches nothing in the capture (`erp-backup ls` "
-                           "lists it); nothing restored")
+        raise nothing_included(include or [])
     above = {"/".join(e["name"].split("/")[:i]) for e in chosen for i in range(1, e["name"].count("/") + 1)}
     names = {e["name"] for e in chosen}
     return [e for e in snapshot if e["name"] in names or (e["type"] == "dir" and e["name"] in above)]
